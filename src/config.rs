@@ -1,0 +1,110 @@
+//! `Config`, `Mode` and `Model`: plain data, validated once by the command
+//! line (or by the caller of the library) and then only read.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What the server does with the bytes a client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Log every chunk read, escaped, as the teaching server printed it.
+    Log,
+    /// Write every byte back, in order.
+    Echo,
+    /// Count the bytes and drop them.
+    Discard,
+}
+
+impl Mode {
+    /// The name used on the command line and in the `listening on` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Log => "log",
+            Mode::Echo => "echo",
+            Mode::Discard => "discard",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the server waits for IO: the readiness loop or one of the classic
+/// designs it is compared against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    /// One thread, one `mio::Poll`, a slab of nonblocking sockets.
+    Mio,
+    /// One blocking connection at a time; the rest wait in the backlog.
+    Iterative,
+    /// A `std::thread` per connection, blocking IO.
+    Thread,
+    /// A `fork()`ed child process per connection, blocking IO.
+    Process,
+}
+
+impl Model {
+    /// Every model, in the order tests and the benchmark run them.
+    pub const ALL: [Model; 4] =
+        [Model::Mio, Model::Iterative, Model::Thread, Model::Process];
+
+    /// The name used on the command line and in the `listening on` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Mio => "mio",
+            Model::Iterative => "iterative",
+            Model::Thread => "thread",
+            Model::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything a server needs to start. Build it with [`Config::new`] and
+/// adjust the public fields.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// What to do with received bytes.
+    pub mode: Mode,
+    /// How to wait for IO.
+    pub model: Model,
+    /// Open connections beyond this are accepted and closed at once.
+    pub max_connections: usize,
+    /// Close a connection with no traffic for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// Stack size of each connection thread in the thread model, in KiB.
+    pub thread_stack_kib: usize,
+    /// Handle SIGINT and SIGTERM as a request to stop. The binary sets it;
+    /// in-process servers in tests leave it off and stop through a
+    /// [`Handle`](crate::Handle).
+    pub handle_signals: bool,
+}
+
+impl Config {
+    /// The defaults of `readyloop serve`, listening on `addr`.
+    pub fn new(addr: SocketAddr) -> Config {
+        Config {
+            addr,
+            mode: Mode::Log,
+            model: Model::Mio,
+            max_connections: 10_000,
+            idle_timeout: None,
+            backlog: 1024,
+            thread_stack_kib: 64,
+            handle_signals: false,
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! One client of the mio model: a nonblocking socket, its peer address and,
+//! only while a write is pending, an output buffer.
+//!
+//! The handlers never touch the event loop: they do the IO the readiness
+//! allows and return a [`Progress`] that tells the loop what happens next.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use mio::net::TcpStream;
+
+use crate::config::Mode;
+use crate::journal;
+use crate::net::{interrupted, would_block};
+use crate::stats::{Reason, Stats};
+
+/// Echo backpressure: while this much output waits, stop reading.
+pub const OUT_CAP: usize = 64 * 1024;
+
+/// Trap 2: reads per connection per turn, so a fast client cannot starve
+/// the others (redis reads 16 KiB per event, libuv 32 reads).
+const READS_PER_TURN: usize = 4;
+
+/// What the loop does with a connection after a handler ran.
+#[derive(Debug)]
+pub enum Progress {
+    /// Wait for its next readiness event.
+    Waiting,
+    /// Its budget ran out with input possibly left: drive it again soon
+    /// without waiting for an event (edge-triggered: none would come).
+    More,
+    /// It is done: deregister, remove, count and log it.
+    Closed(Reason),
+}
+
+/// Readiness of one event, widened so that hints lead to a read.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    /// Read now (readable, or the peer closed or errored: trap 8, read to
+    /// find out what happened).
+    pub readable: bool,
+    /// The socket can take output again.
+    pub writable: bool,
+    /// The peer closed its write side: do not let a short read end the
+    /// drain, or the EOF would never be seen (trap 1).
+    pub read_closed: bool,
+}
+
+impl Ready {
+    /// A wake-up without an event (budget retry, start of shutdown).
+    pub const ANY: Ready =
+        Ready { readable: true, writable: true, read_closed: false };
+
+    /// The readiness of a mio event.
+    pub fn of(event: &mio::event::Event) -> Ready {
+        Ready {
+            readable: event.is_readable()
+                || event.is_read_closed()
+                || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed(),
+            read_closed: event.is_read_closed(),
+        }
+    }
+}
+
+/// What a handler may use besides its own connection: the loop's one
+/// shared read buffer, the log scratch string and the counters.
+#[derive(Debug)]
+pub struct Io<'a> {
+    /// The read buffer shared by all connections.
+    pub buf: &'a mut [u8],
+    /// Reused for escaping logged chunks.
+    pub scratch: &'a mut String,
+    /// The server's counters.
+    pub stats: &'a Stats,
+    /// What to do with input.
+    pub mode: Mode,
+    /// Set when any byte moved in either direction (idle bookkeeping).
+    pub moved: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Reading and serving.
+    Open,
+    /// The client sent EOF; flush what is pending, then close as `eof`.
+    HalfClosed,
+    /// The server is stopping: flush, then close or linger.
+    Stopping,
+    /// Our FIN is sent; read and discard until the client's EOF.
+    Lingering,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Unsent output, allocated only while a write would block (trap 7).
+    out: Option<Box<OutBuf>>,
+    phase: Phase,
+    /// Reading stopped at [`OUT_CAP`] with input possibly still queued.
+    paused: bool,
+    /// An event said the peer closed its write side. Sticky, because the
+    /// edge that said so is gone once seen: a later resume (budget retry,
+    /// end of a pause) must still read on to the EOF (trap 1).
+    peer_closed: bool,
+}
+
+impl Connection {
+    /// Wraps an accepted socket.
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Connection {
+        Connection {
+            stream,
+            peer,
+            out: None,
+            phase: Phase::Open,
+            paused: false,
+            peer_closed: false,
+        }
+    }
+
+    /// The socket, to register and deregister it.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Handles readiness and reports what the loop should do next.
+    pub fn on_ready(&mut self, io: &mut Io<'_>, ready: Ready) -> Progress {
+        match self.phase {
+            Phase::Open | Phase::HalfClosed => self.serve(io, ready),
+            Phase::Stopping | Phase::Lingering => self.wind_down(io),
+        }
+    }
+
+    /// The server is stopping: stop reading, and from now on flush and
+    /// close (see [`Connection::on_ready`]).
+    pub fn stop(&mut self) {
+        self.phase = Phase::Stopping;
+    }
+
+    fn serve(&mut self, io: &mut Io<'_>, ready: Ready) -> Progress {
+        if ready.writable && self.out.is_some() {
+            if let Err(e) = self.flush(io) {
+                return Progress::Closed(Reason::from_io(e));
+            }
+        }
+        if self.phase == Phase::HalfClosed {
+            return self.close_when_flushed(Reason::Eof);
+        }
+        // A paused connection was not drained, so no read edge will come
+        // for what is queued (trap 1): read now that output has room.
+        if !(ready.readable || self.paused) {
+            return Progress::Waiting;
+        }
+        self.paused = false;
+        self.peer_closed |= ready.read_closed;
+        self.read_some(io)
+    }
+
+    fn read_some(&mut self, io: &mut Io<'_>) -> Progress {
+        let mut reads = 0;
+        while reads < READS_PER_TURN {
+            let room = match io.mode {
+                Mode::Echo => OUT_CAP - self.pending(),
+                Mode::Log | Mode::Discard => io.buf.len(),
+            }
+            .min(io.buf.len());
+            if room == 0 {
+                // Echo backpressure: the client is not reading; leave its
+                // input in the kernel until the output drains.
+                self.paused = true;
+                return Progress::Waiting;
+            }
+            match self.stream.read(&mut io.buf[..room]) {
+                Ok(0) => {
+                    self.phase = Phase::HalfClosed;
+                    return self.close_when_flushed(Reason::Eof);
+                }
+                Ok(n) => {
+                    reads += 1;
+                    io.stats.read(n);
+                    io.moved = true;
+                    if let Err(e) = self.consume(io, n) {
+                        return Progress::Closed(Reason::from_io(e));
+                    }
+                    // Trap 1: a short read means the socket is drained
+                    // (epoll will report new data as a new edge), unless
+                    // the peer closed: then read on to see the EOF.
+                    if n < room && !self.peer_closed {
+                        return Progress::Waiting;
+                    }
+                }
+                Err(e) if would_block(&e) => return Progress::Waiting,
+                Err(e) if interrupted(&e) => continue, // trap 9
+                Err(e) => return Progress::Closed(Reason::from_io(e)),
+            }
+        }
+        // Trap 2: budget spent, input may remain; the loop comes back.
+        Progress::More
+    }
+
+    fn consume(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
+        match io.mode {
+            Mode::Log => {
+                journal::chunk(self.peer, &io.buf[..n], io.scratch);
+                Ok(())
+            }
+            Mode::Discard => Ok(()),
+            Mode::Echo => self.echo(io, n),
+        }
+    }
+
+    /// Writes `io.buf[..n]` back, keeping whatever the socket does not
+    /// take. Output already waiting goes first, so bytes stay in order.
+    fn echo(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
+        let data = &io.buf[..n];
+        if let Some(out) = &mut self.out {
+            out.push(data);
+            return Ok(());
+        }
+        let sent = write_some(&mut self.stream, data, io.stats)?;
+        if sent < n {
+            // Trap 7: `write_all` would lose this on WouldBlock; keep it
+            // and finish on the WRITABLE event.
+            let mut out = Box::new(OutBuf::default());
+            out.push(&data[sent..]);
+            self.out = Some(out);
+        }
+        io.moved |= sent > 0;
+        Ok(())
+    }
+
+    /// Writes pending output until it is gone or the socket is full; the
+    /// buffer is freed once empty, so idle connections hold none.
+    fn flush(&mut self, io: &mut Io<'_>) -> io::Result<()> {
+        let Some(out) = &mut self.out else { return Ok(()) };
+        let sent = write_some(&mut self.stream, out.pending(), io.stats)?;
+        io.moved |= sent > 0;
+        if out.consume(sent) {
+            self.out = None;
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.out.as_ref().map_or(0, |out| out.pending().len())
+    }
+
+    fn close_when_flushed(&self, reason: Reason) -> Progress {
+        match self.out {
+            None => Progress::Closed(reason),
+            Some(_) => Progress::Waiting,
+        }
+    }
+
+    /// Shutdown: flush what is pending, then close. If the client left
+    /// input unread at the server, a close() would send an RST that makes
+    /// the client's kernel drop the output we just flushed, so instead
+    /// linger as nginx does: send our FIN and discard input until the
+    /// client's EOF (or the loop's stop deadline).
+    fn wind_down(&mut self, io: &mut Io<'_>) -> Progress {
+        if let Err(e) = self.flush(io) {
+            return Progress::Closed(Reason::from_io(e));
+        }
+        if self.out.is_some() {
+            return Progress::Waiting;
+        }
+        for _ in 0..READS_PER_TURN {
+            match self.stream.read(io.buf) {
+                Ok(0) => return Progress::Closed(Reason::Shutdown),
+                Ok(n) => {
+                    io.stats.read(n);
+                    io.moved = true;
+                    if self.phase == Phase::Stopping {
+                        self.phase = Phase::Lingering;
+                        let _ = self.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Err(e) if would_block(&e) => {
+                    return match self.phase {
+                        Phase::Lingering => Progress::Waiting,
+                        _ => Progress::Closed(Reason::Shutdown),
+                    };
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Progress::Closed(Reason::from_io(e)),
+            }
+        }
+        Progress::More
+    }
+}
+
+/// Writes as much of `data` as the socket takes now; counts what went.
+fn write_some(
+    stream: &mut TcpStream,
+    data: &[u8],
+    stats: &Stats,
+) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match stream.write(&data[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                stats.wrote(n);
+                sent += n;
+            }
+            Err(e) if would_block(&e) => break,
+            Err(e) if interrupted(&e) => {}
+            // Trap 10: SIGPIPE is ignored, so a dead peer is an EPIPE or
+            // ECONNRESET here that ends this connection and nothing else.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+/// Output waiting for the socket to drain; `data[sent..]` is unsent.
+#[derive(Debug, Default)]
+struct OutBuf {
+    data: Vec<u8>,
+    sent: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> &[u8] {
+        &self.data[self.sent..]
+    }
+
+    /// Appends, growing by doubling but never past [`OUT_CAP`] bytes of
+    /// capacity unless the data itself needs it, so a stalled client costs
+    /// at most about `OUT_CAP`.
+    fn push(&mut self, bytes: &[u8]) {
+        if self.sent > 0 {
+            self.data.drain(..self.sent);
+            self.sent = 0;
+        }
+        let need = self.data.len() + bytes.len();
+        if need > self.data.capacity() {
+            let target =
+                (self.data.capacity() * 2).clamp(need, OUT_CAP.max(need));
+            self.data.reserve_exact(target - self.data.len());
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Marks `n` more bytes sent; true when nothing is left.
+    fn consume(&mut self, n: usize) -> bool {
+        self.sent += n;
+        self.sent == self.data.len()
+    }
+}

@@ -1,0 +1,56 @@
+//! The errors that stop a server from starting or running. Errors of one
+//! connection never reach here: they end that connection only.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// A set-up failure: the server could not start, or its event loop broke.
+#[derive(Debug)]
+pub enum Error {
+    /// Binding or listening on the address failed.
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed (address in use, permission denied, ...).
+        source: io::Error,
+    },
+    /// Creating or waiting on the event loop's machinery failed.
+    Setup {
+        /// What was being done, e.g. "create the poll".
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn setup(
+        what: &'static str,
+    ) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Setup { what, source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")
+            }
+            Error::Setup { what, source } => {
+                write!(f, "cannot {what}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Listen { source, .. } | Error::Setup { source, .. } => {
+                Some(source)
+            }
+        }
+    }
+}

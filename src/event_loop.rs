@@ -1,0 +1,337 @@
+//! The mio model: one thread, one `mio::Poll`, a slab of nonblocking
+//! connections. This file is the loop; [`Connection`] does the IO of one
+//! client and returns what should happen next.
+//!
+//! Cost per connection: a slab entry (about 56 bytes), 16 bytes of idle
+//! bookkeeping when `--idle-timeout` is set, and an output buffer only
+//! while a write is blocked. It breaks down only when one core cannot keep
+//! up with the total traffic.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{Connection, Io, Progress, Ready};
+use crate::error::Error;
+use crate::journal::{self, RateLimited};
+use crate::net::{
+    interrupted, out_of_descriptors, skip_on_accept, would_block,
+};
+use crate::server::{Server, FIRST_CONNECTION, LISTENER};
+use crate::stats::{Reason, Stats, Summary};
+use crate::timer::IdleList;
+
+/// The one read buffer every connection shares.
+const READ_BUF: usize = 64 * 1024;
+/// Events taken from one `epoll_wait`.
+const EVENTS: usize = 1024;
+/// Trap 2 for the listener: connections accepted per turn, so a connect
+/// flood cannot starve the connections already open.
+const ACCEPTS_PER_TURN: usize = 256;
+/// Trap 4: how long accepting pauses when descriptors run out (nginx
+/// pauses 500 ms; a close frees one sooner and resumes at once).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long an unexpected accept error pauses accepting.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long shutdown may spend flushing and lingering.
+const STOP_WINDOW: Duration = Duration::from_secs(2);
+
+/// Runs the mio model until it is stopped.
+pub fn run(server: Server) -> Result<Summary, Error> {
+    let mut events = Events::with_capacity(EVENTS);
+    let mut lp = EventLoop::new(server);
+    loop {
+        let timeout = lp.timeout(Instant::now());
+        lp.server.wait(&mut events, timeout)?;
+        let now = Instant::now();
+        lp.now_ms = lp.clock(now);
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => lp.accept_ready = true,
+                token if lp.server.is_stop(token) => lp.begin_stop(now),
+                // A signal token with no signal pending falls through here
+                // and is ignored: spurious wake-ups are harmless.
+                Token(t) => {
+                    if let Some(key) = t.checked_sub(FIRST_CONNECTION) {
+                        lp.drive(key, Ready::of(event));
+                    }
+                }
+            }
+        }
+        lp.after_events(now);
+        if lp.finished(now) {
+            return Ok(lp.stats.summary());
+        }
+    }
+}
+
+/// The loop's state; see the crate docs for one turn of it.
+struct EventLoop {
+    server: Server,
+    connections: Slab<Connection>,
+    stats: Stats,
+    buf: Box<[u8]>,
+    scratch: String,
+    idle: Option<IdleList>,
+    /// Connections whose read budget ran out (trap 2): driven again after
+    /// this batch, and the next poll does not block while any wait.
+    again: Vec<usize>,
+    /// The listener may hold pending connections: either an event said so
+    /// or a turn stopped accepting before `WouldBlock` (trap 3, 5).
+    accept_ready: bool,
+    accept_paused_until: Option<Instant>,
+    stopping: Option<Instant>,
+    rejections: RateLimited,
+    exhaustion: RateLimited,
+    start: Instant,
+    now_ms: u64,
+}
+
+impl EventLoop {
+    fn new(server: Server) -> EventLoop {
+        let config = &server.config;
+        // Capacity is reserved, not touched: untouched pages cost no RSS.
+        let capacity = config.max_connections.min(1 << 20);
+        let idle = config.idle_timeout.map(|t| {
+            IdleList::new(t.as_millis().try_into().unwrap_or(u64::MAX))
+        });
+        EventLoop {
+            connections: Slab::with_capacity(capacity),
+            stats: Stats::default(),
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            scratch: String::new(),
+            idle,
+            again: Vec::new(),
+            // Connections may have queued before the loop first polled.
+            accept_ready: true,
+            accept_paused_until: None,
+            stopping: None,
+            rejections: RateLimited::default(),
+            exhaustion: RateLimited::default(),
+            start: Instant::now(),
+            now_ms: 0,
+            server,
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.server.config
+    }
+
+    fn clock(&self, now: Instant) -> u64 {
+        now.duration_since(self.start)
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// How long the next poll may block: not at all while work is left
+    /// over, otherwise until the nearest deadline.
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        let accepting = self.stopping.is_none();
+        if !self.again.is_empty()
+            || (accepting
+                && self.accept_ready
+                && self.accept_paused_until.is_none())
+        {
+            return Some(Duration::ZERO);
+        }
+        let idle = self
+            .idle
+            .as_ref()
+            .and_then(IdleList::next_deadline)
+            .map(|ms| self.start + Duration::from_millis(ms));
+        [idle, self.accept_paused_until.filter(|_| accepting), self.stopping]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Work that follows each batch of events: accept, retry connections
+    /// with budget left over, expire idle ones.
+    fn after_events(&mut self, now: Instant) {
+        if self.stopping.is_none() {
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept_ready = true;
+            }
+            if self.accept_ready && self.accept_paused_until.is_none() {
+                self.accept_batch(now);
+            }
+        }
+        for key in std::mem::take(&mut self.again) {
+            self.drive(key, Ready::ANY);
+        }
+        self.expire_idle();
+    }
+
+    fn accept_batch(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.server.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                // Trap 3: accept until WouldBlock; only then is the
+                // listener's edge consumed.
+                Err(e) if would_block(&e) => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) if skip_on_accept(&e) => {}
+                Err(e) if out_of_descriptors(&e) => {
+                    // Trap 4: the connection stays in the backlog and the
+                    // listener stays ready; retrying now would spin.
+                    if let Some(folded) = self.exhaustion.admit(now) {
+                        log::warn!(
+                            "accept: {e}; pausing accept for {} ms \
+                             ({folded} more since the last line)",
+                            ACCEPT_PAUSE.as_millis()
+                        );
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) => {
+                    log::error!("accept: {e}; pausing accept for 1 s");
+                    self.accept_paused_until = Some(now + ACCEPT_ERROR_PAUSE);
+                    return;
+                }
+            }
+        }
+        // Budget spent with the listener still ready: `accept_ready` stays
+        // set and the next poll does not block (trap 5).
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let max = self.config().max_connections;
+        if self.connections.len() >= max {
+            self.stats.rejected();
+            journal::rejected(&mut self.rejections, peer, max);
+            return; // dropping the stream closes it at once
+        }
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        let token = Token(key + FIRST_CONNECTION);
+        // Both interests once, for the connection's life: a readiness
+        // change then never costs an epoll_ctl on the hot path.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.server.poll.registry().register(&mut stream, token, interest)
+        {
+            self.stats.accepted();
+            let reason = Reason::Error(e);
+            self.stats.closed(&reason);
+            journal::closed(peer, &reason, self.connections.len());
+            return;
+        }
+        entry.insert(Connection::new(stream, peer));
+        self.stats.accepted();
+        if let Some(idle) = &mut self.idle {
+            idle.insert(key, self.now_ms);
+        }
+        journal::accepted(peer, self.connections.len());
+    }
+
+    /// Lets connection `key` do the IO `ready` allows, then acts on what
+    /// it reports, in this one place.
+    fn drive(&mut self, key: usize, ready: Ready) {
+        // Trap 6: the token may belong to a connection closed earlier in
+        // this batch. Its slot cannot hold a new connection yet (accepts
+        // happen after the batch), so a vacant slot is the whole check;
+        // a wake-up that finds nothing to do is harmless.
+        let Some(conn) = self.connections.get_mut(key) else { return };
+        let mut io = Io {
+            buf: &mut self.buf,
+            scratch: &mut self.scratch,
+            stats: &self.stats,
+            mode: self.server.config.mode,
+            moved: false,
+        };
+        let progress = conn.on_ready(&mut io, ready);
+        if io.moved {
+            if let Some(idle) = &mut self.idle {
+                idle.touch(key, self.now_ms);
+            }
+        }
+        match progress {
+            Progress::Waiting => {}
+            Progress::More => self.again.push(key),
+            Progress::Closed(reason) => self.close(key, reason),
+        }
+    }
+
+    /// Deregisters, removes, counts and logs connection `key`.
+    fn close(&mut self, key: usize, reason: Reason) {
+        let Some(mut conn) = self.connections.try_remove(key) else { return };
+        // Trap 6: deregister before the socket closes and its slot is
+        // reused, so no event can arrive for a token that moved on.
+        let _ = self.server.poll.registry().deregister(conn.stream_mut());
+        if let Some(idle) = &mut self.idle {
+            idle.remove(key);
+        }
+        // Everything still open when the stop began closes as `shutdown`.
+        let reason =
+            if self.stopping.is_some() { Reason::Shutdown } else { reason };
+        self.stats.closed(&reason);
+        journal::closed(conn.peer(), &reason, self.connections.len());
+        drop(conn);
+        // Trap 4: a descriptor was freed; accept again without waiting
+        // out the pause.
+        if self.accept_paused_until.take().is_some() {
+            self.accept_ready = true;
+        }
+    }
+
+    fn expire_idle(&mut self) {
+        while let Some(key) =
+            self.idle.as_ref().and_then(|l| l.expired(self.now_ms))
+        {
+            match self.connections.contains(key) {
+                true => self.close(key, Reason::Idle),
+                // Never expected; unlink so the loop cannot spin on it.
+                false => {
+                    if let Some(idle) = &mut self.idle {
+                        idle.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and starts winding every connection down.
+    fn begin_stop(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(now + STOP_WINDOW);
+        self.server.stop_listening();
+        self.idle = None; // idle timeouts no longer apply
+        let keys: Vec<usize> =
+            self.connections.iter().map(|(k, _)| k).collect();
+        log::info!("stopping: {} connections open", keys.len());
+        for key in keys {
+            if let Some(conn) = self.connections.get_mut(key) {
+                conn.stop();
+            }
+            self.drive(key, Ready::ANY);
+        }
+    }
+
+    /// True once stopping is complete: every connection closed, or the
+    /// stop window is over and the rest are closed now.
+    fn finished(&mut self, now: Instant) -> bool {
+        let Some(deadline) = self.stopping else { return false };
+        if now >= deadline {
+            let keys: Vec<usize> =
+                self.connections.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.close(key, Reason::Shutdown);
+            }
+        }
+        self.connections.is_empty()
+    }
+}

@@ -1,0 +1,99 @@
+//! The log lines every model writes, in one place so that all four models
+//! print exactly the same contract.
+//!
+//! Two lines are part of the machine-readable contract and go to the
+//! [`STATUS`] target, which the binary always shows whatever the
+//! `--log-level`: `listening on …` first, `summary …` last.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{info, log_enabled, warn, Level};
+
+use crate::config::{Mode, Model};
+use crate::escape::{escape_into, LOG_LIMIT};
+use crate::stats::{Reason, Summary};
+
+/// Log target of the lines that are always shown.
+pub const STATUS: &str = "readyloop::status";
+
+/// `listening on ADDR (model=M, mode=MODE)`, the first line.
+pub fn listening(addr: SocketAddr, model: Model, mode: Mode) {
+    info!(target: STATUS, "listening on {addr} (model={model}, mode={mode})");
+}
+
+/// The `summary …` line, the last one.
+pub fn summary(summary: &Summary) {
+    info!(target: STATUS, "{summary}");
+}
+
+/// A connection was accepted; `open` counts it.
+pub fn accepted(peer: SocketAddr, open: usize) {
+    info!("{peer} accepted ({open} open)");
+}
+
+/// A connection closed; `open` no longer counts it.
+pub fn closed(peer: SocketAddr, reason: &Reason, open: usize) {
+    info!("{peer} closed: {reason} ({open} open)");
+}
+
+/// In log mode, one chunk read from `peer`, escaped and cut at
+/// [`LOG_LIMIT`] bytes. `scratch` is reused so logging does not allocate.
+pub fn chunk(peer: SocketAddr, bytes: &[u8], scratch: &mut String) {
+    if !log_enabled!(Level::Info) {
+        return;
+    }
+    scratch.clear();
+    escape_into(scratch, bytes, LOG_LIMIT);
+    info!("{peer} sent {} bytes: {scratch}", bytes.len());
+}
+
+/// Limits a warning to one line a second however often it happens, and
+/// says how many were folded into the next line.
+#[derive(Debug, Default)]
+pub struct RateLimited {
+    last: Option<Instant>,
+    folded: u64,
+}
+
+impl RateLimited {
+    /// Returns how many earlier occurrences were not logged if a line may
+    /// be logged now, or `None` if this one is folded.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.folded += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.folded))
+            }
+        }
+    }
+}
+
+/// A connection over `--max-connections` was closed at once.
+pub fn rejected(limiter: &mut RateLimited, peer: SocketAddr, max: usize) {
+    if let Some(folded) = limiter.admit(Instant::now()) {
+        warn!(
+            "{peer} rejected: {max} connections open (max-connections); \
+             {folded} more rejected since the last line"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_admits_one_a_second_and_counts_the_rest() {
+        let mut r = RateLimited::default();
+        let t0 = Instant::now();
+        assert_eq!(r.admit(t0), Some(0));
+        assert_eq!(r.admit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(r.admit(t0 + Duration::from_millis(900)), None);
+        assert_eq!(r.admit(t0 + Duration::from_millis(1000)), Some(2));
+    }
+}
