@@ -145,6 +145,7 @@ impl Connection {
     }
 
     fn serve(&mut self, io: &mut Io<'_>, ready: Ready) -> Progress {
+        self.peer_closed |= ready.read_closed;
         if ready.writable && self.out.is_some() {
             if let Err(e) = self.flush(io) {
                 return Progress::Closed(Reason::from_io(e));
@@ -159,7 +160,6 @@ impl Connection {
             return Progress::Waiting;
         }
         self.paused = false;
-        self.peer_closed |= ready.read_closed;
         self.read_some(io)
     }
 
@@ -353,5 +353,83 @@ impl OutBuf {
     fn consume(&mut self, n: usize) -> bool {
         self.sent += n;
         self.sent == self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected pair over loopback: a std client and the server side
+    /// as a nonblocking mio stream wrapped in a [`Connection`].
+    fn pair() -> (std::net::TcpStream, Connection) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().unwrap())
+                .unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, Connection::new(TcpStream::from_std(server), peer))
+    }
+
+    fn drive(conn: &mut Connection, mode: Mode, ready: Ready) -> Progress {
+        let stats = Stats::default();
+        let mut buf = vec![0; 64 * 1024];
+        let mut scratch = String::new();
+        let mut io = Io {
+            buf: &mut buf,
+            scratch: &mut scratch,
+            stats: &stats,
+            mode,
+            moved: false,
+        };
+        conn.on_ready(&mut io, ready)
+    }
+
+    /// Trap 2: with more queued than the budget, one turn reads only the
+    /// budget and asks to be driven again.
+    #[test]
+    fn a_full_socket_yields_after_its_budget() {
+        let (mut client, mut conn) = pair();
+        let big = vec![7u8; 1 << 20];
+        let writer = std::thread::spawn(move || {
+            client.write_all(&big).unwrap();
+            client
+        });
+        // Wait for the first read to see data, then check the budget.
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            match drive(&mut conn, Mode::Discard, Ready::ANY) {
+                Progress::More => break,
+                Progress::Waiting => std::thread::yield_now(),
+                Progress::Closed(r) => panic!("closed: {r}"),
+            }
+            assert!(turns < 1_000_000, "never filled the budget");
+        }
+        drop(writer.join().unwrap());
+    }
+
+    /// Trap 1: once an event said the peer closed, a later wake-up
+    /// without that flag (a budget retry) must not stop at a short read;
+    /// it reads on to the EOF, which no new edge would announce.
+    #[test]
+    fn a_seen_peer_close_is_not_forgotten_by_a_retry() {
+        let (mut client, mut conn) = pair();
+        client.write_all(b"last words").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        // An event that only says the peer closed (no read now)...
+        let closed =
+            Ready { readable: false, writable: false, read_closed: true };
+        assert!(matches!(
+            drive(&mut conn, Mode::Discard, closed),
+            Progress::Waiting
+        ));
+        // ...then a wake-up without the flag: it must still see the EOF.
+        match drive(&mut conn, Mode::Discard, Ready::ANY) {
+            Progress::Closed(Reason::Eof) => {}
+            other => panic!("expected eof, got {other:?}"),
+        }
     }
 }

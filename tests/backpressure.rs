@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::thread;
-use std::time::Duration;
+use std::io::Read;
 
 use common::*;
 use readyloop::{Mode, Model};
@@ -22,25 +20,7 @@ const LIMIT: usize = 64 << 20;
 fn a_client_that_never_reads_is_throttled_not_buffered() {
     let server = start_server(config(Model::Mio, Mode::Echo));
     let mut hog = connect(server.addr);
-    hog.set_nonblocking(true).unwrap();
-    let chunk = pattern(1, 64 * 1024);
-    let mut sent = Vec::new();
-    // Write until the stream stays blocked across several retries: the
-    // server has stopped reading us.
-    let mut stalls = 0;
-    while stalls < 20 && sent.len() < LIMIT {
-        match hog.write(&chunk) {
-            Ok(n) => {
-                sent.extend_from_slice(&chunk[..n]);
-                stalls = 0;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                stalls += 1;
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
+    let sent = write_until_stalled(&mut hog, &pattern(1, 64 * 1024), LIMIT);
     assert!(
         sent.len() < LIMIT,
         "the server kept reading a client that never reads ({} bytes)",
@@ -52,7 +32,6 @@ fn a_client_that_never_reads_is_throttled_not_buffered() {
     assert_eq!(echo_round(&mut other, b"still here"), b"still here");
 
     // Now read: every byte comes back, in order, and writing resumes.
-    hog.set_nonblocking(false).unwrap();
     let mut back = vec![0; sent.len()];
     hog.read_exact(&mut back).unwrap();
     assert!(back == sent, "echo differs after the stall");

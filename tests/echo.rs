@@ -7,7 +7,9 @@ use std::thread;
 use common::*;
 use readyloop::{Mode, Model};
 
-/// Every byte sent comes back, in order, to many concurrent clients.
+/// Every byte sent comes back, in order, to many concurrent clients; the
+/// first connections (slab keys 0, 1, 2) are served like the rest, so
+/// their tokens never collide with the listener, waker or signal tokens.
 #[test]
 fn echo_is_exact_for_concurrent_clients() {
     let server = start_server(config(Model::Mio, Mode::Echo));

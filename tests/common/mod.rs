@@ -119,7 +119,7 @@ impl ServerProcess {
             lines,
             log: Vec::new(),
         };
-        let line = server.wait_for_line("listening on ");
+        let line = server.wait_for_status("listening on ");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -136,7 +136,23 @@ impl ServerProcess {
 
     /// Waits for a stderr line containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+        self.wait_for(needle, |line| line.contains(needle))
+    }
+
+    /// Waits for a line of the always-shown status target that starts
+    /// with `what` (`listening on`, `summary`): a client cannot forge
+    /// one, since its bytes only ever appear after a peer address.
+    pub fn wait_for_status(&mut self, what: &str) -> String {
+        let prefix = format!("INFO  [readyloop::status] {what}");
+        self.wait_for(what, |line| line.starts_with(&prefix))
+    }
+
+    fn wait_for(
+        &mut self,
+        needle: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        if let Some(line) = self.log.iter().find(|l| matches(l)) {
             return line.clone();
         }
         let deadline = Instant::now() + PATIENCE;
@@ -145,7 +161,7 @@ impl ServerProcess {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.log.push(line.clone());
-                    if line.contains(needle) {
+                    if matches(&line) {
                         return line;
                     }
                 }
@@ -177,7 +193,7 @@ impl ServerProcess {
     pub fn terminate(mut self) -> (i32, Summary) {
         self.signal(libc::SIGTERM);
         let status = self.wait_exit();
-        let line = self.wait_for_line("summary ");
+        let line = self.wait_for_status("summary ");
         let summary = Summary::parse(&line).expect("parse summary");
         (status, summary)
     }
@@ -220,6 +236,34 @@ fn read_lines(stderr: ChildStderr) -> Receiver<String> {
         }
     });
     rx
+}
+
+/// Writes `chunk` over and over without reading until writes stay
+/// blocked (the server has stopped reading us) or `limit` bytes went;
+/// returns what was written. Leaves the stream blocking.
+pub fn write_until_stalled(
+    stream: &mut TcpStream,
+    chunk: &[u8],
+    limit: usize,
+) -> Vec<u8> {
+    stream.set_nonblocking(true).unwrap();
+    let mut sent = Vec::new();
+    let mut stalls = 0;
+    while stalls < 20 && sent.len() < limit {
+        match stream.write(chunk) {
+            Ok(n) => {
+                sent.extend_from_slice(&chunk[..n]);
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    sent
 }
 
 /// Closes `stream` with an RST instead of a FIN (SO_LINGER 0).

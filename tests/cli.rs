@@ -1,0 +1,83 @@
+//! The command line: bad input gives a one-line error and the documented
+//! exit code, never a panic.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(binary()).args(args).output().expect("run readyloop")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Invalid flags and addresses exit 2 with an error and usage, no panic.
+#[test]
+fn invalid_flags_exit_2_with_an_error() {
+    for args in [
+        &["serve", "--addr", "not-an-address"][..],
+        &["serve", "--addr", "127.0.0.1:99999"],
+        &["serve", "--mode", "shout"],
+        &["serve", "--model", "fibers"],
+        &["serve", "--max-connections", "0"],
+        &["serve", "--max-connections", "-5"],
+        &["serve", "--idle-timeout", "-1"],
+        &["serve", "--idle-timeout", "1e400"],
+        &["serve", "--backlog", "0"],
+        &["serve", "--log-level", "loud"],
+        &["serve", "--no-such-flag"],
+        &["launch"],
+    ] {
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// An address in use exits 1 with `error: cannot listen on ADDR: …`.
+#[test]
+fn address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["serve", "--addr", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let want = format!("error: cannot listen on {addr}: ");
+    assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+/// An address this host does not have exits 1 the same way.
+#[test]
+fn foreign_address_exits_1() {
+    // TEST-NET-1: never assigned to a local interface.
+    let out = run(&["serve", "--addr", "192.0.2.1:8989"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("error: cannot listen on 192.0.2.1:8989: "));
+}
+
+/// `--help` documents every flag of `serve`.
+#[test]
+fn help_documents_every_flag() {
+    let out = run(&["serve", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--addr",
+        "--mode",
+        "--model",
+        "--max-connections",
+        "--idle-timeout",
+        "--backlog",
+        "--log-level",
+        "--thread-stack-kib",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
