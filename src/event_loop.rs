@@ -188,7 +188,8 @@ impl EventLoop {
                     if let Some(folded) = self.exhaustion.admit(now) {
                         log::warn!(
                             "accept: {e}; pausing accept for {} ms \
-                             ({folded} more since the last line)",
+                             ({folded} more since the last line; raise \
+                             the descriptor limit: ulimit -n, LimitNOFILE)",
                             ACCEPT_PAUSE.as_millis()
                         );
                     }

@@ -28,6 +28,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     let mut config = args.config();
     config.handle_signals = true;
+    // Each connection is a descriptor: allow as many as the hard limit
+    // does. When they still run out, accept pauses and says so.
+    if let Err(e) = readyloop::net::raise_fd_limit() {
+        eprintln!("warning: cannot raise the descriptor limit: {e}");
+    }
     let outcome = readyloop::bind(config).and_then(readyloop::Server::run);
     match outcome {
         Ok(_) => ExitCode::SUCCESS,
