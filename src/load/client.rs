@@ -27,9 +27,11 @@ const WRITES_PER_PASS: usize = 4;
 /// Read-then-write passes per connection per wake-up (fairness): past
 /// it the connection goes on the `again` list.
 const PASSES: usize = 8;
-/// Connects in progress at once, so a burst does not overflow the
-/// server's SYN and accept queues (a dropped SYN costs a 1 s retry).
-const MAX_CONNECTING: usize = 256;
+/// Connections opened but not yet answered (no echoed byte yet) at once.
+/// This paces opening to the rate the server accepts: a burst would
+/// overflow its accept queue, and a dropped SYN or handshake ACK costs a
+/// 1 s retransmit.
+const MAX_OPENING: usize = 256;
 /// Longest a poll blocks, so the deadline is never overslept by much.
 const TICK: Duration = Duration::from_millis(100);
 /// A `--messages` run that makes no progress for this long gives up.
@@ -114,7 +116,7 @@ pub(crate) fn run(
         tally: Tally::default(),
         again: Vec::new(),
         to_open: share.count,
-        connecting: 0,
+        opening: 0,
         next_seed: share.first,
         step: share.step,
         quota: share.quota,
@@ -134,7 +136,8 @@ struct Worker<'a> {
     tally: Tally,
     again: Vec<usize>,
     to_open: u64,
-    connecting: usize,
+    /// Connections opened that have not had an echoed byte yet.
+    opening: usize,
     next_seed: u64,
     step: u64,
     quota: Option<u64>,
@@ -195,9 +198,9 @@ impl Worker<'_> {
         self.conns.is_empty() && self.to_open == 0
     }
 
-    /// Opens connections until all are open or enough are connecting.
+    /// Opens connections until all are open or enough are opening.
     fn open_more(&mut self) {
-        while self.to_open > 0 && self.connecting < MAX_CONNECTING {
+        while self.to_open > 0 && self.opening < MAX_OPENING {
             self.to_open -= 1;
             let seed = self.next_seed;
             self.next_seed += self.step;
@@ -226,7 +229,7 @@ impl Worker<'_> {
             phase: Phase::Connecting,
             started: Instant::now(),
         });
-        self.connecting += 1;
+        self.opening += 1;
         Ok(())
     }
 
@@ -235,6 +238,7 @@ impl Worker<'_> {
         // A stale token (closed earlier in this batch) is skipped.
         let Some(conn) = self.conns.get_mut(key) else { return };
         let was = conn.phase;
+        let was_opening = conn.echoed == 0;
         let mut io = Io {
             buf: &mut self.buf,
             tally: &mut self.tally,
@@ -243,8 +247,9 @@ impl Worker<'_> {
         };
         let step = drive(conn, &mut io, closing);
         let now = conn.phase;
-        if was == Phase::Connecting && now != Phase::Connecting {
-            self.connecting -= 1;
+        let gone = matches!(step, Step::Reconnect | Step::Failed(_));
+        if was_opening && (gone || conn.echoed > 0) {
+            self.opening -= 1;
         }
         if was != Phase::Held && now == Phase::Held {
             Live::add(&self.live.held, 1);
@@ -258,9 +263,6 @@ impl Worker<'_> {
                 self.to_open += 1;
             }
             Step::Failed(failure) => {
-                if now == Phase::Connecting {
-                    self.connecting -= 1;
-                }
                 self.close(key);
                 self.fail(failure, now == Phase::Held);
             }
