@@ -63,6 +63,7 @@ pub fn by_connections(
         })
         .x_desc("connections")
         .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()?;
     for (i, (server, points)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -84,6 +85,7 @@ pub fn by_connections(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
@@ -131,7 +133,8 @@ pub fn idle_bars(
                 false => String::new(),
             }
         })
-        .y_desc("bytes per connection (PSS delta)")
+        .y_desc("bytes per connection (anonymous PSS delta)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
         let color = Palette99::pick(i).to_rgba();

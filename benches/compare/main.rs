@@ -511,7 +511,7 @@ fn report_md(
             _ => "none (taskset or a second CPU missing)".into(),
         }
     );
-    let _ = writeln!(md, "Figures are medians over rounds; ±N% is half the spread (max−min) in percent of the median. \"vs ct\" is the median over rounds of the ratio to tokio current_thread in the same round. srv CPU% is server CPU time over wall time: near 100 the server was the bottleneck, well below it the load generator (sharing the machine) was.\n");
+    let _ = writeln!(md, "Figures are medians over rounds; ±N% is half the spread (max−min) in percent of the median. \"vs ct\" is the median over rounds of the ratio to tokio current_thread in the same round. srv CPU% is server CPU time over wall time: near 100 the server was the bottleneck, well below it something else was: the load generator, or other work on a shared machine taking the server's core.\n");
     let _ = writeln!(
         md,
         "## Throughput and latency\n\n{}",
