@@ -150,7 +150,7 @@ impl ServeArgs {
 }
 
 /// Parses a non-negative number of seconds, fractions allowed.
-fn parse_secs(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("not a number of seconds: {text}"))?;

@@ -1,13 +1,221 @@
-//! The load generator (`readyloop load`). Placeholder until its issue.
+//! The load generator, `readyloop load`: drives a server with many
+//! connections and reports what it did.
+//!
+//! Like the server it is a readiness loop: one thread (or `--threads N`,
+//! each with its own poll and share of the connections) runs a
+//! `mio::Poll` over a slab of nonblocking client sockets, so thousands of
+//! connections cost one thread, and the generator is rarely the
+//! bottleneck of the server it measures.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`args`] | the flags and the validated [`Plan`] |
+//! | [`client`] | one client thread's loop |
+//! | [`pattern`] | pingpong, stream, idle, connect as rules |
+//! | [`verify`] | each connection's byte sequence and its check |
+//! | [`source`] | opening sockets, spread over source addresses |
+//! | [`rlimit`] | enough file descriptors for C connections |
+//! | [`report`] | counters, latency percentiles, table and JSON |
+//!
+//! Exit codes: 0 when the run completed (even with errors: they are in
+//! the report), 1 when it could not run (`error: …`), 2 for invalid flags.
 
+mod args;
+mod client;
+mod pattern;
+mod report;
+mod rlimit;
+mod source;
+mod verify;
+
+use std::fmt;
+use std::io;
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
-/// Flags of `readyloop load`.
-#[derive(Debug, clap::Args)]
-pub struct LoadArgs {}
+pub use args::{LoadArgs, Plan, Stop};
+pub use pattern::Pattern;
+pub use report::{Latency, Live, Report, Tally};
+pub use source::Sources;
+pub use verify::Sequence;
 
-/// Runs the load generator.
-pub fn main(_args: LoadArgs) -> ExitCode {
-    eprintln!("error: readyloop load is not built yet");
-    ExitCode::from(1)
+use client::Share;
+
+/// Progress lines start after this long, then come once a second.
+const QUIET_START: Duration = Duration::from_secs(3);
+
+/// Why a run could not happen (not errors of single connections: those
+/// are counted in the report).
+#[derive(Debug)]
+pub enum LoadError {
+    /// The machine cannot give what the plan needs; says what to change.
+    Resources(String),
+    /// Creating or waiting on a poll, or starting a thread, failed.
+    Setup {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl LoadError {
+    fn setup(what: &'static str) -> impl FnOnce(io::Error) -> LoadError {
+        move |source| LoadError::Setup { what, source }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Resources(why) => f.write_str(why),
+            LoadError::Setup { what, source } => {
+                write!(f, "cannot {what}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Runs `readyloop load` and maps the outcome to an exit code.
+pub fn main(args: LoadArgs) -> ExitCode {
+    let plan = match args.plan() {
+        Ok(plan) => plan,
+        Err(why) => clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            why + "\n",
+        )
+        .exit(),
+    };
+    match run(&plan) {
+        Ok(report) => {
+            match args.json {
+                true => println!("{}", report.json()),
+                false => print!("{report}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the plan: checks resources, starts the client threads, prints
+/// progress while they run, and merges their tallies.
+pub fn run(plan: &Plan) -> Result<Report, LoadError> {
+    plan.sources
+        .check(plan.addr, plan.connections)
+        .map_err(LoadError::Resources)?;
+    rlimit::ensure_nofile(plan.connections).map_err(LoadError::Resources)?;
+    let live = Live::default();
+    let start = Instant::now();
+    let deadline = match plan.stop {
+        Stop::After(d) => Some(start + d),
+        Stop::Messages(_) => None,
+    };
+    let threads = plan.threads.max(1) as u64;
+    let shares = (0..threads).map(|i| Share {
+        first: i,
+        step: threads,
+        count: split(plan.connections, threads, i),
+        quota: match plan.stop {
+            Stop::Messages(n) => Some(split(n, threads, i)),
+            Stop::After(_) => None,
+        },
+        deadline,
+    });
+    let (done, finished) = mpsc::channel();
+    let mut tally = Tally::default();
+    thread::scope(|scope| {
+        for share in shares {
+            let (tx, live) = (done.clone(), &live);
+            let spawned = thread::Builder::new()
+                .name("readyloop-load".into())
+                .spawn_scoped(scope, move || {
+                    let _ = tx.send(client::run(plan, share, live));
+                });
+            if let Err(e) = spawned {
+                let _ = done.send(Err(LoadError::setup("start a thread")(e)));
+            }
+        }
+        drop(done);
+        watch(plan, &live, start, &finished, &mut tally)
+    })?;
+    Ok(Report {
+        pattern: plan.pattern,
+        connections: plan.connections,
+        size: plan.size,
+        elapsed: start.elapsed(),
+        tally,
+    })
+}
+
+/// Collects the threads' tallies; meanwhile prints progress and, for the
+/// idle pattern, one line once every connection is held (the benchmark
+/// waits for it before it measures the server's memory).
+fn watch(
+    plan: &Plan,
+    live: &Live,
+    start: Instant,
+    finished: &mpsc::Receiver<Result<Tally, LoadError>>,
+    tally: &mut Tally,
+) -> Result<(), LoadError> {
+    let mut first_error = None;
+    let mut next_progress = start + QUIET_START;
+    let mut announced = false;
+    loop {
+        match finished.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(one)) => tally.merge(&one),
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let settled = Live::get(&live.settled);
+        if plan.pattern == Pattern::Idle
+            && !announced
+            && settled >= plan.connections
+        {
+            announced = true;
+            eprintln!(
+                "load: holding {} of {} connections",
+                Live::get(&live.held),
+                plan.connections
+            );
+        }
+        let now = Instant::now();
+        if plan.progress && now >= next_progress {
+            next_progress = now + Duration::from_secs(1);
+            eprintln!(
+                "load: {:.0} s, {} messages, {} held, {} errors",
+                now.duration_since(start).as_secs_f64(),
+                Live::get(&live.messages),
+                Live::get(&live.held),
+                Live::get(&live.errors),
+            );
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Share `i` of `total` split over `parts` as evenly as possible.
+fn split(total: u64, parts: u64, i: u64) -> u64 {
+    total / parts + u64::from(i < total % parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, parts) in [(10, 3), (1, 4), (100_000, 7)] {
+            let sum: u64 = (0..parts).map(|i| split(total, parts, i)).sum();
+            assert_eq!(sum, total);
+        }
+    }
 }

@@ -1,0 +1,624 @@
+//! `cargo bench`: every server model and the tokio peers, side by side.
+//!
+//! Each server runs as a child process (`readyloop serve --model M --mode
+//! echo`, or this binary re-executed as `compare peer FLAVOR ADDR` for
+//! the tokio peers), pinned to CPU 0 with taskset when there are two or
+//! more CPUs, and is driven by `readyloop load --json` pinned to CPU 1.
+//! Servers alternate run by run (A B A B …) so drift of a shared machine
+//! hits all of them alike; each figure is the median over rounds, with
+//! its spread. Server CPU per message comes from utime + stime in
+//! /proc/PID/stat (children included) over the run.
+//!
+//! Output: a table on stdout, `target/bench/report.md`, `report.csv`
+//! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
+//! under a minute.
+
+mod charts;
+mod load;
+mod output;
+mod peer;
+mod procfs;
+mod sample;
+mod server;
+mod syscalls;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use load::{Drive, Test};
+use sample::Sample;
+use server::{Running, Spec, BASELINE, SERVERS};
+
+/// What one benchmark run covers.
+struct Settings {
+    quick: bool,
+    rounds: u32,
+    /// Extra rounds of the CPU-per-message test (the target asks for at
+    /// least five).
+    cpu_rounds: u32,
+    duration: Duration,
+    idle_duration: Duration,
+    tests: Vec<Test>,
+    cpu_test: Test,
+    strace_messages: u64,
+    /// CPUs of the server and of the load generator.
+    cpus: (Option<u32>, Option<u32>),
+}
+
+const fn t(pattern: &'static str, connections: u64, size: u64) -> Test {
+    Test { pattern, connections, size }
+}
+
+impl Settings {
+    fn new() -> Settings {
+        let quick =
+            std::env::var("READYLOOP_BENCH_QUICK").is_ok_and(|v| v != "0");
+        let two_cpus =
+            std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+        let taskset = std::process::Command::new("taskset")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let cpus = match two_cpus && taskset {
+            true => (Some(0), Some(1)),
+            false => (None, None),
+        };
+        let cpu_test = t("pingpong", 1000, 64);
+        match quick {
+            true => Settings {
+                quick,
+                rounds: 1,
+                cpu_rounds: 0,
+                duration: Duration::from_millis(500),
+                idle_duration: Duration::from_millis(1500),
+                tests: vec![
+                    t("pingpong", 1, 64),
+                    t("pingpong", 100, 64),
+                    cpu_test,
+                    t("stream", 1, 16384),
+                    t("connect", 50, 64),
+                    t("idle", 1000, 1),
+                ],
+                cpu_test,
+                strace_messages: 20_000,
+                cpus,
+            },
+            false => Settings {
+                quick,
+                rounds: 3,
+                cpu_rounds: 2,
+                duration: Duration::from_secs(2),
+                idle_duration: Duration::from_secs(4),
+                tests: vec![
+                    t("pingpong", 1, 64),
+                    t("pingpong", 100, 64),
+                    cpu_test,
+                    t("pingpong", 10_000, 64),
+                    t("stream", 1, 16384),
+                    t("stream", 100, 16384),
+                    t("connect", 50, 64),
+                    t("idle", 10_000, 1),
+                ],
+                cpu_test,
+                strace_messages: 200_000,
+                cpus,
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("peer") {
+        let flavor = args.get(2).map_or("", String::as_str);
+        let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);
+        return peer::main(flavor, addr);
+    }
+    // `cargo bench -- FILTER` and `cargo test --benches` pass flags
+    // meant for libtest; only `--bench` means "run".
+    if !args.iter().any(|a| a == "--bench") {
+        println!("compare: run with `cargo bench`");
+        return ExitCode::SUCCESS;
+    }
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench() -> Result<(), String> {
+    let started = Instant::now();
+    let settings = Settings::new();
+    raise_nofile();
+    let out_dir = out_dir();
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("{out_dir:?}: {e}"))?;
+    let mut samples = Vec::new();
+    let mut unavailable: HashMap<&'static str, String> = HashMap::new();
+    for round in 1..=settings.rounds + settings.cpu_rounds {
+        let tests: Vec<Test> = match round > settings.rounds {
+            true => vec![settings.cpu_test],
+            false => settings.tests.clone(),
+        };
+        // A B A B …, and B A B A in the next round.
+        let mut order: Vec<&Spec> = SERVERS.iter().collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for &test in &tests {
+            for spec in &order {
+                let sample =
+                    measure(&settings, spec, test, round, &mut unavailable);
+                eprintln!(
+                    "bench: round {round} {} {}: {}",
+                    test.label(),
+                    spec.name,
+                    brief(&sample)
+                );
+                samples.push(sample);
+            }
+        }
+    }
+    let strace = strace_counts(&settings);
+    let basics = basics(&settings);
+    let servers: Vec<&'static str> = SERVERS.iter().map(|s| s.name).collect();
+    let (busy, idle) = output::tables(&samples, &settings.tests, &servers);
+    let (head, idle_head) = output::heads();
+    println!("{}", output::text_table(head, &busy));
+    println!("{}", output::text_table(idle_head, &idle));
+    let syscall_text = syscall_table(&strace);
+    println!("{syscall_text}");
+    println!("{}", basics.join("\n"));
+    let charts = draw(&out_dir, &samples, &settings, &servers);
+    let md = report_md(
+        &settings,
+        &samples,
+        &busy,
+        &idle,
+        &syscall_text,
+        &basics,
+        &strace,
+        &charts,
+        started.elapsed(),
+    );
+    write(&out_dir.join("report.md"), &md)?;
+    write(&out_dir.join("report.csv"), &output::csv(&samples))?;
+    eprintln!(
+        "bench: wrote {} in {:.0} s",
+        out_dir.join("report.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn out_dir() -> PathBuf {
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(
+            |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
+        );
+    target.join("bench")
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Lets the children (servers and load generators inherit the limit)
+/// open as many sockets as the hard limit allows.
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: get/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn brief(s: &Sample) -> String {
+    if !s.skipped.is_empty() {
+        return format!("skipped ({})", s.skipped);
+    }
+    let mut out = format!("{:.0} msg/s {:.1} MB/s", s.rate, s.mb_per_s);
+    if let Some(p) = s.p99_us {
+        let _ = write!(out, " p99 {p:.0} µs");
+    }
+    if let Some(c) = s.cpu_us_per_msg {
+        let _ = write!(out, " cpu {c:.2} µs/msg");
+    }
+    if let Some(b) = s.bytes_per_conn() {
+        let _ = write!(out, " {b:.0} B/conn");
+    }
+    if s.errors > 0.0 {
+        let _ = write!(out, " errors {}", s.errors);
+    }
+    out
+}
+
+/// Why a model cannot run a test, if it cannot.
+fn cannot(spec: &Spec, test: Test) -> Option<String> {
+    match (spec.name, test.pattern) {
+        ("iterative", "connect") => None,
+        ("iterative", _) if test.connections > 1 => Some(
+            "serves one connection at a time; the others would wait unserved"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+fn measure(
+    settings: &Settings,
+    spec: &Spec,
+    test: Test,
+    round: u32,
+    unavailable: &mut HashMap<&'static str, String>,
+) -> Sample {
+    if let Some(why) = unavailable.get(spec.name) {
+        return Sample::skipped(round, spec.name, test, why.clone());
+    }
+    if let Some(why) = cannot(spec, test) {
+        return Sample::skipped(round, spec.name, test, why);
+    }
+    let server = match Running::start(server::command(spec, settings.cpus.0)) {
+        Ok(server) => server,
+        Err(why) => {
+            unavailable.insert(spec.name, why.clone());
+            return Sample::skipped(round, spec.name, test, why);
+        }
+    };
+    let pid = server.pid;
+    let idle = test.pattern == "idle";
+    let mem_before = idle.then(|| procfs::pss_kb(pid)).flatten();
+    let mut mem_after = None;
+    let cpu_before = procfs::cpu_ticks(pid);
+    let start = Instant::now();
+    let mut on_held = || mem_after = procfs::pss_kb(pid);
+    let outcome = load::run(Drive {
+        addr: server.addr,
+        test,
+        duration: match idle {
+            true => settings.idle_duration,
+            false => settings.duration,
+        },
+        messages: None,
+        cpu: settings.cpus.1,
+        on_held: match idle {
+            true => Some(&mut on_held),
+            false => None,
+        },
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = (procfs::cpu_ticks(pid) - cpu_before) as f64
+        / procfs::ticks_per_second();
+    server.stop();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(why) => return Sample::skipped(round, spec.name, test, why),
+    };
+    let messages = outcome.get("messages").unwrap_or(0.0);
+    Sample {
+        round,
+        server: spec.name,
+        test,
+        skipped: String::new(),
+        messages,
+        rate: outcome.get("messages_per_s").unwrap_or(0.0),
+        mb_per_s: outcome.get("mb_per_s").unwrap_or(0.0),
+        p50_us: outcome.get("p50_us"),
+        p99_us: outcome.get("p99_us"),
+        cpu_us_per_msg: (messages > 0.0 && !idle)
+            .then(|| cpu * 1e6 / messages),
+        util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
+        mem_kb: mem_before.zip(mem_after),
+        held: outcome.get("held").unwrap_or(0.0),
+        errors: outcome.get("errors").unwrap_or(0.0),
+    }
+}
+
+/// Syscalls per message for the mio model and the tokio baseline.
+fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
+    syscalls::strace_available()?;
+    let test = settings.cpu_test;
+    let mut counts = Vec::new();
+    for spec in
+        SERVERS.iter().filter(|s| s.name == "mio" || s.name == BASELINE)
+    {
+        match syscalls::count(
+            spec,
+            test,
+            settings.strace_messages,
+            settings.cpus,
+        ) {
+            Ok(c) => counts.push(c),
+            Err(e) => eprintln!("bench: strace of {} failed: {e}", spec.name),
+        }
+    }
+    Ok(counts)
+}
+
+fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
+    let counts = match strace {
+        Ok(c) => c,
+        Err(why) => return format!("syscalls per message: skipped ({why})"),
+    };
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| {
+            let top = c
+                .calls
+                .iter()
+                .map(|(name, n)| {
+                    format!(
+                        "{name} {:.3}",
+                        *n as f64 / c.messages.max(1) as f64
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                c.server.into(),
+                c.messages.to_string(),
+                c.total.to_string(),
+                format!("{:.3}", c.per_message()),
+                format!("{:.3}", c.steady_per_message()),
+                top,
+            ]
+        })
+        .collect();
+    output::text_table(
+        &[
+            "server",
+            "messages",
+            "syscalls",
+            "per message",
+            "without set-up",
+            "per message by syscall",
+        ],
+        &rows,
+    )
+}
+
+/// Binary size and RSS at start of the mio model and the baseline.
+fn basics(settings: &Settings) -> Vec<String> {
+    let mut lines = Vec::new();
+    match std::fs::metadata(server::readyloop()) {
+        Ok(m) => lines.push(format!(
+            "binary size (release, stripped): {} bytes ({:.2} MB)",
+            m.len(),
+            m.len() as f64 / 1e6
+        )),
+        Err(e) => lines.push(format!("binary size: unknown ({e})")),
+    }
+    for spec in
+        SERVERS.iter().filter(|s| s.name == "mio" || s.name == BASELINE)
+    {
+        if let Ok(server) =
+            Running::start(server::command(spec, settings.cpus.0))
+        {
+            let rss = procfs::rss_kb(server.pid);
+            let pss = procfs::pss_kb(server.pid);
+            lines.push(format!(
+                "RSS at start of {}: {} kB (anonymous PSS {} kB), after one echoed byte",
+                spec.name,
+                rss.map_or("?".into(), |v| v.to_string()),
+                pss.map_or("?".into(), |v| v.to_string())
+            ));
+            server.stop();
+        }
+    }
+    lines
+}
+
+fn draw(
+    out: &std::path::Path,
+    samples: &[Sample],
+    settings: &Settings,
+    servers: &[&'static str],
+) -> Vec<String> {
+    let pingpong: Vec<Test> = settings
+        .tests
+        .iter()
+        .copied()
+        .filter(|t| t.pattern == "pingpong")
+        .collect();
+    let mut made = Vec::new();
+    let mut note =
+        |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {
+            Ok(()) => made.push(name.to_string()),
+            Err(e) => eprintln!("bench: chart {name}: {e}"),
+        };
+    note(
+        "throughput.svg",
+        charts::by_connections(
+            &out.join("throughput.svg"),
+            "pingpong 64 B: messages/s by connections",
+            "messages/s (median)",
+            samples,
+            &pingpong,
+            servers,
+            |s| Some(s.rate),
+        ),
+    );
+    note(
+        "cpu_per_message.svg",
+        charts::by_connections(
+            &out.join("cpu_per_message.svg"),
+            "pingpong 64 B: server CPU per message",
+            "µs of server CPU per message",
+            samples,
+            &pingpong,
+            servers,
+            |s| s.cpu_us_per_msg,
+        ),
+    );
+    if let Some(&idle) = settings.tests.iter().find(|t| t.pattern == "idle") {
+        note(
+            "idle_memory.svg",
+            charts::idle_bars(
+                &out.join("idle_memory.svg"),
+                samples,
+                idle,
+                servers,
+            ),
+        );
+    }
+    made
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_md(
+    settings: &Settings,
+    samples: &[Sample],
+    busy: &[Vec<String>],
+    idle: &[Vec<String>],
+    syscall_text: &str,
+    basics: &[String],
+    strace: &Result<Vec<syscalls::Count>, String>,
+    charts: &[String],
+    took: Duration,
+) -> String {
+    let (head, idle_head) = output::heads();
+    let mut md = String::new();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(md, "# readyloop benchmark report\n");
+    let _ = writeln!(
+        md,
+        "Machine: {cores} cores, {cpu_model}. Mode: {}, {} round(s) (+{} of {}), {:.1} s per run, took {:.0} s. Pinning: {}.\n",
+        if settings.quick { "QUICK smoke run" } else { "full" },
+        settings.rounds,
+        settings.cpu_rounds,
+        settings.cpu_test.label(),
+        settings.duration.as_secs_f64(),
+        took.as_secs_f64(),
+        match settings.cpus {
+            (Some(s), Some(l)) => format!("server on CPU {s}, load generator on CPU {l} (taskset)"),
+            _ => "none (taskset or a second CPU missing)".into(),
+        }
+    );
+    let _ = writeln!(md, "Figures are medians over rounds; ±N% is half the spread (max−min) in percent of the median. \"vs ct\" is the median over rounds of the ratio to tokio current_thread in the same round. srv CPU% is server CPU time over wall time: near 100 the server was the bottleneck, well below it something else was: the load generator, or other work on a shared machine taking the server's core.\n");
+    let _ = writeln!(
+        md,
+        "## Throughput and latency\n\n{}",
+        output::md_table(head, busy)
+    );
+    let _ = writeln!(md, "## Idle memory\n\nServer PSS (children included) before and after the load generator holds every connection; bytes/conn = delta / held.\n\n{}", output::md_table(idle_head, idle));
+    let _ = writeln!(
+        md,
+        "## Syscalls per echoed message ({}, strace -c -f)\n\n```\n{}```\n",
+        settings.cpu_test.label(),
+        syscall_text
+    );
+    let _ = writeln!(
+        md,
+        "## Size and start-up\n\n{}\n",
+        basics.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n")
+    );
+    let _ = writeln!(
+        md,
+        "## Targets for the mio model\n\n{}",
+        targets(settings, samples, strace, basics)
+    );
+    let _ = writeln!(
+        md,
+        "## Charts\n\n{}",
+        charts
+            .iter()
+            .map(|c| format!("- [{c}]({c})"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    md
+}
+
+fn targets(
+    settings: &Settings,
+    samples: &[Sample],
+    strace: &Result<Vec<syscalls::Count>, String>,
+    basics: &[String],
+) -> String {
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "not measured",
+    };
+    let t = settings.cpu_test;
+    let cpu =
+        output::ratio_to_baseline(samples, "mio", t, |s| s.cpu_us_per_msg);
+    let p99 = output::ratio_to_baseline(samples, "mio", t, |s| s.p99_us);
+    let idle = settings
+        .tests
+        .iter()
+        .find(|t| t.pattern == "idle")
+        .and_then(|&i| {
+            output::figure(samples, "mio", i, Sample::bytes_per_conn)
+        })
+        .map(|s| s.median);
+    let sys = strace
+        .as_ref()
+        .ok()
+        .and_then(|c| c.iter().find(|c| c.server == "mio"))
+        .map(|c| c.steady_per_message());
+    let size = std::fs::metadata(server::readyloop()).ok().map(|m| m.len());
+    let rss =
+        basics.iter().find(|l| l.contains("start of mio")).and_then(|l| {
+            l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok()
+        });
+    let f = |v: Option<f64>, unit: &str| {
+        v.map_or("-".into(), |v| format!("{v:.2}{unit}"))
+    };
+    let rows = vec![
+        vec![
+            format!("CPU per message vs tokio-ct ({})", t.label()),
+            "≤ 0.9x".into(),
+            f(cpu, "x"),
+            verdict(cpu.map(|v| v <= 0.9)).into(),
+        ],
+        vec![
+            format!("p99 vs tokio-ct ({})", t.label()),
+            "≤ 1.1x".into(),
+            f(p99, "x"),
+            verdict(p99.map(|v| v <= 1.1)).into(),
+        ],
+        vec![
+            "bytes per idle connection".into(),
+            "≤ 128".into(),
+            f(idle, " B"),
+            verdict(idle.map(|v| v <= 128.0)).into(),
+        ],
+        vec![
+            "syscalls per message (without set-up)".into(),
+            "≤ 2.1".into(),
+            f(sys, ""),
+            verdict(sys.map(|v| v <= 2.1)).into(),
+        ],
+        vec![
+            "stripped binary".into(),
+            "≤ 1.5 MB".into(),
+            f(size.map(|s| s as f64 / 1e6), " MB"),
+            verdict(size.map(|s| s <= 1_500_000)).into(),
+        ],
+        vec![
+            "RSS at start".into(),
+            "≤ 4 MB".into(),
+            f(rss.map(|r| r as f64 / 1024.0), " MiB"),
+            verdict(rss.map(|r| r <= 4096)).into(),
+        ],
+    ];
+    output::md_table(&["target", "goal", "measured", "verdict"], &rows)
+}

@@ -1,0 +1,103 @@
+//! One measurement, and the statistics over rounds.
+
+use crate::load::Test;
+
+/// What one run of one server on one test measured.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Round number, from 1.
+    pub round: u32,
+    /// Server name.
+    pub server: &'static str,
+    /// The test.
+    pub test: Test,
+    /// Empty when measured; otherwise why not.
+    pub skipped: String,
+    /// Messages completed.
+    pub messages: f64,
+    /// Messages (or connections) per second.
+    pub rate: f64,
+    /// Verified echo MB/s.
+    pub mb_per_s: f64,
+    /// Round-trip latency percentiles in µs, where recorded.
+    pub p50_us: Option<f64>,
+    /// 99th percentile.
+    pub p99_us: Option<f64>,
+    /// Server CPU time per message in µs.
+    pub cpu_us_per_msg: Option<f64>,
+    /// Server CPU busy over the run, in percent of one core (near 100:
+    /// the server was the limit; well below: the load generator was).
+    pub util_pct: Option<f64>,
+    /// Server memory before and after (idle test), kB (PSS, children
+    /// included).
+    pub mem_kb: Option<(u64, u64)>,
+    /// Connections held at the end.
+    pub held: f64,
+    /// Errors the load generator counted.
+    pub errors: f64,
+}
+
+impl Sample {
+    /// A sample that records why nothing was measured.
+    pub fn skipped(
+        round: u32,
+        server: &'static str,
+        test: Test,
+        why: String,
+    ) -> Sample {
+        Sample {
+            round,
+            server,
+            test,
+            skipped: why,
+            messages: 0.0,
+            rate: 0.0,
+            mb_per_s: 0.0,
+            p50_us: None,
+            p99_us: None,
+            cpu_us_per_msg: None,
+            util_pct: None,
+            mem_kb: None,
+            held: 0.0,
+            errors: 0.0,
+        }
+    }
+
+    /// Server memory per held connection, in bytes.
+    pub fn bytes_per_conn(&self) -> Option<f64> {
+        let (before, after) = self.mem_kb?;
+        (self.held > 0.0)
+            .then(|| (after as f64 - before as f64) * 1024.0 / self.held)
+    }
+}
+
+/// Median and spread of some values.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    /// The median.
+    pub median: f64,
+    /// (max - min) / median, in percent.
+    pub spread_pct: f64,
+    /// How many values.
+    pub n: usize,
+}
+
+/// The median and spread of `values`, if any.
+pub fn stat(mut values: Vec<f64>) -> Option<Stat> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    let median = match n % 2 {
+        1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    };
+    let spread = values[n - 1] - values[0];
+    let spread_pct = match median {
+        m if m.abs() > 0.0 => spread / m.abs() * 100.0,
+        _ => 0.0,
+    };
+    Some(Stat { median, spread_pct, n })
+}

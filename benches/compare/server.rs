@@ -1,0 +1,197 @@
+//! Starting a server under test as a child process, checking that it
+//! echoes, and stopping it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How a server under test is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `readyloop serve --model M`.
+    Readyloop(&'static str),
+    /// The tokio peer on this runtime flavor.
+    Tokio(&'static str),
+}
+
+/// A server under test.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Short name in the tables.
+    pub name: &'static str,
+    /// How to start it.
+    pub kind: Kind,
+}
+
+/// Every server, peers last; the first tokio one is the ratio baseline.
+pub const SERVERS: [Spec; 6] = [
+    Spec { name: "mio", kind: Kind::Readyloop("mio") },
+    Spec { name: "iterative", kind: Kind::Readyloop("iterative") },
+    Spec { name: "thread", kind: Kind::Readyloop("thread") },
+    Spec { name: "process", kind: Kind::Readyloop("process") },
+    Spec { name: "tokio-ct", kind: Kind::Tokio("current_thread") },
+    Spec { name: "tokio-mt", kind: Kind::Tokio("multi_thread") },
+];
+
+/// The ratio baseline.
+pub const BASELINE: &str = "tokio-ct";
+
+/// The readyloop binary cargo built for this benchmark.
+pub fn readyloop() -> &'static str {
+    env!("CARGO_BIN_EXE_readyloop")
+}
+
+/// A command, pinned to `cpu` with taskset when pinning is on.
+pub fn pinned(cpu: Option<u32>, program: &str) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &cpu.to_string(), program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A running server.
+pub struct Running {
+    child: Child,
+    /// The server's pid (taskset execs, so it is the child's).
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    lines: Receiver<String>,
+}
+
+/// The arguments that start `spec` on a free loopback port.
+pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
+    match spec.kind {
+        Kind::Readyloop(model) => {
+            let mut cmd = pinned(cpu, readyloop());
+            cmd.args(["serve", "--model", model, "--mode", "echo"]);
+            cmd.args(["--addr", "127.0.0.1:0", "--log-level", "warn"]);
+            cmd.args(["--max-connections", "200000"]);
+            cmd
+        }
+        Kind::Tokio(flavor) => {
+            let me = std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut cmd = pinned(cpu, &me);
+            cmd.args(["peer", flavor, "127.0.0.1:0"]);
+            cmd
+        }
+    }
+}
+
+impl Running {
+    /// Starts `cmd`, waits for its `listening on ADDR` line and checks
+    /// that one byte comes back; otherwise says why it is unavailable.
+    pub fn start(mut cmd: Command) -> Result<Running, String> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let pid = child.id();
+        let lines = read_lines(child.stderr.take());
+        let mut server = Running {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+        };
+        let line =
+            server.wait_for("listening on ", Duration::from_secs(10))?;
+        server.addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("no address in {line:?}"))?;
+        if let Err(e) = probe(server.addr) {
+            thread::sleep(Duration::from_millis(100));
+            let said: Vec<String> = server.lines.try_iter().collect();
+            let why = said
+                .iter()
+                .find(|l| l.contains("error"))
+                .cloned()
+                .unwrap_or_else(|| format!("does not echo: {e}"));
+            return Err(why);
+        }
+        Ok(server)
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_for(
+        &mut self,
+        needle: &str,
+        patience: Duration,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + patience;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    return Err(seen
+                        .pop()
+                        .unwrap_or_else(|| "exited without a word".into()))
+                }
+            }
+        }
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL if it lingers.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on the pid of a child we spawned and own.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One byte there and back, with a deadline.
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    let patience = Duration::from_secs(2);
+    let mut s = TcpStream::connect_timeout(&addr, patience)?;
+    s.set_read_timeout(Some(patience))?;
+    s.write_all(b"x")?;
+    let mut back = [0u8; 1];
+    s.read_exact(&mut back)?;
+    Ok(())
+}
+
+/// Lines of a child's stderr, read on a thread.
+pub fn read_lines(
+    stderr: Option<impl Read + Send + 'static>,
+) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(stderr) = stderr {
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}

@@ -1,0 +1,172 @@
+//! Flags of `readyloop load`, and the [`Plan`] they describe.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::value_parser;
+
+use super::pattern::Pattern;
+use super::source::Sources;
+use crate::cli::parse_secs;
+
+/// How long the run lasts when neither `--duration` nor `--messages` is
+/// given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+
+/// Flags of `readyloop load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Server to drive (any address; the project's tests and benchmark
+    /// only ever use loopback).
+    #[arg(long, default_value = "127.0.0.1:8989", value_name = "ADDR")]
+    pub addr: SocketAddr,
+
+    /// Connections open at once.
+    #[arg(long, short = 'c', default_value_t = 100, value_name = "C",
+          value_parser = value_parser!(u64).range(1..=10_000_000))]
+    pub connections: u64,
+
+    /// Run for this many seconds (fractions allowed; default 5).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs,
+          conflicts_with = "messages")]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many messages in all (round trips, streamed
+    /// SIZE-byte messages, or connections for --pattern connect).
+    #[arg(long, value_name = "N",
+          value_parser = value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
+
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64, value_name = "BYTES",
+          value_parser = value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub size: u64,
+
+    /// What each connection does.
+    #[arg(long, value_enum, default_value_t = Pattern::Pingpong)]
+    pub pattern: Pattern,
+
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Source addresses to spread connections over (needed above about
+    /// 28,000 connections to one server: 127.0.0.1,127.0.0.2,...).
+    #[arg(long, value_name = "IP,IP,...", value_delimiter = ',')]
+    pub source: Vec<IpAddr>,
+
+    /// Client threads, each with its own poll and share of connections.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = value_parser!(u64).range(1..=256))]
+    pub threads: u64,
+
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// When a run ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long.
+    After(Duration),
+    /// After this many messages in all.
+    Messages(u64),
+}
+
+/// A validated load run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Connections open at once.
+    pub connections: u64,
+    /// When to stop.
+    pub stop: Stop,
+    /// Bytes per message.
+    pub size: u64,
+    /// What each connection does.
+    pub pattern: Pattern,
+    /// Where connections come from.
+    pub sources: Sources,
+    /// Client threads.
+    pub threads: usize,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+impl LoadArgs {
+    /// The plan these flags describe, or why they make no sense together
+    /// (a usage error: exit 2).
+    pub fn plan(&self) -> Result<Plan, String> {
+        let stop = match (self.duration, self.messages) {
+            (_, Some(n)) if self.pattern == Pattern::Idle => {
+                return Err(format!(
+                    "--pattern idle holds connections for --duration; \
+                     --messages {n} does not apply"
+                ))
+            }
+            (_, Some(n)) => Stop::Messages(n),
+            (Some(d), None) => Stop::After(d),
+            (None, None) => Stop::After(DEFAULT_DURATION),
+        };
+        let threads = self.threads.min(self.connections);
+        Ok(Plan {
+            addr: self.addr,
+            connections: self.connections,
+            stop,
+            size: self.size,
+            pattern: self.pattern,
+            sources: Sources::new(self.source.clone()),
+            threads: usize::try_from(threads).unwrap_or(1),
+            progress: !self.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+
+    fn plan(line: &[&str]) -> Result<Plan, String> {
+        let argv = std::iter::once("load").chain(line.iter().copied());
+        Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.args.plan()
+    }
+
+    #[test]
+    fn defaults_run_pingpong_for_five_seconds() {
+        let plan = plan(&[]).unwrap();
+        assert_eq!(plan.stop, Stop::After(DEFAULT_DURATION));
+        assert_eq!(plan.pattern, Pattern::Pingpong);
+        assert_eq!((plan.size, plan.threads), (64, 1));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(plan(&["--connections", "0"]).is_err());
+        assert!(plan(&["--size", "0"]).is_err());
+        assert!(plan(&["--duration", "1", "--messages", "5"]).is_err());
+        assert!(plan(&["--pattern", "idle", "--messages", "5"]).is_err());
+        assert!(plan(&["--source", "127.0.0.1,nope"]).is_err());
+        assert!(plan(&["--pattern", "chatty"]).is_err());
+    }
+
+    #[test]
+    fn sources_split_on_commas() {
+        let plan = plan(&["--source", "127.0.0.1,127.0.0.2"]).unwrap();
+        assert_eq!(plan.sources.count(), 2);
+    }
+
+    #[test]
+    fn threads_never_exceed_connections() {
+        let plan = plan(&["-c", "2", "--threads", "8"]).unwrap();
+        assert_eq!(plan.threads, 2);
+    }
+}

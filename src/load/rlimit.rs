@@ -1,0 +1,75 @@
+//! Enough file descriptors for C connections: raise RLIMIT_NOFILE as far
+//! as allowed, or say in one line what to raise.
+
+use std::io;
+
+/// Descriptors the generator needs besides its sockets (poll, stdio,
+/// threads' eventfds, the odd file).
+const SPARE: u64 = 64;
+
+/// Makes sure this process may open `sockets` sockets at once: raises the
+/// soft limit (and, for root, the hard limit) when it is too low.
+/// Returns the limit now in force, or a one-line explanation.
+pub fn ensure_nofile(sockets: u64) -> Result<u64, String> {
+    let need = sockets.saturating_add(SPARE);
+    let (soft, hard) = get().map_err(|e| format!("getrlimit: {e}"))?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard >= need {
+        return set(need, hard).map(|()| need).map_err(|e| {
+            format!("cannot raise RLIMIT_NOFILE to {need}: {e}")
+        });
+    }
+    // Only root (CAP_SYS_RESOURCE) may raise the hard limit, and only up
+    // to fs.nr_open; try, and explain what to change when it fails.
+    set(need, need).map(|()| need).map_err(|_| {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(
+            "{sockets} connections need {need} open files but \
+             RLIMIT_NOFILE is {soft} (hard {hard}); raise the hard limit \
+             (as root: ulimit -Hn {need}, or LimitNOFILE= / \
+             limits.conf; above fs.nr_open={nr_open} also sysctl \
+             fs.nr_open) or use fewer --connections"
+        )
+    })
+}
+
+fn get() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+fn set(soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit reads one rlimit from a struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_need_is_already_met() {
+        assert!(ensure_nofile(10).is_ok());
+    }
+
+    #[test]
+    fn an_impossible_need_names_what_to_raise() {
+        // Far above any fs.nr_open, so even root cannot grant it.
+        let err = ensure_nofile(u64::MAX / 2).unwrap_err();
+        assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+        assert!(err.contains("ulimit -Hn"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}
