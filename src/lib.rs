@@ -21,6 +21,7 @@
 //! | [`journal`] | the log lines all models share |
 //! | [`escape`] | makes client bytes safe to log |
 //! | [`net`] | socket set-up and error predicates |
+//! | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
 //! | [`cli`] | the command line of the `readyloop` binary |
 //! | [`load`] | the load generator |
 //!
@@ -58,7 +59,9 @@
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
-#![deny(unsafe_code)] // except in `models::forked`, which must fork
+// Unsafe code only where the OS leaves no choice: `models::forked`
+// (fork), `rlimit` (setrlimit) and one socket option in `load::source`.
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
@@ -70,6 +73,7 @@ pub mod journal;
 pub mod load;
 pub mod models;
 pub mod net;
+pub mod rlimit;
 pub mod server;
 pub mod stats;
 pub mod timer;

@@ -30,7 +30,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     config.handle_signals = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
-    if let Err(e) = readyloop::net::raise_fd_limit() {
+    if let Err(e) = readyloop::rlimit::raise_to_hard() {
         eprintln!("warning: cannot raise the descriptor limit: {e}");
     }
     let outcome = readyloop::bind(config).and_then(readyloop::Server::run);

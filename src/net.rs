@@ -64,26 +64,3 @@ pub fn skip_on_accept(e: &io::Error) -> bool {
         )
     ) || e.kind() == io::ErrorKind::ConnectionAborted
 }
-
-/// Raises this process's soft RLIMIT_NOFILE to its hard limit, as a
-/// server meant to hold many connections should, and returns the soft
-/// limit in force afterwards. (std has no wrapper for rlimits; this and
-/// the process model are the only unsafe code.)
-#[allow(unsafe_code)]
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own; no other effect.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit { rlim_cur: limit.rlim_max, ..limit };
-        // SAFETY: setrlimit reads the struct we own; raising the soft
-        // limit up to the hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
-}

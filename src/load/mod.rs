@@ -24,7 +24,7 @@ mod args;
 mod client;
 mod pattern;
 mod report;
-mod rlimit;
+
 mod source;
 mod verify;
 
@@ -111,7 +111,8 @@ pub fn run(plan: &Plan) -> Result<Report, LoadError> {
     plan.sources
         .check(plan.addr, plan.connections)
         .map_err(LoadError::Resources)?;
-    rlimit::ensure_nofile(plan.connections).map_err(LoadError::Resources)?;
+    crate::rlimit::ensure_nofile(plan.connections)
+        .map_err(LoadError::Resources)?;
     let live = Live::default();
     let start = Instant::now();
     let deadline = match plan.stop {

@@ -100,6 +100,7 @@ fn connect_from(source: IpAddr, dest: SocketAddr) -> io::Result<TcpStream> {
 
 /// `IP_BIND_ADDRESS_NO_PORT`: defer the port choice of a bound socket to
 /// `connect` (Linux 4.2+), which socket2 does not wrap.
+#[allow(unsafe_code)]
 fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads one c_int from a live local for the given

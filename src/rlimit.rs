@@ -1,5 +1,10 @@
-//! Enough file descriptors for C connections: raise RLIMIT_NOFILE as far
-//! as allowed, or say in one line what to raise.
+//! RLIMIT_NOFILE: every connection is a descriptor. The server raises
+//! its soft limit to the hard limit; the load generator makes sure it may
+//! open the connections it was asked for, or says in one line what to
+//! raise. std has no wrapper for rlimits, so this module holds the only
+//! unsafe code outside the process model: two libc calls on a struct we
+//! own.
+#![allow(unsafe_code)]
 
 use std::io;
 
@@ -35,6 +40,17 @@ pub fn ensure_nofile(sockets: u64) -> Result<u64, String> {
              fs.nr_open) or use fewer --connections"
         )
     })
+}
+
+/// Raises the soft limit to the hard limit, as a server meant to hold
+/// many connections should (no privilege needed); returns the soft limit
+/// now in force.
+pub fn raise_to_hard() -> io::Result<u64> {
+    let (soft, hard) = get()?;
+    if soft < hard {
+        set(hard, hard)?;
+    }
+    Ok(hard.max(soft))
 }
 
 fn get() -> io::Result<(u64, u64)> {
