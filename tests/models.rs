@@ -18,27 +18,14 @@ use readyloop::{Model, Summary};
 macro_rules! for_each_model {
     ($($behaviour:ident),* $(,)?) => {$(
         mod $behaviour {
-            use readyloop::Model;
-
-            #[test]
-            fn mio() {
-                super::$behaviour(Model::Mio)
-            }
-
-            #[test]
-            fn iterative() {
-                super::$behaviour(Model::Iterative)
-            }
-
-            #[test]
-            fn thread() {
-                super::$behaviour(Model::Thread)
-            }
-
-            #[test]
-            fn process() {
-                super::$behaviour(Model::Process)
-            }
+            for_each_model!(@tests $behaviour: mio Mio, iterative Iterative,
+                thread Thread, process Process);
+        }
+    )*};
+    (@tests $behaviour:ident: $($test:ident $model:ident),*) => {$(
+        #[test]
+        fn $test() {
+            super::$behaviour(readyloop::Model::$model)
         }
     )*};
 }
