@@ -20,7 +20,7 @@
 //! killed.
 //!
 //! All the unsafe code of the crate is in this module: fork and waitpid
-//! here, signals in [`child`], mmap in [`shared`].
+//! here, signals in `child`, mmap in `shared`.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
