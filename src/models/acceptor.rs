@@ -132,6 +132,7 @@ pub(crate) fn run<D: Dispatch>(
         accept.batch(&mut gate, model);
     }
     gate.server.stop_listening();
+    log::info!("stopping: {} connections open", model.live());
     Ok(gate)
 }
 
