@@ -303,6 +303,38 @@ fn process_model_children_are_gone_after_shutdown() {
     }
 }
 
+/// Children log concurrently to the stderr they share with the parent;
+/// every line still arrives whole (one write each), never merged with
+/// another or split. (A race; with simple_logger's two writes a line it
+/// failed six runs out of six.)
+#[test]
+fn process_model_log_lines_stay_whole() {
+    let mut server = serve(Model::Process, &["--mode", "log"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                for k in 0..100 {
+                    s.write_all(format!("{i}.{k};").as_bytes())
+                        .expect("write");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    wait_count(&mut server, "closed: eof", 64);
+    let levels = ["ERROR ", "WARN  ", "INFO  ", "DEBUG ", "TRACE "];
+    for line in server.collect_log() {
+        let whole = levels.iter().any(|l| line.starts_with(l))
+            && line.matches(" [readyloop").count() == 1;
+        assert!(whole, "a merged or split line: {line:?}");
+    }
+    stop(server);
+}
+
 // ---- helpers ------------------------------------------------------------
 
 /// The binary serving `model` on a free port with `args`.
