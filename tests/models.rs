@@ -359,9 +359,7 @@ fn reset(s: TcpStream) {
         .expect("SO_LINGER");
 }
 
-/// How often `needle` occurs in the server's stderr so far. Counted in
-/// the text, not by lines: children of the process model write their
-/// lines concurrently.
+/// How often `needle` occurs in the server's stderr so far.
 fn count(server: &mut ServerProcess, needle: &str) -> usize {
     server.collect_log().iter().map(|l| l.matches(needle).count()).sum()
 }
