@@ -18,9 +18,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Io, Progress, Ready};
 use crate::error::Error;
 use crate::journal::{self, RateLimited};
-use crate::net::{
-    interrupted, out_of_descriptors, skip_on_accept, would_block,
-};
+use crate::net::{accept_failed, AcceptFailed};
 use crate::server::{Server, FIRST_CONNECTION, LISTENER};
 use crate::stats::{Reason, Stats, Summary};
 use crate::timer::IdleList;
@@ -32,13 +30,8 @@ const EVENTS: usize = 1024;
 /// Trap 2 for the listener: connections accepted per turn, so a connect
 /// flood cannot starve the connections already open.
 const ACCEPTS_PER_TURN: usize = 256;
-/// Trap 4: how long accepting pauses when descriptors run out (nginx
-/// pauses 500 ms; a close frees one sooner and resumes at once).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long an unexpected accept error pauses accepting.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long shutdown may spend flushing and lingering.
-const STOP_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
 
 /// Runs the mio model until it is stopped.
 pub fn run(server: Server) -> Result<Summary, Error> {
@@ -174,33 +167,19 @@ impl EventLoop {
         for _ in 0..ACCEPTS_PER_TURN {
             match self.server.listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer),
-                // Trap 3: accept until WouldBlock; only then is the
-                // listener's edge consumed.
-                Err(e) if would_block(&e) => {
-                    self.accept_ready = false;
-                    return;
-                }
-                Err(e) if interrupted(&e) => {}
-                Err(e) if skip_on_accept(&e) => {}
-                Err(e) if out_of_descriptors(&e) => {
-                    // Trap 4: the connection stays in the backlog and the
-                    // listener stays ready; retrying now would spin.
-                    if let Some(folded) = self.exhaustion.admit(now) {
-                        log::warn!(
-                            "accept: {e}; pausing accept for {} ms \
-                             ({folded} more since the last line; raise \
-                             the descriptor limit: ulimit -n, LimitNOFILE)",
-                            ACCEPT_PAUSE.as_millis()
-                        );
+                Err(e) => match accept_failed(&e, now, &mut self.exhaustion) {
+                    // Trap 3: accept until WouldBlock; only then is the
+                    // listener's edge consumed.
+                    AcceptFailed::Drained => {
+                        self.accept_ready = false;
+                        return;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-                Err(e) => {
-                    log::error!("accept: {e}; pausing accept for 1 s");
-                    self.accept_paused_until = Some(now + ACCEPT_ERROR_PAUSE);
-                    return;
-                }
+                    AcceptFailed::Next => {}
+                    AcceptFailed::Pause(until) => {
+                        self.accept_paused_until = Some(until);
+                        return;
+                    }
+                },
             }
         }
         // Budget spent with the listener still ready: `accept_ready` stays

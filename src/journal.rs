@@ -5,10 +5,12 @@
 //! [`STATUS`] target, which the binary always shows whatever the
 //! `--log-level`: `listening on …` first, `summary …` last.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{info, log_enabled, warn, Level};
+use log::{info, log_enabled, warn, Level, Log, Metadata, Record};
+use simple_logger::SimpleLogger;
 
 use crate::config::{Mode, Model};
 use crate::escape::{escape_into, LOG_LIMIT};
@@ -81,6 +83,49 @@ pub fn rejected(limiter: &mut RateLimited, peer: SocketAddr, max: usize) {
              {folded} more rejected since the last line"
         );
     }
+}
+
+/// Installs `logger` (its levels decide what is shown) so that each line
+/// reaches stderr in one `write(2)`.
+///
+/// simple_logger prints a line as two writes, the text and then its
+/// newline. Within one process stderr's lock keeps lines whole, but the
+/// process model's children share the parent's stderr, and two children
+/// logging at once produced merged lines (`…;INFO  […] …`) and empty
+/// ones. One write of a line shorter than `PIPE_BUF` (a logged chunk is
+/// at most about 1.1 KB) is never split or interleaved on a pipe.
+pub fn init(logger: SimpleLogger) -> Result<(), log::SetLoggerError> {
+    log::set_max_level(logger.max_level());
+    log::set_boxed_logger(Box::new(OneWrite(logger)))
+}
+
+/// simple_logger's filter and format, written with one `write(2)`.
+struct OneWrite(SimpleLogger);
+
+impl Log for OneWrite {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let target = match record.target() {
+            "" => record.module_path().unwrap_or_default(),
+            target => target,
+        };
+        // The same text simple_logger prints (without its optional
+        // timestamps and colours), newline included.
+        let line = format!(
+            "{:<5} [{target}] {}\n",
+            record.level().as_str(),
+            record.args()
+        );
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
 }
 
 #[cfg(test)]

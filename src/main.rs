@@ -22,7 +22,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let logger = SimpleLogger::new()
         .with_level(args.log_level.filter())
         .with_module_level(STATUS, LevelFilter::Info);
-    if let Err(e) = logger.init() {
+    if let Err(e) = readyloop::journal::init(logger) {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);
     }

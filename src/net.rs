@@ -2,8 +2,17 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::journal::RateLimited;
+
+/// Trap 4: how long accepting pauses when descriptors run out (nginx
+/// pauses 500 ms; a close frees one sooner and may resume at once).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long an unexpected accept error pauses accepting.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Binds a listening socket on `addr` with the given backlog.
 ///
@@ -63,4 +72,47 @@ pub fn skip_on_accept(e: &io::Error) -> bool {
                 | libc::ENETUNREACH
         )
     ) || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+/// What an accept loop does after `accept` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptFailed {
+    /// Trap 3: `WouldBlock`, so the listener's edge is consumed; wait for
+    /// the next event.
+    Drained,
+    /// Interrupted (trap 9), or a failure of that one pending connection
+    /// (trap 12): accept the next.
+    Next,
+    /// Out of descriptors (trap 4) or an unexpected error: accept nothing
+    /// before this instant.
+    Pause(Instant),
+}
+
+/// Decides what follows a failed `accept` in every model, and logs what
+/// an operator should see (descriptor exhaustion at most once a second).
+pub fn accept_failed(
+    e: &io::Error,
+    now: Instant,
+    exhaustion: &mut RateLimited,
+) -> AcceptFailed {
+    if would_block(e) {
+        AcceptFailed::Drained
+    } else if interrupted(e) || skip_on_accept(e) {
+        AcceptFailed::Next
+    } else if out_of_descriptors(e) {
+        // Trap 4: the connection stays in the backlog and the listener
+        // stays ready; retrying now would spin.
+        if let Some(folded) = exhaustion.admit(now) {
+            log::warn!(
+                "accept: {e}; pausing accept for {} ms \
+                 ({folded} more since the last line; raise the \
+                 descriptor limit: ulimit -n, LimitNOFILE)",
+                ACCEPT_PAUSE.as_millis()
+            );
+        }
+        AcceptFailed::Pause(now + ACCEPT_PAUSE)
+    } else {
+        log::error!("accept: {e}; pausing accept for 1 s");
+        AcceptFailed::Pause(now + ACCEPT_ERROR_PAUSE)
+    }
 }

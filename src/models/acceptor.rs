@@ -14,9 +14,7 @@ use mio::{Events, Token};
 
 use crate::error::Error;
 use crate::journal::{self, RateLimited};
-use crate::net::{
-    interrupted, out_of_descriptors, skip_on_accept, would_block,
-};
+use crate::net::{accept_failed, AcceptFailed};
 use crate::server::{Server, LISTENER};
 use crate::stats::{Reason, Stats};
 
@@ -28,10 +26,6 @@ const EVENTS: usize = 16;
 /// Trap 2 for the listener: accepts per turn before the loop looks at its
 /// other events.
 const ACCEPTS_PER_TURN: usize = 256;
-/// Trap 4: how long accepting pauses when descriptors run out.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long an unexpected accept error pauses accepting.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a blocking model does with accepted connections.
 pub(crate) trait Dispatch {
@@ -138,6 +132,7 @@ pub(crate) fn run<D: Dispatch>(
         accept.batch(&mut gate, model);
     }
     gate.server.stop_listening();
+    log::info!("stopping: {} connections open", model.live());
     Ok(gate)
 }
 
@@ -179,32 +174,19 @@ impl Accept {
             }
             match gate.server.listener.accept() {
                 Ok((stream, peer)) => self.admit(gate, model, stream, peer),
-                // Trap 3: accept until WouldBlock; only then is the
-                // listener's edge consumed.
-                Err(e) if would_block(&e) => {
-                    self.ready = false;
-                    return;
-                }
-                Err(e) if interrupted(&e) => {}
-                Err(e) if skip_on_accept(&e) => {} // trap 12
-                Err(e) if out_of_descriptors(&e) => {
-                    // Trap 4: the connection stays in the backlog and the
-                    // listener stays ready; retrying now would spin.
-                    if let Some(folded) = self.exhaustion.admit(now) {
-                        log::warn!(
-                            "accept: {e}; pausing accept for {} ms \
-                             ({folded} more since the last line)",
-                            ACCEPT_PAUSE.as_millis()
-                        );
+                Err(e) => match accept_failed(&e, now, &mut self.exhaustion) {
+                    // Trap 3: accept until WouldBlock; only then is the
+                    // listener's edge consumed.
+                    AcceptFailed::Drained => {
+                        self.ready = false;
+                        return;
                     }
-                    self.paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-                Err(e) => {
-                    log::error!("accept: {e}; pausing accept for 1 s");
-                    self.paused_until = Some(now + ACCEPT_ERROR_PAUSE);
-                    return;
-                }
+                    AcceptFailed::Next => {}
+                    AcceptFailed::Pause(until) => {
+                        self.paused_until = Some(until);
+                        return;
+                    }
+                },
             }
         }
         // Budget spent with the listener still ready: `ready` stays set

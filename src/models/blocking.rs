@@ -16,9 +16,9 @@ use crate::journal;
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Stats};
 
-/// How long shutdown may spend finishing output and lingering, as in the
-/// mio model.
-pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
+/// How long shutdown may spend finishing output and lingering: the same
+/// window as the mio model's.
+pub(crate) use crate::event_loop::STOP_WINDOW;
 
 /// The shortest socket timeout std accepts is above zero.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);

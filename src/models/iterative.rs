@@ -11,7 +11,7 @@
 //!
 //! A stop arrives as an event on the server's poll, which nobody waits on
 //! while a connection is served, so the connection's blocking calls wait
-//! at most [`SLICE`] and then look at the poll without blocking.
+//! at most `SLICE` and then look at the poll without blocking.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -74,7 +74,7 @@ impl Dispatch for Iterative {
     }
 }
 
-/// Looks for a stop on the server's poll, once a [`SLICE`].
+/// Looks for a stop on the server's poll, once a `SLICE`.
 struct PollWatch<'a>(&'a mut Gate);
 
 impl Watch for PollWatch<'_> {

@@ -19,16 +19,13 @@
 //! other models do. Children still alive after the stop window are
 //! killed.
 //!
-//! All the unsafe code of the crate is here: fork, signals, mmap.
+//! All the unsafe code of the crate is in this module: fork and waitpid
+//! here, signals in `child`, mmap in `shared`.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io;
-use std::mem;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use libc::{c_int, pid_t};
@@ -36,13 +33,17 @@ use mio::{Interest, Token};
 use signal_hook::consts::SIGCHLD;
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::server::{Server, FIRST_CONNECTION};
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Watch, STOP_WINDOW};
+use super::blocking::{self, STOP_WINDOW};
+use child::{child, SignalMask};
+use shared::SharedStats;
+
+mod child;
+mod shared;
 
 /// The token of SIGCHLD on the server's poll. This model has no
 /// connection tokens, so the first of them is free (trap 14).
@@ -51,12 +52,8 @@ const CHILDREN: Token = Token(FIRST_CONNECTION);
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// How long past the stop window children get before they are killed.
 const GRACE: Duration = Duration::from_secs(1);
-/// Each child's read buffer.
-const READ_BUF: usize = 64 * 1024;
 /// Exit status of a child that counted and logged its close.
-const SERVED: c_int = 0;
-/// Exit status of a child whose serving panicked.
-const PANICKED: c_int = 70;
+pub(super) const SERVED: c_int = 0;
 
 /// Runs the process model until it is stopped.
 pub fn run(server: Server) -> Result<Summary, Error> {
@@ -259,191 +256,5 @@ fn describe(pid: pid_t, status: c_int) -> String {
         format!("child {pid} killed by signal {}", libc::WTERMSIG(status))
     } else {
         format!("child {pid} exited with {}", libc::WEXITSTATUS(status))
-    }
-}
-
-// ---- the child ----------------------------------------------------------
-
-/// Set by the child's SIGTERM/SIGINT handler.
-static STOP: AtomicBool = AtomicBool::new(false);
-/// The child's connection, for the handler to shut down.
-static CONN_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// Serves the connection in the child and exits; never returns, so no
-/// destructor of the parent's state (the server, its poll) runs here.
-fn child(
-    server: &Server,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    stats: &Stats,
-    stop_signals: SignalMask,
-) -> ! {
-    let fd = stream.as_raw_fd();
-    close_inherited(server, fd);
-    CONN_FD.store(fd, SeqCst);
-    let on_stop = on_stop as extern "C" fn(c_int);
-    set_handler(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
-    set_handler(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
-    set_handler(SIGCHLD, libc::SIG_DFL);
-    stop_signals.apply(libc::SIG_UNBLOCK);
-    let config: &Config = server.config();
-    let served =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut buf = vec![0; READ_BUF];
-            let mut scratch = String::new();
-            let mut cx = Context {
-                buf: &mut buf,
-                scratch: &mut scratch,
-                stats,
-                mode: config.mode,
-                idle: config.idle_timeout,
-            };
-            blocking::serve(stream, peer, &mut cx, &mut SignalWatch);
-        }));
-    let status = if served.is_ok() { SERVED } else { PANICKED };
-    // SAFETY: _exit(2) ends the process at once without running atexit
-    // handlers or destructors, which belong to the parent.
-    unsafe { libc::_exit(status) }
-}
-
-/// Closes every descriptor the child inherited except stdio and its
-/// connection: the listener, the waker, the signal pipes and above all
-/// the epoll descriptor, whose registrations it shares with the parent.
-/// Closing is safe for the parent (its descriptors stay open); using or
-/// changing them from the child would not be.
-fn close_inherited(server: &Server, keep: c_int) {
-    let ranges = [(3, keep - 1), (keep + 1, c_int::MAX)];
-    let mut ok = true;
-    for (first, last) in ranges {
-        if first > last {
-            continue;
-        }
-        // SAFETY: close_range(2) only closes descriptors; the ones closed
-        // belong to objects this child never uses again (it `_exit`s).
-        let r = unsafe {
-            libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0)
-        };
-        ok &= r == 0;
-    }
-    if !ok {
-        // Kernels before 5.9: close what we know of.
-        for fd in [server.poll.as_raw_fd(), server.listener.as_raw_fd()] {
-            // SAFETY: as above; the fds are the parent's poll and
-            // listener, which this child never uses.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// The child's SIGTERM/SIGINT handler: note the stop and wake a blocked
-/// read. Only async-signal-safe calls: atomics and shutdown(2).
-extern "C" fn on_stop(_: c_int) {
-    STOP.store(true, SeqCst);
-    // SAFETY: shutdown(2) is async-signal-safe and the descriptor stays
-    // open until the child exits; errno is saved and restored so the
-    // interrupted code sees its own.
-    unsafe {
-        let errno = *libc::__errno_location();
-        libc::shutdown(CONN_FD.load(SeqCst), libc::SHUT_RD);
-        *libc::__errno_location() = errno;
-    }
-}
-
-fn set_handler(signal: c_int, handler: libc::sighandler_t) {
-    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); without
-    // SA_RESTART a blocked read or write returns EINTR, which the serve
-    // loop treats as "look at the stop flag". The handler is
-    // async-signal-safe.
-    unsafe {
-        let mut action: libc::sigaction = mem::zeroed();
-        action.sa_sigaction = handler;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(signal, &action, ptr::null_mut());
-    }
-}
-
-/// The child's watch: the handler woke it, or will.
-struct SignalWatch;
-
-impl Watch for SignalWatch {
-    fn stopping(&mut self) -> bool {
-        STOP.load(SeqCst)
-    }
-}
-
-/// SIGINT and SIGTERM, to block around fork.
-#[derive(Clone, Copy)]
-struct SignalMask(libc::sigset_t);
-
-impl SignalMask {
-    fn stop_signals() -> SignalMask {
-        // SAFETY: sigemptyset initialises the zeroed set, sigaddset adds
-        // valid signal numbers to it.
-        unsafe {
-            let mut set: libc::sigset_t = mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            SignalMask(set)
-        }
-    }
-
-    fn apply(&self, how: c_int) {
-        // SAFETY: `self.0` is an initialised set; the old mask is not
-        // wanted. The process is single-threaded, so this is its mask.
-        unsafe { libc::sigprocmask(how, &self.0, ptr::null_mut()) };
-    }
-}
-
-// ---- the shared counters ------------------------------------------------
-
-/// A [`Stats`] in a shared anonymous mapping: created before the first
-/// fork, so every child adds to the same counters the parent reads.
-struct SharedStats(NonNull<Stats>);
-
-impl SharedStats {
-    fn new() -> io::Result<SharedStats> {
-        // SAFETY: an anonymous mapping with no address hint touches no
-        // existing memory; failure is checked below.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                mem::size_of::<Stats>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let p = NonNull::new(p.cast::<Stats>())
-            .ok_or_else(|| io::Error::other("mmap returned null"))?;
-        // SAFETY: the mapping is page aligned (more than AtomicU64 needs),
-        // large enough, writable and not yet shared with anyone.
-        unsafe { p.as_ptr().write(Stats::default()) };
-        Ok(SharedStats(p))
-    }
-}
-
-impl std::ops::Deref for SharedStats {
-    type Target = Stats;
-
-    fn deref(&self) -> &Stats {
-        // SAFETY: the mapping lives until `drop` and holds an initialised
-        // Stats; it is only ever accessed through shared references to
-        // atomics, which is sound across processes too.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-impl Drop for SharedStats {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` created; no reference
-        // into it outlives `self`.
-        unsafe {
-            libc::munmap(self.0.as_ptr().cast(), mem::size_of::<Stats>())
-        };
     }
 }

@@ -1,0 +1,153 @@
+//! The child side of the process model: from fork to `_exit`.
+
+use std::mem;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+
+use libc::c_int;
+use signal_hook::consts::SIGCHLD;
+
+use crate::config::Config;
+use crate::server::Server;
+use crate::stats::Stats;
+
+use super::SERVED;
+use crate::models::blocking::{self, Context, Watch};
+
+/// Each child's read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Exit status of a child whose serving panicked.
+const PANICKED: c_int = 70;
+
+/// Set by the child's SIGTERM/SIGINT handler.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The child's connection, for the handler to shut down.
+static CONN_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Serves the connection in the child and exits; never returns, so no
+/// destructor of the parent's state (the server, its poll) runs here.
+pub(super) fn child(
+    server: &Server,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    stats: &Stats,
+    stop_signals: SignalMask,
+) -> ! {
+    let fd = stream.as_raw_fd();
+    close_inherited(server, fd);
+    CONN_FD.store(fd, SeqCst);
+    let on_stop = on_stop as extern "C" fn(c_int);
+    set_handler(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+    set_handler(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+    set_handler(SIGCHLD, libc::SIG_DFL);
+    stop_signals.apply(libc::SIG_UNBLOCK);
+    let config: &Config = server.config();
+    let served =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut buf = vec![0; READ_BUF];
+            let mut scratch = String::new();
+            let mut cx = Context {
+                buf: &mut buf,
+                scratch: &mut scratch,
+                stats,
+                mode: config.mode,
+                idle: config.idle_timeout,
+            };
+            blocking::serve(stream, peer, &mut cx, &mut SignalWatch);
+        }));
+    let status = if served.is_ok() { SERVED } else { PANICKED };
+    // SAFETY: _exit(2) ends the process at once without running atexit
+    // handlers or destructors, which belong to the parent.
+    unsafe { libc::_exit(status) }
+}
+
+/// Closes every descriptor the child inherited except stdio and its
+/// connection: the listener, the waker, the signal pipes and above all
+/// the epoll descriptor, whose registrations it shares with the parent.
+/// Closing is safe for the parent (its descriptors stay open); using or
+/// changing them from the child would not be.
+fn close_inherited(server: &Server, keep: c_int) {
+    let ranges = [(3, keep - 1), (keep + 1, c_int::MAX)];
+    let mut ok = true;
+    for (first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range(2) only closes descriptors; the ones closed
+        // belong to objects this child never uses again (it `_exit`s).
+        let r = unsafe {
+            libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0)
+        };
+        ok &= r == 0;
+    }
+    if !ok {
+        // Kernels before 5.9: close what we know of.
+        for fd in [server.poll.as_raw_fd(), server.listener.as_raw_fd()] {
+            // SAFETY: as above; the fds are the parent's poll and
+            // listener, which this child never uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// The child's SIGTERM/SIGINT handler: note the stop and wake a blocked
+/// read. Only async-signal-safe calls: atomics and shutdown(2).
+extern "C" fn on_stop(_: c_int) {
+    STOP.store(true, SeqCst);
+    // SAFETY: shutdown(2) is async-signal-safe and the descriptor stays
+    // open until the child exits; errno is saved and restored so the
+    // interrupted code sees its own.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::shutdown(CONN_FD.load(SeqCst), libc::SHUT_RD);
+        *libc::__errno_location() = errno;
+    }
+}
+
+fn set_handler(signal: c_int, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); without
+    // SA_RESTART a blocked read or write returns EINTR, which the serve
+    // loop treats as "look at the stop flag". The handler is
+    // async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, ptr::null_mut());
+    }
+}
+
+/// The child's watch: the handler woke it, or will.
+struct SignalWatch;
+
+impl Watch for SignalWatch {
+    fn stopping(&mut self) -> bool {
+        STOP.load(SeqCst)
+    }
+}
+
+/// SIGINT and SIGTERM, to block around fork.
+#[derive(Clone, Copy)]
+pub(super) struct SignalMask(libc::sigset_t);
+
+impl SignalMask {
+    pub(super) fn stop_signals() -> SignalMask {
+        // SAFETY: sigemptyset initialises the zeroed set, sigaddset adds
+        // valid signal numbers to it.
+        unsafe {
+            let mut set: libc::sigset_t = mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            SignalMask(set)
+        }
+    }
+
+    pub(super) fn apply(&self, how: c_int) {
+        // SAFETY: `self.0` is an initialised set; the old mask is not
+        // wanted. The process is single-threaded, so this is its mask.
+        unsafe { libc::sigprocmask(how, &self.0, ptr::null_mut()) };
+    }
+}
