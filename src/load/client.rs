@@ -283,11 +283,7 @@ impl Worker<'_> {
         }
         Live::add(&self.live.errors, 1);
         match was_held {
-            true => {
-                self.live
-                    .held
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            true => Live::sub(&self.live.held, 1),
             false => Live::add(&self.live.settled, 1),
         }
     }

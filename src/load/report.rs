@@ -97,6 +97,11 @@ impl Live {
         }
     }
 
+    /// Takes `n` from a counter.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
