@@ -73,7 +73,7 @@ impl Settings {
                 rounds: 1,
                 cpu_rounds: 0,
                 duration: Duration::from_millis(500),
-                idle_duration: Duration::from_millis(1500),
+                idle_duration: Duration::from_millis(300),
                 tests: vec![
                     t("pingpong", 1, 64),
                     t("pingpong", 100, 64),
@@ -91,7 +91,7 @@ impl Settings {
                 rounds: 3,
                 cpu_rounds: 2,
                 duration: Duration::from_secs(2),
-                idle_duration: Duration::from_secs(4),
+                idle_duration: Duration::from_secs(1),
                 tests: vec![
                     t("pingpong", 1, 64),
                     t("pingpong", 100, 64),

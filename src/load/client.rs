@@ -51,6 +51,10 @@ pub(crate) struct Share {
     pub quota: Option<u64>,
     /// When this thread stops, if timed.
     pub deadline: Option<Instant>,
+    /// Idle pattern: once every connection of the share is held (or has
+    /// failed), hold this long, then stop (`deadline` is then only the
+    /// time to give up establishing them).
+    pub hold: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +125,9 @@ pub(crate) fn run(
         step: share.step,
         quota: share.quota,
         deadline: share.deadline,
+        hold: share.hold,
+        count: share.count,
+        settled: 0,
         last_progress: Instant::now(),
     };
     worker.run()?;
@@ -142,6 +149,10 @@ struct Worker<'a> {
     step: u64,
     quota: Option<u64>,
     deadline: Option<Instant>,
+    hold: Option<Duration>,
+    /// Connections of this share, and how many are held or failed.
+    count: u64,
+    settled: u64,
     last_progress: Instant,
 }
 
@@ -177,6 +188,11 @@ impl Worker<'_> {
             Live::add(&self.live.messages, self.tally.messages - before.0);
             if (self.tally.messages, self.tally.bytes) != before {
                 self.last_progress = Instant::now();
+            }
+            if self.settled >= self.count {
+                if let Some(hold) = self.hold.take() {
+                    self.deadline = Some(Instant::now() + hold);
+                }
             }
         }
     }
@@ -252,6 +268,7 @@ impl Worker<'_> {
             self.opening -= 1;
         }
         if was != Phase::Held && now == Phase::Held {
+            self.settled += 1;
             Live::add(&self.live.held, 1);
             Live::add(&self.live.settled, 1);
         }
@@ -284,7 +301,10 @@ impl Worker<'_> {
         Live::add(&self.live.errors, 1);
         match was_held {
             true => Live::sub(&self.live.held, 1),
-            false => Live::add(&self.live.settled, 1),
+            false => {
+                self.settled += 1;
+                Live::add(&self.live.settled, 1);
+            }
         }
     }
 
