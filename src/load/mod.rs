@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`args`] | the flags and the validated [`Plan`] |
 //! | [`client`] | one client thread's loop |
+//! | [`conn`] | one connection: send, receive, verify, apply the rule |
 //! | [`pattern`] | pingpong, stream, idle, connect as rules |
 //! | [`verify`] | each connection's byte sequence and its check |
 //! | [`source`] | opening sockets, spread over source addresses |
@@ -22,6 +23,7 @@
 
 mod args;
 mod client;
+mod conn;
 mod pattern;
 mod report;
 mod rlimit;
