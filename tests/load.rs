@@ -55,6 +55,9 @@ fn pingpong_round_trips_are_echoed_and_timed() {
     assert!(field(&json, "messages") > 0.0, "{json}");
     assert_eq!(field(&json, "held"), 20.0, "{json}");
     assert!(field(&json, "p99_us") > 0.0, "{json}");
+    // Fairness: no connection was starved.
+    assert!(field(&json, "rounds_min") > 0.0, "{json}");
+    assert!(field(&json, "rounds_max") >= field(&json, "rounds_min"));
 }
 
 /// Stream moves verified bytes in both directions at once.

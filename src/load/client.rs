@@ -188,6 +188,7 @@ impl Worker<'_> {
             goal: self.plan.pattern.first_goal(self.plan.size),
             phase: Phase::Connecting,
             started: Instant::now(),
+            rounds: 0,
         });
         self.opening += 1;
         Ok(())
@@ -260,6 +261,13 @@ impl Worker<'_> {
         };
         self.tally.held =
             self.conns.iter().filter(|(_, c)| c.phase == held).count() as u64;
+        if self.plan.pattern == Pattern::Pingpong {
+            // Fairness: a server that starves some connections shows it
+            // here long before it shows in the mean.
+            let rounds = self.conns.iter().map(|(_, c)| c.rounds);
+            self.tally.rounds_min = rounds.clone().min();
+            self.tally.rounds_max = rounds.max();
+        }
         self.tally
     }
 }

@@ -43,6 +43,9 @@ pub(super) struct Conn {
     pub(super) phase: Phase,
     /// Start of the current round trip (or of the connect).
     pub(super) started: Instant,
+    /// Round trips this connection completed (pingpong), for the
+    /// fairness figure.
+    pub(super) rounds: u64,
 }
 
 /// What the worker does with a connection after driving it.
@@ -227,6 +230,7 @@ fn at_goal(conn: &mut Conn, io: &mut Io<'_>) -> bool {
     match io.pattern.at_goal() {
         AtGoal::NextRound => {
             io.tally.messages += 1;
+            conn.rounds += 1;
             io.tally.latency.saturating_record(took.as_nanos() as u64);
             conn.goal += io.size;
             conn.started = now;
