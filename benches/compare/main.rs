@@ -319,6 +319,7 @@ fn measure(
             .then(|| cpu * 1e6 / messages),
         util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
         mem_kb: mem_before.zip(mem_after),
+        rounds: outcome.get("rounds_min").zip(outcome.get("rounds_max")),
         held: outcome.get("held").unwrap_or(0.0),
         errors: outcome.get("errors").unwrap_or(0.0),
     }
