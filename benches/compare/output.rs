@@ -21,7 +21,7 @@ const HEAD: [&str; 10] = [
 ];
 
 /// Column headers of the idle-memory table.
-const IDLE_HEAD: [&str; 7] = [
+const IDLE_HEAD: [&str; 8] = [
     "test",
     "server",
     "held",
@@ -29,6 +29,7 @@ const IDLE_HEAD: [&str; 7] = [
     "after kB",
     "bytes/conn",
     "vs ct",
+    "note",
 ];
 
 fn fmt_stat(s: Option<Stat>, digits: usize) -> String {

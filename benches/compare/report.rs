@@ -182,7 +182,7 @@ pub fn report_md(
         "## Throughput and latency\n\n{}",
         output::md_table(head, busy)
     );
-    let _ = writeln!(md, "## Idle memory\n\nServer PSS (children included) before and after the load generator holds every connection; bytes/conn = delta / held.\n\n{}", output::md_table(idle_head, idle));
+    let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\n{}", output::md_table(idle_head, idle));
     let _ = writeln!(
         md,
         "## Syscalls per echoed message ({}, strace -c -f)\n\n```\n{}```\n",
