@@ -55,6 +55,9 @@ fn pingpong_round_trips_are_echoed_and_timed() {
     assert!(field(&json, "messages") > 0.0, "{json}");
     assert_eq!(field(&json, "held"), 20.0, "{json}");
     assert!(field(&json, "p99_us") > 0.0, "{json}");
+    // Fairness: no connection was starved.
+    assert!(field(&json, "rounds_min") > 0.0, "{json}");
+    assert!(field(&json, "rounds_max") >= field(&json, "rounds_min"));
 }
 
 /// Stream moves verified bytes in both directions at once.
@@ -142,4 +145,25 @@ fn bad_input_exits_with_the_promised_codes() {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("--source"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// Idle reports how many connections the server really held: those over
+/// its `--max-connections` are closed at once and counted as errors.
+#[test]
+fn idle_counts_only_the_connections_the_server_kept() {
+    let server = ServerProcess::start(&[
+        "--mode",
+        "echo",
+        "--log-level",
+        "error",
+        "--max-connections",
+        "30",
+    ]);
+    let addr = server.addr.to_string();
+    let args = ["--addr", &addr, "--pattern", "idle", "-c", "40"];
+    let out = load(&[&args[..], &["--duration", "0.2"]].concat());
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(field(&json, "held"), 30.0, "{json}");
+    assert_eq!(field(&json, "io_errors"), 10.0, "{json}");
 }

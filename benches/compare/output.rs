@@ -21,7 +21,7 @@ const HEAD: [&str; 10] = [
 ];
 
 /// Column headers of the idle-memory table.
-const IDLE_HEAD: [&str; 7] = [
+const IDLE_HEAD: [&str; 8] = [
     "test",
     "server",
     "held",
@@ -29,6 +29,7 @@ const IDLE_HEAD: [&str; 7] = [
     "after kB",
     "bytes/conn",
     "vs ct",
+    "note",
 ];
 
 fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
@@ -227,13 +228,13 @@ pub fn csv(samples: &[Sample]) -> String {
     let mut out = String::from(
         "round,server,pattern,connections,size,skipped,messages,rate,mb_per_s,\
          p50_us,p99_us,cpu_us_per_msg,util_pct,mem_before_kb,mem_after_kb,\
-         bytes_per_conn,held,errors\n",
+         bytes_per_conn,rounds_min,rounds_max,held,errors\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for s in samples {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
             s.round,
             s.server,
             s.test.pattern,
@@ -250,6 +251,8 @@ pub fn csv(samples: &[Sample]) -> String {
             s.mem_kb.map_or(String::new(), |m| m.0.to_string()),
             s.mem_kb.map_or(String::new(), |m| m.1.to_string()),
             opt(s.bytes_per_conn()),
+            opt(s.rounds.map(|r| r.0)),
+            opt(s.rounds.map(|r| r.1)),
             s.held,
             s.errors,
         );

@@ -31,6 +31,8 @@ pub struct Sample {
     /// Server memory before and after (idle test), kB (PSS, children
     /// included).
     pub mem_kb: Option<(u64, u64)>,
+    /// Pingpong: round trips of the least and most served connection.
+    pub rounds: Option<(f64, f64)>,
     /// Connections held at the end.
     pub held: f64,
     /// Errors the load generator counted.
@@ -58,6 +60,7 @@ impl Sample {
             cpu_us_per_msg: None,
             util_pct: None,
             mem_kb: None,
+            rounds: None,
             held: 0.0,
             errors: 0.0,
         }

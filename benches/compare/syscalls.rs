@@ -50,10 +50,18 @@ pub fn strace_available() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("bench: strace missing, trying apt-get install strace");
-    let _ = std::process::Command::new("apt-get")
-        .args(["install", "-y", "-qq", "strace"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output();
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    // A fresh machine may have no package lists yet: update, then retry.
+    if !apt(&["install", "-y", "-qq", "strace"]) {
+        let _ = apt(&["update", "-qq"])
+            && apt(&["install", "-y", "-qq", "strace"]);
+    }
     match have() {
         true => Ok(()),
         false => {

@@ -26,7 +26,9 @@ pub struct LoadArgs {
           value_parser = value_parser!(u64).range(1..=10_000_000))]
     pub connections: u64,
 
-    /// Run for this many seconds (fractions allowed; default 5).
+    /// Run for this many seconds (fractions allowed; default 5). Idle:
+    /// hold the connections this long once all are established (giving
+    /// up on establishing them after 30 s more).
     #[arg(long, value_name = "SECS", value_parser = parse_secs,
           conflicts_with = "messages")]
     pub duration: Option<Duration>,

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`args`] | the flags and the validated [`Plan`] |
 //! | [`client`] | one client thread's loop |
+//! | [`conn`] | one connection: send, receive, verify, apply the rule |
 //! | [`pattern`] | pingpong, stream, idle, connect as rules |
 //! | [`verify`] | each connection's byte sequence and its check |
 //! | [`source`] | opening sockets, spread over source addresses |
@@ -22,6 +23,7 @@
 
 mod args;
 mod client;
+mod conn;
 mod pattern;
 mod report;
 
@@ -42,6 +44,10 @@ pub use source::Sources;
 pub use verify::Sequence;
 
 use client::Share;
+
+/// How long the idle pattern may take to establish its connections
+/// before it holds them for `--duration`.
+const IDLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Progress lines start after this long, then come once a second.
 const QUIET_START: Duration = Duration::from_secs(3);
@@ -115,9 +121,14 @@ pub fn run(plan: &Plan) -> Result<Report, LoadError> {
         .map_err(LoadError::Resources)?;
     let live = Live::default();
     let start = Instant::now();
-    let deadline = match plan.stop {
-        Stop::After(d) => Some(start + d),
-        Stop::Messages(_) => None,
+    // Idle holds for the duration once every connection is held, and
+    // gives up establishing them after IDLE_PATIENCE more.
+    let (deadline, hold) = match (plan.stop, plan.pattern) {
+        (Stop::After(d), Pattern::Idle) => {
+            (Some(start + d + IDLE_PATIENCE), Some(d))
+        }
+        (Stop::After(d), _) => (Some(start + d), None),
+        (Stop::Messages(_), _) => (None, None),
     };
     let threads = plan.threads.max(1) as u64;
     let shares = (0..threads).map(|i| Share {
@@ -129,6 +140,7 @@ pub fn run(plan: &Plan) -> Result<Report, LoadError> {
             Stop::After(_) => None,
         },
         deadline,
+        hold,
     });
     let (done, finished) = mpsc::channel();
     let mut tally = Tally::default();

@@ -33,6 +33,11 @@ pub struct Tally {
     pub mismatches: u64,
     /// Set when a `--messages` run made no progress for too long.
     pub stalled: bool,
+    /// Pingpong: round trips of the least and the most served connection
+    /// still open at the end.
+    pub rounds_min: Option<u64>,
+    /// See `rounds_min`.
+    pub rounds_max: Option<u64>,
     /// Latency of each message, in ns.
     pub latency: Histogram<u64>,
 }
@@ -47,6 +52,8 @@ impl Default for Tally {
             io_errors: 0,
             mismatches: 0,
             stalled: false,
+            rounds_min: None,
+            rounds_max: None,
             latency: histogram(),
         }
     }
@@ -62,6 +69,8 @@ impl Tally {
         self.io_errors += other.io_errors;
         self.mismatches += other.mismatches;
         self.stalled |= other.stalled;
+        self.rounds_min = merge(self.rounds_min, other.rounds_min, u64::min);
+        self.rounds_max = merge(self.rounds_max, other.rounds_max, u64::max);
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
     }
@@ -95,6 +104,11 @@ impl Live {
         if n > 0 {
             counter.fetch_add(n, Relaxed);
         }
+    }
+
+    /// Takes `n` from a counter.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
     }
 
     /// Reads a counter.
@@ -191,6 +205,15 @@ impl Report {
             }
             .ok();
         }
+        for (key, value) in
+            [("rounds_min", t.rounds_min), ("rounds_max", t.rounds_max)]
+        {
+            match value {
+                Some(v) => write!(out, ",\"{key}\":{v}"),
+                None => write!(out, ",\"{key}\":null"),
+            }
+            .ok();
+        }
         let _ = write!(
             out,
             ",\"held\":{},\"errors\":{},\"connect_errors\":{},\
@@ -234,6 +257,9 @@ impl fmt::Display for Report {
                 ),
             )?;
         }
+        if let (Some(min), Some(max)) = (t.rounds_min, t.rounds_max) {
+            row(f, "per connection", format!("{min} to {max} round trips"))?;
+        }
         row(f, "held", format!("{} of {}", t.held, self.connections))?;
         row(
             f,
@@ -247,6 +273,18 @@ impl fmt::Display for Report {
                 if t.stalled { ", stalled" } else { "" }
             ),
         )
+    }
+}
+
+/// Combines two optional figures, either of which may be missing.
+fn merge(
+    a: Option<u64>,
+    b: Option<u64>,
+    f: fn(u64, u64) -> u64,
+) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -1,0 +1,289 @@
+//! The report: the syscall table, binary size and start-up memory, the
+//! charts, and `report.md` with the targets of the mio model.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::load::Test;
+use crate::sample::Sample;
+use crate::server::{self, Running, BASELINE, SERVERS};
+use crate::{charts, output, procfs, syscalls, Settings};
+
+pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
+    let counts = match strace {
+        Ok(c) => c,
+        Err(why) => return format!("syscalls per message: skipped ({why})"),
+    };
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| {
+            let top = c
+                .calls
+                .iter()
+                .map(|(name, n)| {
+                    format!(
+                        "{name} {:.3}",
+                        *n as f64 / c.messages.max(1) as f64
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                c.server.into(),
+                c.messages.to_string(),
+                c.total.to_string(),
+                format!("{:.3}", c.per_message()),
+                format!("{:.3}", c.steady_per_message()),
+                top,
+            ]
+        })
+        .collect();
+    output::text_table(
+        &[
+            "server",
+            "messages",
+            "syscalls",
+            "per message",
+            "without set-up",
+            "per message by syscall",
+        ],
+        &rows,
+    )
+}
+
+/// Binary size and RSS at start of the mio model and the baseline.
+pub fn basics(settings: &Settings) -> Vec<String> {
+    let mut lines = Vec::new();
+    match std::fs::metadata(server::readyloop()) {
+        Ok(m) => lines.push(format!(
+            "binary size (release, stripped): {} bytes ({:.2} MB)",
+            m.len(),
+            m.len() as f64 / 1e6
+        )),
+        Err(e) => lines.push(format!("binary size: unknown ({e})")),
+    }
+    for spec in
+        SERVERS.iter().filter(|s| s.name == "mio" || s.name == BASELINE)
+    {
+        if let Ok(server) =
+            Running::start(server::command(spec, settings.cpus.0))
+        {
+            let rss = procfs::rss_kb(server.pid);
+            let pss = procfs::pss_kb(server.pid);
+            lines.push(format!(
+                "RSS at start of {}: {} kB (anonymous PSS {} kB), after one echoed byte",
+                spec.name,
+                rss.map_or("?".into(), |v| v.to_string()),
+                pss.map_or("?".into(), |v| v.to_string())
+            ));
+            server.stop();
+        }
+    }
+    lines
+}
+
+pub fn draw(
+    out: &std::path::Path,
+    samples: &[Sample],
+    settings: &Settings,
+    servers: &[&'static str],
+) -> Vec<String> {
+    let pingpong: Vec<Test> = settings
+        .tests
+        .iter()
+        .copied()
+        .filter(|t| t.pattern == "pingpong")
+        .collect();
+    let mut made = Vec::new();
+    let mut note =
+        |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {
+            Ok(()) => made.push(name.to_string()),
+            Err(e) => eprintln!("bench: chart {name}: {e}"),
+        };
+    note(
+        "throughput.svg",
+        charts::by_connections(
+            &out.join("throughput.svg"),
+            "pingpong 64 B: messages/s by connections",
+            "messages/s (median)",
+            samples,
+            &pingpong,
+            servers,
+            |s| Some(s.rate),
+        ),
+    );
+    note(
+        "cpu_per_message.svg",
+        charts::by_connections(
+            &out.join("cpu_per_message.svg"),
+            "pingpong 64 B: server CPU per message",
+            "µs of server CPU per message",
+            samples,
+            &pingpong,
+            servers,
+            |s| s.cpu_us_per_msg,
+        ),
+    );
+    if let Some(&idle) = settings.tests.iter().find(|t| t.pattern == "idle") {
+        note(
+            "idle_memory.svg",
+            charts::idle_bars(
+                &out.join("idle_memory.svg"),
+                samples,
+                idle,
+                servers,
+            ),
+        );
+    }
+    made
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn report_md(
+    settings: &Settings,
+    samples: &[Sample],
+    busy: &[Vec<String>],
+    idle: &[Vec<String>],
+    syscall_text: &str,
+    basics: &[String],
+    strace: &Result<Vec<syscalls::Count>, String>,
+    charts: &[String],
+    took: Duration,
+) -> String {
+    let (head, idle_head) = output::heads();
+    let mut md = String::new();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(md, "# readyloop benchmark report\n");
+    let _ = writeln!(
+        md,
+        "Machine: {cores} cores, {cpu_model}. Mode: {}, {} round(s) (+{} of {}), {:.1} s per run, took {:.0} s. Pinning: {}.\n",
+        if settings.quick { "QUICK smoke run" } else { "full" },
+        settings.rounds,
+        settings.cpu_rounds,
+        settings.cpu_test.label(),
+        settings.duration.as_secs_f64(),
+        took.as_secs_f64(),
+        match settings.cpus {
+            (Some(s), Some(l)) => format!("server on CPU {s}, load generator on CPU {l} (taskset)"),
+            _ => "none (taskset or a second CPU missing)".into(),
+        }
+    );
+    let _ = writeln!(md, "Figures are medians over rounds; ±N% is half the spread (max−min) in percent of the median. \"vs ct\" is the median over rounds of the ratio to tokio current_thread in the same round. srv CPU% is server CPU time over wall time: near 100 the server was the bottleneck, well below it something else was: the load generator, or other work on a shared machine taking the server's core.\n");
+    let _ = writeln!(
+        md,
+        "## Throughput and latency\n\n{}",
+        output::md_table(head, busy)
+    );
+    let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\n{}", output::md_table(idle_head, idle));
+    let _ = writeln!(
+        md,
+        "## Syscalls per echoed message ({}, strace -c -f)\n\n```\n{}```\n",
+        settings.cpu_test.label(),
+        syscall_text
+    );
+    let _ = writeln!(
+        md,
+        "## Size and start-up\n\n{}\n",
+        basics.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n")
+    );
+    let _ = writeln!(
+        md,
+        "## Targets for the mio model\n\n{}",
+        targets(settings, samples, strace, basics)
+    );
+    let _ = writeln!(
+        md,
+        "## Charts\n\n{}",
+        charts
+            .iter()
+            .map(|c| format!("- [{c}]({c})"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    md
+}
+
+fn targets(
+    settings: &Settings,
+    samples: &[Sample],
+    strace: &Result<Vec<syscalls::Count>, String>,
+    basics: &[String],
+) -> String {
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "not measured",
+    };
+    let t = settings.cpu_test;
+    let cpu =
+        output::ratio_to_baseline(samples, "mio", t, |s| s.cpu_us_per_msg);
+    let p99 = output::ratio_to_baseline(samples, "mio", t, |s| s.p99_us);
+    let idle = settings
+        .tests
+        .iter()
+        .find(|t| t.pattern == "idle")
+        .and_then(|&i| {
+            output::figure(samples, "mio", i, Sample::bytes_per_conn)
+        })
+        .map(|s| s.median);
+    let sys = strace
+        .as_ref()
+        .ok()
+        .and_then(|c| c.iter().find(|c| c.server == "mio"))
+        .map(|c| c.steady_per_message());
+    let size = std::fs::metadata(server::readyloop()).ok().map(|m| m.len());
+    let rss =
+        basics.iter().find(|l| l.contains("start of mio")).and_then(|l| {
+            l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok()
+        });
+    let f = |v: Option<f64>, unit: &str| {
+        v.map_or("-".into(), |v| format!("{v:.2}{unit}"))
+    };
+    let rows = vec![
+        vec![
+            format!("CPU per message vs tokio-ct ({})", t.label()),
+            "≤ 0.9x".into(),
+            f(cpu, "x"),
+            verdict(cpu.map(|v| v <= 0.9)).into(),
+        ],
+        vec![
+            format!("p99 vs tokio-ct ({})", t.label()),
+            "≤ 1.1x".into(),
+            f(p99, "x"),
+            verdict(p99.map(|v| v <= 1.1)).into(),
+        ],
+        vec![
+            "bytes per idle connection".into(),
+            "≤ 128".into(),
+            f(idle, " B"),
+            verdict(idle.map(|v| v <= 128.0)).into(),
+        ],
+        vec![
+            "syscalls per message (without set-up)".into(),
+            "≤ 2.1".into(),
+            f(sys, ""),
+            verdict(sys.map(|v| v <= 2.1)).into(),
+        ],
+        vec![
+            "stripped binary".into(),
+            "≤ 1.5 MB".into(),
+            f(size.map(|s| s as f64 / 1e6), " MB"),
+            verdict(size.map(|s| s <= 1_500_000)).into(),
+        ],
+        vec![
+            "RSS at start".into(),
+            "≤ 4 MB".into(),
+            f(rss.map(|r| r as f64 / 1024.0), " MiB"),
+            verdict(rss.map(|r| r <= 4096)).into(),
+        ],
+    ];
+    output::md_table(&["target", "goal", "measured", "verdict"], &rows)
+}
