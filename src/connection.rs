@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use crate::config::Mode;
 use crate::journal;
 use crate::net::{interrupted, would_block};
-use crate::stats::{Reason, Stats};
+use crate::stats::{Reason, Traffic};
 
 /// Echo backpressure: while this much output waits, stop reading.
 pub const OUT_CAP: usize = 64 * 1024;
@@ -71,8 +71,8 @@ pub struct Io<'a> {
     pub buf: &'a mut [u8],
     /// Reused for escaping logged chunks.
     pub scratch: &'a mut String,
-    /// The server's counters.
-    pub stats: &'a Stats,
+    /// Bytes moved, added to the server's counters after the turn.
+    pub traffic: &'a mut Traffic,
     /// What to do with input.
     pub mode: Mode,
     /// Set when any byte moved in either direction (idle bookkeeping).
@@ -184,7 +184,7 @@ impl Connection {
                 }
                 Ok(n) => {
                     reads += 1;
-                    io.stats.read(n);
+                    io.traffic.bytes_in += n as u64;
                     io.moved = true;
                     if let Err(e) = self.consume(io, n) {
                         return Progress::Closed(Reason::from_io(e));
@@ -224,7 +224,7 @@ impl Connection {
             out.push(data);
             return Ok(());
         }
-        let sent = write_some(&mut self.stream, data, io.stats)?;
+        let sent = write_some(&mut self.stream, data, io.traffic)?;
         if sent < n {
             // Trap 7: `write_all` would lose this on WouldBlock; keep it
             // and finish on the WRITABLE event.
@@ -240,7 +240,7 @@ impl Connection {
     /// buffer is freed once empty, so idle connections hold none.
     fn flush(&mut self, io: &mut Io<'_>) -> io::Result<()> {
         let Some(out) = &mut self.out else { return Ok(()) };
-        let sent = write_some(&mut self.stream, out.pending(), io.stats)?;
+        let sent = write_some(&mut self.stream, out.pending(), io.traffic)?;
         io.moved |= sent > 0;
         if out.consume(sent) {
             self.out = None;
@@ -275,7 +275,7 @@ impl Connection {
             match self.stream.read(io.buf) {
                 Ok(0) => return Progress::Closed(Reason::Shutdown),
                 Ok(n) => {
-                    io.stats.read(n);
+                    io.traffic.bytes_in += n as u64;
                     io.moved = true;
                     if self.phase == Phase::Stopping {
                         self.phase = Phase::Lingering;
@@ -300,14 +300,14 @@ impl Connection {
 fn write_some(
     stream: &mut TcpStream,
     data: &[u8],
-    stats: &Stats,
+    traffic: &mut Traffic,
 ) -> io::Result<usize> {
     let mut sent = 0;
     while sent < data.len() {
         match stream.write(&data[sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                stats.wrote(n);
+                traffic.bytes_out += n as u64;
                 sent += n;
             }
             Err(e) if would_block(&e) => break,
@@ -374,13 +374,13 @@ mod tests {
     }
 
     fn drive(conn: &mut Connection, mode: Mode, ready: Ready) -> Progress {
-        let stats = Stats::default();
+        let mut traffic = Traffic::default();
         let mut buf = vec![0; 64 * 1024];
         let mut scratch = String::new();
         let mut io = Io {
             buf: &mut buf,
             scratch: &mut scratch,
-            stats: &stats,
+            traffic: &mut traffic,
             mode,
             moved: false,
         };

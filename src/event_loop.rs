@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::journal::{self, RateLimited};
 use crate::net::{accept_failed, AcceptFailed};
 use crate::server::{Server, FIRST_CONNECTION, LISTENER};
-use crate::stats::{Reason, Stats, Summary};
+use crate::stats::{Reason, Stats, Summary, Traffic};
 use crate::timer::IdleList;
 
 /// The one read buffer every connection shares.
@@ -57,6 +57,7 @@ pub fn run(server: Server) -> Result<Summary, Error> {
         }
         lp.after_events(now);
         if lp.finished(now) {
+            lp.stats.add(lp.traffic);
             return Ok(lp.stats.summary());
         }
     }
@@ -67,6 +68,7 @@ struct EventLoop {
     server: Server,
     connections: Slab<Connection>,
     stats: Stats,
+    traffic: Traffic,
     buf: Box<[u8]>,
     scratch: String,
     idle: Option<IdleList>,
@@ -95,6 +97,7 @@ impl EventLoop {
         EventLoop {
             connections: Slab::with_capacity(capacity),
             stats: Stats::default(),
+            traffic: Traffic::default(),
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
@@ -227,7 +230,7 @@ impl EventLoop {
         let mut io = Io {
             buf: &mut self.buf,
             scratch: &mut self.scratch,
-            stats: &self.stats,
+            traffic: &mut self.traffic,
             mode: self.server.config.mode,
             moved: false,
         };
