@@ -62,15 +62,40 @@ pub fn read_to_end(stream: &mut TcpStream) -> (Vec<u8>, bool) {
 
 /// A deterministic test pattern of `len` bytes that differs per `seed`.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Rng::new(seed).bytes(len)
+}
+
+/// A tiny seeded xorshift64 generator: reproducible runs without a
+/// dependency. Not for anything but tests.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below((hi - lo + 1) as u64) as usize
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
 }
 
 /// Retries `check` until it returns true or [`PATIENCE`] runs out.
@@ -84,6 +109,37 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The models this build implements, probed by running each once in echo
+/// mode; one not built yet is reported on stderr and left out, so a suite
+/// parameterised over [`Model::ALL`] runs on what exists.
+pub fn built_models() -> Vec<Model> {
+    Model::ALL
+        .into_iter()
+        .filter(|&model| {
+            let built = echoes(model);
+            if !built {
+                eprintln!(
+                    "SKIPPED: model {model} is not built on this branch"
+                );
+            }
+            built
+        })
+        .collect()
+}
+
+fn echoes(model: Model) -> bool {
+    let server =
+        ServerProcess::start(&["--mode", "echo", "--model", model.name()]);
+    let Ok(mut stream) = TcpStream::connect(server.addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(PATIENCE));
+    let mut byte = [0u8];
+    stream.write_all(b"?").is_ok()
+        && stream.read_exact(&mut byte).is_ok()
+        && byte == *b"?"
+}
+
 /// Path of the `readyloop` binary cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_readyloop")
@@ -93,9 +149,12 @@ pub fn binary() -> &'static str {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
-    lines: Receiver<String>,
-    /// Every stderr line seen so far.
+    lines: Receiver<Vec<u8>>,
+    /// Every stderr line seen so far (invalid UTF-8 replaced).
     pub log: Vec<String>,
+    /// The same lines as the exact bytes the server wrote, each without
+    /// its final `\n`.
+    pub raw_log: Vec<Vec<u8>>,
 }
 
 impl ServerProcess {
@@ -118,8 +177,9 @@ impl ServerProcess {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             lines,
             log: Vec::new(),
+            raw_log: Vec::new(),
         };
-        let line = server.wait_for_line("listening on ");
+        let line = server.wait_for_status("listening on ");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -136,21 +196,39 @@ impl ServerProcess {
 
     /// Waits for a stderr line containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+        self.wait_for(|line| line.contains(needle), needle)
+    }
+
+    /// Waits for the status line (`listening on`, `summary`) that starts
+    /// with `message`. Only a line that begins with the status target
+    /// counts: client bytes logged in log mode may contain the same words
+    /// but never start a line.
+    pub fn wait_for_status(&mut self, message: &str) -> String {
+        let start =
+            format!("INFO  [{}] {message}", readyloop::journal::STATUS);
+        self.wait_for(|line| line.starts_with(&start), &start)
+    }
+
+    fn wait_for(
+        &mut self,
+        found: impl Fn(&str) -> bool,
+        what: &str,
+    ) -> String {
+        if let Some(line) = self.log.iter().find(|l| found(l)) {
             return line.clone();
         }
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
+                Ok(raw) => {
+                    let line = self.push_line(raw);
+                    if found(&line) {
                         return line;
                     }
                 }
                 Err(_) => panic!(
-                    "no line with {needle:?}; stderr so far:\n{}",
+                    "no line with {what:?}; stderr so far:\n{}",
                     self.log.join("\n")
                 ),
             }
@@ -159,10 +237,17 @@ impl ServerProcess {
 
     /// Takes every stderr line that has arrived so far into `log`.
     pub fn collect_log(&mut self) -> &[String] {
-        while let Ok(line) = self.lines.try_recv() {
-            self.log.push(line);
+        while let Ok(raw) = self.lines.try_recv() {
+            self.push_line(raw);
         }
         &self.log
+    }
+
+    fn push_line(&mut self, raw: Vec<u8>) -> String {
+        let line = String::from_utf8_lossy(&raw).into_owned();
+        self.log.push(line.clone());
+        self.raw_log.push(raw);
+        line
     }
 
     /// Sends `signal` (a libc signal number) to the server.
@@ -175,11 +260,25 @@ impl ServerProcess {
     /// Sends SIGTERM, waits for exit and returns the exit code and the
     /// parsed summary line.
     pub fn terminate(mut self) -> (i32, Summary) {
+        self.finish()
+    }
+
+    /// Like [`ServerProcess::terminate`], keeping the process's record
+    /// (its log) for the caller to inspect; every line is collected.
+    pub fn finish(&mut self) -> (i32, Summary) {
         self.signal(libc::SIGTERM);
         let status = self.wait_exit();
-        let line = self.wait_for_line("summary ");
+        let line = self.wait_for_status("summary ");
         let summary = Summary::parse(&line).expect("parse summary");
+        self.drain_log();
         (status, summary)
+    }
+
+    /// After exit: collects every line up to the end of stderr.
+    fn drain_log(&mut self) {
+        while let Ok(raw) = self.lines.recv_timeout(PATIENCE) {
+            self.push_line(raw);
+        }
     }
 
     /// Waits (bounded) for the process to exit; returns its exit code.
@@ -209,10 +308,13 @@ impl Drop for ServerProcess {
     }
 }
 
-fn read_lines(stderr: ChildStderr) -> Receiver<String> {
+/// Reads stderr as raw lines: `BufRead::lines` would stop at the first
+/// invalid UTF-8 and strip a `\r`, hiding exactly what hostile-input tests
+/// look for.
+fn read_lines(stderr: ChildStderr) -> Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(stderr).split(b'\n') {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
