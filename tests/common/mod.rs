@@ -2,6 +2,8 @@
 //! as the real binary), connect clients, wait with bounded retries.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod clients;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -322,4 +324,82 @@ fn read_lines(stderr: ChildStderr) -> Receiver<Vec<u8>> {
         }
     });
     rx
+}
+
+/// What `/proc` says about one process: the figures the reliability
+/// tests compare against a baseline.
+pub mod procfs {
+    use std::fs;
+
+    /// A `VmXxx:` figure of `/proc/PID/status`, in KiB.
+    fn status_kib(pid: u32, key: &str) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(pid: u32) -> Option<u64> {
+        status_kib(pid, "VmRSS:")
+    }
+
+    /// Peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+        status_kib(pid, "VmHWM:")
+    }
+
+    /// The fields of `/proc/PID/stat` after the command name, so that
+    /// `stat_fields(pid)[0]` is the state (field 3 of proc(5)).
+    fn stat_fields(pid: u32) -> Option<Vec<String>> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        Some(rest.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// User plus system CPU time used so far, in clock ticks.
+    pub fn cpu_ticks(pid: u32) -> Option<u64> {
+        let f = stat_fields(pid)?;
+        Some(
+            f.get(11)?.parse::<u64>().ok()?
+                + f.get(12)?.parse::<u64>().ok()?,
+        )
+    }
+
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    pub fn ticks_per_second() -> u64 {
+        // SAFETY: sysconf only reads a configuration value.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        u64::try_from(t).unwrap_or(100)
+    }
+
+    /// A live child of some process: its pid, state letter and start time
+    /// (to tell it from a later process that reuses the pid).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Child {
+        pub pid: u32,
+        pub state: char,
+        pub start: u64,
+    }
+
+    /// Every process whose parent is `pid`, zombies included.
+    pub fn children(pid: u32) -> Vec<Child> {
+        let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter_map(|p: u32| {
+                let f = stat_fields(p)?;
+                if f.get(1)?.parse::<u32>().ok()? != pid {
+                    return None;
+                }
+                let state = f.first()?.chars().next()?;
+                Some(Child { pid: p, state, start: f.get(19)?.parse().ok()? })
+            })
+            .collect()
+    }
+
+    /// Whether `child` still exists (as the same process, in any state).
+    pub fn exists(child: &Child) -> bool {
+        stat_fields(child.pid)
+            .and_then(|f| f.get(19)?.parse::<u64>().ok())
+            .is_some_and(|start| start == child.start)
+    }
 }
