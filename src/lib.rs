@@ -58,6 +58,7 @@
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_code)] // except in `models::forked`, which must fork
 
 pub mod cli;
 pub mod config;

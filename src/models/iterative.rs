@@ -1,13 +1,88 @@
-//! Placeholder until the comparison-models issue.
+//! The iterative model: the accept thread serves one connection at a
+//! time, start to finish, with blocking IO; the others wait in the
+//! listen backlog. It is the simplest correct server, the one the
+//! teaching notes start from.
+//!
+//! Cost per connection: nothing beyond the socket; one read buffer
+//! serves them all. It breaks down as soon as two clients overlap: the
+//! second waits until the first is done, however long that takes, so one
+//! slow or idle client stalls everyone (`--idle-timeout` bounds it).
+//! `--max-connections` never applies: at most one connection is open.
+//!
+//! A stop arrives as an event on the server's poll, which nobody waits on
+//! while a connection is served, so the connection's blocking calls wait
+//! at most [`SLICE`] and then look at the poll without blocking.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::server::Server;
-use crate::stats::Summary;
+use crate::stats::{Stats, Summary};
 
-/// Runs this model until it is stopped.
-pub fn run(_server: Server) -> Result<Summary, Error> {
-    Err(Error::Setup {
-        what: "run this model",
-        source: std::io::Error::other("not built yet"),
-    })
+use super::acceptor::{self, Dispatch, Gate};
+use super::blocking::{self, Context, Watch};
+
+/// How long a blocked read or write waits before it checks for a stop.
+const SLICE: Duration = Duration::from_millis(100);
+/// The one read buffer.
+const READ_BUF: usize = 64 * 1024;
+
+/// Runs the iterative model until it is stopped.
+pub fn run(server: Server) -> Result<Summary, Error> {
+    let mut model = Iterative {
+        stats: Stats::default(),
+        buf: vec![0; READ_BUF].into_boxed_slice(),
+        scratch: String::new(),
+    };
+    // Connections are served inside the accept loop, so when it returns
+    // every one of them has closed.
+    acceptor::run(server, &mut model)?;
+    Ok(model.stats.summary())
+}
+
+struct Iterative {
+    stats: Stats,
+    buf: Box<[u8]>,
+    scratch: String,
+}
+
+impl Dispatch for Iterative {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn live(&mut self) -> usize {
+        0 // the previous connection is done before the next is accepted
+    }
+
+    fn dispatch(
+        &mut self,
+        gate: &mut Gate,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
+        let config = gate.server().config();
+        let mut cx = Context {
+            buf: &mut self.buf,
+            scratch: &mut self.scratch,
+            stats: &self.stats,
+            mode: config.mode,
+            idle: config.idle_timeout,
+        };
+        blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
+    }
+}
+
+/// Looks for a stop on the server's poll, once a [`SLICE`].
+struct PollWatch<'a>(&'a mut Gate);
+
+impl Watch for PollWatch<'_> {
+    fn slice(&self) -> Option<Duration> {
+        Some(SLICE)
+    }
+
+    fn stopping(&mut self) -> bool {
+        self.0.poll_stop()
+    }
 }

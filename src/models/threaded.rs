@@ -1,13 +1,183 @@
-//! Placeholder until the comparison-models issue.
+//! The thread model: a `std::thread` per connection, each running the
+//! shared blocking loop; the accept thread only accepts.
+//!
+//! Cost per connection: a thread, that is a stack (`--thread-stack-kib`,
+//! 64 KiB by default, reserved and touched only as it is used), a kernel
+//! task, and a 16 KiB read buffer on the heap. It breaks down at a few
+//! thousand connections: memory and scheduler work grow with every idle
+//! client, and thread creation sits on the accept path.
+//!
+//! A stop shuts every live socket's read side down, which wakes the
+//! threads blocked in `read`; after the stop window the rest are shut
+//! down completely (which wakes blocked writers too) and every thread is
+//! joined before the summary.
 
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::config::Mode;
 use crate::error::Error;
 use crate::server::Server;
-use crate::stats::Summary;
+use crate::stats::{Reason, Stats, Summary};
 
-/// Runs this model until it is stopped.
-pub fn run(_server: Server) -> Result<Summary, Error> {
-    Err(Error::Setup {
-        what: "run this model",
-        source: std::io::Error::other("not built yet"),
-    })
+use super::acceptor::{self, Dispatch, Gate};
+use super::blocking::{self, Context, Watch, STOP_WINDOW};
+
+/// Each thread's read buffer, on the heap: the stack is small.
+const READ_BUF: usize = 16 * 1024;
+/// Thread handles kept before finished ones are dropped.
+const PRUNE_MIN: usize = 64;
+/// How long after a full shutdown the threads get to return.
+const LAST_CALL: Duration = Duration::from_secs(1);
+
+/// Runs the thread model until it is stopped.
+pub fn run(server: Server) -> Result<Summary, Error> {
+    let config = server.config();
+    let mut model = Threads {
+        shared: Arc::new(Shared::default()),
+        threads: Vec::new(),
+        prune_at: PRUNE_MIN,
+        mode: config.mode,
+        idle: config.idle_timeout,
+        stack: config.thread_stack_kib.saturating_mul(1024),
+    };
+    let _gate = acceptor::run(server, &mut model)?;
+    model.stop();
+    Ok(model.shared.stats.summary())
+}
+
+/// What the accept thread and the connection threads share.
+#[derive(Default)]
+struct Shared {
+    stats: Stats,
+    stopping: AtomicBool,
+    /// The sockets being served, so a stop can wake their threads.
+    live: Mutex<Slab<Arc<TcpStream>>>,
+    /// Signalled whenever a connection leaves `live`.
+    left: Condvar,
+}
+
+impl Shared {
+    /// The live sockets; a poisoned lock only means a connection thread
+    /// panicked, and the slab is still consistent.
+    fn live(&self) -> MutexGuard<'_, Slab<Arc<TcpStream>>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leave(&self, key: usize) {
+        self.live().try_remove(key);
+        self.left.notify_all();
+    }
+
+    /// Shuts down every live socket in `how`.
+    fn shut_all(&self, how: Shutdown) {
+        for (_, stream) in self.live().iter() {
+            let _ = stream.shutdown(how);
+        }
+    }
+
+    /// Waits until no connection is live or `deadline` passes.
+    fn wait_empty(&self, deadline: Instant) {
+        let mut live = self.live();
+        while !live.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            live = match self.left.wait_timeout(live, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+struct Threads {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// Drop finished handles when `threads` reaches this length.
+    prune_at: usize,
+    mode: Mode,
+    idle: Option<Duration>,
+    stack: usize,
+}
+
+impl Threads {
+    /// Wakes every connection, gives them the stop window to finish, then
+    /// cuts off the rest and joins every thread.
+    fn stop(&mut self) {
+        let shared = &self.shared;
+        // The flag first: a thread that checks it just before blocking in
+        // `read` still finds its read side shut down and returns at once.
+        shared.stopping.store(true, SeqCst);
+        shared.shut_all(Shutdown::Read);
+        shared.wait_empty(Instant::now() + STOP_WINDOW);
+        // Writers blocked on a client that does not read wake only now.
+        shared.shut_all(Shutdown::Both);
+        shared.wait_empty(Instant::now() + LAST_CALL);
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("a connection thread panicked");
+            }
+        }
+    }
+}
+
+impl Dispatch for Threads {
+    fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    fn live(&mut self) -> usize {
+        // Forget the handles of finished threads once they double, so they
+        // do not pile up, at O(1) amortised per connection.
+        if self.threads.len() >= self.prune_at {
+            self.threads.retain(|t| !t.is_finished());
+            self.prune_at = (self.threads.len() * 2).max(PRUNE_MIN);
+        }
+        self.shared.live().len()
+    }
+
+    fn dispatch(&mut self, _: &mut Gate, stream: TcpStream, peer: SocketAddr) {
+        let stream = Arc::new(stream);
+        let key = self.shared.live().insert(Arc::clone(&stream));
+        let shared = Arc::clone(&self.shared);
+        let (mode, idle) = (self.mode, self.idle);
+        let spawned =
+            thread::Builder::new().stack_size(self.stack).spawn(move || {
+                let mut buf = vec![0; READ_BUF];
+                let mut scratch = String::new();
+                let mut cx = Context {
+                    buf: &mut buf,
+                    scratch: &mut scratch,
+                    stats: &shared.stats,
+                    mode,
+                    idle,
+                };
+                let mut watch = Flag(&shared.stopping);
+                blocking::serve(&stream, peer, &mut cx, &mut watch);
+                shared.leave(key);
+            });
+        match spawned {
+            Ok(thread) => self.threads.push(thread),
+            Err(e) => {
+                self.shared.leave(key);
+                blocking::finish(peer, &Reason::Error(e), &self.shared.stats);
+            }
+        }
+    }
+}
+
+/// The stop flag; [`Threads::stop`] wakes blocked threads itself.
+struct Flag<'a>(&'a AtomicBool);
+
+impl Watch for Flag<'_> {
+    fn stopping(&mut self) -> bool {
+        self.0.load(SeqCst)
+    }
 }

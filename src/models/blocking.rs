@@ -1,0 +1,296 @@
+//! The per-connection loop the three blocking models share: read, then
+//! log, echo or discard, until EOF, an error, the idle timeout or a stop.
+//!
+//! A blocking socket needs no output buffer: `write` returns only once the
+//! kernel has taken the bytes, so a client that does not read stalls its
+//! own thread or process and nothing else (that is the price: a whole
+//! thread or process waits on it). What the models differ in is how a
+//! blocked call learns that the server is stopping; [`Watch`] is that.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::config::Mode;
+use crate::journal;
+use crate::net::{interrupted, would_block};
+use crate::stats::{Reason, Stats};
+
+/// How long shutdown may spend finishing output and lingering, as in the
+/// mio model.
+pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
+
+/// The shortest socket timeout std accepts is above zero.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// How a connection blocked in `read` or `write` learns the server is
+/// stopping.
+pub(crate) trait Watch {
+    /// The longest one blocking call may wait before [`Watch::stopping`]
+    /// is asked again; `None` when the model wakes blocked calls itself
+    /// (it shuts the socket down, or a signal interrupts the call).
+    fn slice(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether the server has been told to stop.
+    fn stopping(&mut self) -> bool;
+}
+
+/// What serving a connection may use, sized by the model.
+#[derive(Debug)]
+pub(crate) struct Context<'a> {
+    /// The read buffer.
+    pub buf: &'a mut [u8],
+    /// Reused for escaping logged chunks.
+    pub scratch: &'a mut String,
+    /// The server's counters.
+    pub stats: &'a Stats,
+    /// What to do with input.
+    pub mode: Mode,
+    /// `--idle-timeout`.
+    pub idle: Option<Duration>,
+}
+
+/// Serves one accepted blocking socket until it ends, then counts and
+/// logs its close: the only place a blocking model closes a connection.
+pub(crate) fn serve(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    cx: &mut Context<'_>,
+    watch: &mut dyn Watch,
+) {
+    let mut conn = Conn::new(stream, cx.idle, watch);
+    let reason = conn.run(peer, cx);
+    // As in the mio model, whatever was open when the stop began closes
+    // as `shutdown`.
+    let reason =
+        if conn.noticed_stop(true) { Reason::Shutdown } else { reason };
+    finish(peer, &reason, cx.stats);
+}
+
+/// Counts and logs a connection that ended with `reason`.
+pub(crate) fn finish(peer: SocketAddr, reason: &Reason, stats: &Stats) {
+    stats.closed(reason);
+    journal::closed(peer, reason, open(stats));
+}
+
+/// Connections accepted and not yet closed, from the counters every
+/// thread or process shares.
+pub(crate) fn open(stats: &Stats) -> usize {
+    let s = stats.summary();
+    usize::try_from(s.accepted.saturating_sub(s.closed())).unwrap_or(0)
+}
+
+/// One connection's progress: when bytes last moved, the socket timeout
+/// in force, and the stop deadline once a stop was seen.
+struct Conn<'s> {
+    stream: &'s TcpStream,
+    watch: &'s mut dyn Watch,
+    idle: Option<Duration>,
+    /// Last time a byte moved either way (idle bookkeeping).
+    last: Instant,
+    /// When to ask the watch again, for watches with a slice.
+    next_ask: Instant,
+    /// The end of the stop window, once a stop was noticed.
+    stop_by: Option<Instant>,
+    /// The read and write timeout set on the socket now.
+    armed: Option<Duration>,
+}
+
+impl<'s> Conn<'s> {
+    fn new(
+        stream: &'s TcpStream,
+        idle: Option<Duration>,
+        watch: &'s mut dyn Watch,
+    ) -> Conn<'s> {
+        let now = Instant::now();
+        Conn {
+            stream,
+            watch,
+            idle,
+            last: now,
+            next_ask: now,
+            stop_by: None,
+            armed: None,
+        }
+    }
+
+    fn run(&mut self, peer: SocketAddr, cx: &mut Context<'_>) -> Reason {
+        loop {
+            if self.noticed_stop(false) {
+                return self.wind_down(cx);
+            }
+            if let Err(e) = self.arm() {
+                return Reason::from_io(e);
+            }
+            let n = match self.stream.read(cx.buf) {
+                Ok(0) => return Reason::Eof,
+                Ok(n) => n,
+                Err(e) if would_block(&e) => match self.expired() {
+                    Some(reason) => return reason,
+                    None => continue,
+                },
+                Err(e) if interrupted(&e) => continue, // trap 9
+                Err(e) => return Reason::from_io(e),
+            };
+            cx.stats.read(n);
+            self.last = Instant::now();
+            let chunk = &cx.buf[..n];
+            match cx.mode {
+                Mode::Log => journal::chunk(peer, chunk, cx.scratch),
+                Mode::Discard => {}
+                Mode::Echo => {
+                    if let Err(reason) = self.send(chunk, cx.stats) {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes all of `data`. Unlike `write_all`, it keeps count across
+    /// timeouts and interruptions, so a timeout (idle, stop window) never
+    /// loses track of what was sent.
+    fn send(&mut self, data: &[u8], stats: &Stats) -> Result<(), Reason> {
+        let mut sent = 0;
+        while sent < data.len() {
+            self.noticed_stop(false);
+            self.arm().map_err(Reason::from_io)?;
+            match self.stream.write(&data[sent..]) {
+                Ok(0) => {
+                    return Err(Reason::from_io(
+                        io::ErrorKind::WriteZero.into(),
+                    ))
+                }
+                Ok(n) => {
+                    stats.wrote(n);
+                    sent += n;
+                    self.last = Instant::now();
+                }
+                Err(e) if would_block(&e) => {
+                    if let Some(reason) = self.expired() {
+                        return Err(reason);
+                    }
+                }
+                Err(e) if interrupted(&e) => {} // trap 9
+                // Trap 10: SIGPIPE is ignored, so a dead peer is an EPIPE
+                // or ECONNRESET here that ends this connection only.
+                Err(e) => return Err(Reason::from_io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a stop was seen; asks the watch at most once a slice
+    /// unless `now` is forced. Starts the stop window when it first is.
+    fn noticed_stop(&mut self, force: bool) -> bool {
+        if self.stop_by.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if let Some(slice) = self.watch.slice() {
+            if !force && now < self.next_ask {
+                return false;
+            }
+            self.next_ask = now + slice;
+        }
+        if self.watch.stopping() {
+            self.stop_by = Some(now + STOP_WINDOW);
+        }
+        self.stop_by.is_some()
+    }
+
+    /// After a timed-out call: the reason to close, if any is due.
+    fn expired(&mut self) -> Option<Reason> {
+        let now = Instant::now();
+        if self.noticed_stop(true) && self.stop_by.is_some_and(|t| now >= t) {
+            return Some(Reason::Shutdown);
+        }
+        match self.idle {
+            Some(idle) if now.duration_since(self.last) >= idle => {
+                Some(Reason::Idle)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets the socket's read and write timeouts to the nearest thing
+    /// that must interrupt a blocking call: the watch's slice, the idle
+    /// timeout, the end of the stop window. Only changes cost a syscall.
+    fn arm(&mut self) -> io::Result<()> {
+        let window =
+            self.stop_by.map(|t| t.saturating_duration_since(Instant::now()));
+        let wanted = [self.watch.slice(), self.idle, window]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.max(MIN_TIMEOUT));
+        if wanted != self.armed {
+            self.stream.set_read_timeout(wanted)?;
+            self.stream.set_write_timeout(wanted)?;
+            self.armed = wanted;
+        }
+        Ok(())
+    }
+
+    /// The server is stopping and no output is pending (`send` returns
+    /// only when all went). If the client left input unread, a close()
+    /// would send an RST that makes its kernel drop the output already
+    /// sent, so, as the mio model does, send our FIN first and discard
+    /// input until the client's EOF or the end of the window. (Where the
+    /// model woke this connection by shutting its read side down, reads
+    /// return 0 once the queue is empty, so the linger ends there.)
+    fn wind_down(&mut self, cx: &mut Context<'_>) -> Reason {
+        let unread = self.drain_queued(cx);
+        if !unread {
+            return Reason::Shutdown;
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        loop {
+            if self.arm().is_err() {
+                return Reason::Shutdown;
+            }
+            match self.stream.read(cx.buf) {
+                Ok(0) => return Reason::Shutdown,
+                Ok(n) => cx.stats.read(n),
+                Err(e) if would_block(&e) => {
+                    if self.expired().is_some() {
+                        return Reason::Shutdown;
+                    }
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(_) => return Reason::Shutdown,
+            }
+        }
+    }
+
+    /// Reads, without blocking, what the client has queued; true if there
+    /// was any (and the client has not closed).
+    fn drain_queued(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut unread = false;
+        loop {
+            match self.stream.read(cx.buf) {
+                Ok(0) => {
+                    unread = false;
+                    break;
+                }
+                Ok(n) => {
+                    cx.stats.read(n);
+                    unread = true;
+                    // A client that never stops sending cannot hold the
+                    // stop past its window.
+                    if self.expired().is_some() {
+                        break;
+                    }
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(_) => break,
+            }
+        }
+        unread && self.stream.set_nonblocking(false).is_ok()
+    }
+}
