@@ -355,7 +355,8 @@ fn chaos_iterative() {
 }
 
 /// The soak: the chaos run for `READYLOOP_SOAK_SECS` (default 600) per
-/// model, printing the figures.
+/// model (`READYLOOP_SOAK_MODELS=mio,thread` picks some), printing the
+/// figures.
 #[test]
 #[ignore = "runs for ten minutes per model; cargo test --release -- --ignored soak"]
 fn soak() {
@@ -363,7 +364,11 @@ fn soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
+    let only = std::env::var("READYLOOP_SOAK_MODELS").unwrap_or_default();
     for model in built_models() {
+        if !only.is_empty() && !only.split(',').any(|m| m == model.name()) {
+            continue;
+        }
         let plan = plan(model, Duration::from_secs(secs), usize::MAX);
         let began = Instant::now();
         let f = chaos(model, &plan);
