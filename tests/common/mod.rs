@@ -163,9 +163,15 @@ impl ServerProcess {
     /// Runs `readyloop serve --addr 127.0.0.1:0 ARGS…` and waits for its
     /// `listening on` line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_command(ServerProcess::command(args))
+    }
+
+    /// The command [`ServerProcess::start`] runs, to adjust before
+    /// starting it with [`ServerProcess::start_command`].
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--addr", "127.0.0.1:0"]).args(args);
-        ServerProcess::start_command(cmd)
+        cmd
     }
 
     /// Like [`ServerProcess::start`] for a prepared command (for example
