@@ -386,3 +386,115 @@ fn soak() {
         );
     }
 }
+
+/// How long a stopped server may take to exit: the bound (the
+/// stop window for flushing is 2 s).
+const EXIT_BOUND: Duration = Duration::from_secs(3);
+
+/// SIGTERM in the middle of a chaos run: exit 0 within 3 s, a complete
+/// summary that accounts for every connection, no byte a client read
+/// back wrong, no child process left behind.
+fn sigterm_mid_chaos(model: Model) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !built_models().contains(&model) {
+        return;
+    }
+    let mut server = start(model);
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample(pid, Arc::clone(&stop));
+    let plan = Plan {
+        tolerant: true,
+        ..plan(model, Duration::from_secs(30), usize::MAX)
+    };
+    let addr = server.addr;
+    let driver = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || clients::run(addr, &plan, &stop))
+    };
+    // Under load: at least half the planned clients are open.
+    let busy = plan_concurrency(model).div_ceil(2);
+    eventually("the server is busy", || {
+        server.collect_log().iter().any(|l| {
+            l.rsplit_once(" (")
+                .and_then(|(_, n)| n.strip_suffix(" open)")?.parse().ok())
+                .is_some_and(|n: usize| n >= busy)
+        })
+    });
+
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    let code = server.wait_exit();
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let tallies = driver.join().expect("driver");
+    let samples = sampler.join().expect("sampler");
+
+    let line = server.wait_for_status("summary ");
+    let summary = Summary::parse(&line).expect("summary parses");
+    eprintln!("{model}: exit {code} {took:.2?} after SIGTERM; {line}");
+
+    assert_eq!(code, 0, "{model}: exit code");
+    assert!(took < EXIT_BOUND, "{model}: exit took {took:?}");
+    for key in [
+        "accepted=",
+        "closed_eof=",
+        "closed_reset=",
+        "closed_error=",
+        "closed_idle=",
+        "closed_shutdown=",
+        "rejected=",
+        "bytes_in=",
+        "bytes_out=",
+    ] {
+        assert!(line.contains(key), "{model}: no {key} in {line}");
+    }
+    assert!(summary.closed_shutdown > 0, "{model}: nothing was open");
+    assert_eq!(summary.closed(), summary.accepted, "{model}: {summary}");
+    assert_eq!(summary.closed_error, 0, "{model}: {summary}");
+    let connected = tallies.iter().filter(|t| t.peer.is_some()).count();
+    assert!(summary.accepted <= connected as u64, "{model}: {summary}");
+    let written: u64 = tallies.iter().map(|t| t.written).sum();
+    let verified: u64 = tallies.iter().map(|t| t.verified).sum();
+    assert!(verified <= summary.bytes_out, "{model}: {summary}");
+    assert!(summary.bytes_out <= summary.bytes_in, "{model}: {summary}");
+    assert!(summary.bytes_in <= written, "{model}: {summary}");
+    let broken: Vec<&Tally> = tallies
+        .iter()
+        .filter(|t| matches!(t.outcome, Outcome::Failed(_)))
+        .take(3)
+        .collect();
+    assert!(broken.is_empty(), "{model}: {broken:#?}");
+    // No child left behind: none outlived the server.
+    let left: Vec<_> =
+        samples.children_seen.iter().filter(|c| procfs::exists(c)).collect();
+    assert!(left.is_empty(), "{model}: children left: {left:?}");
+}
+
+fn plan_concurrency(model: Model) -> usize {
+    plan(model, Duration::ZERO, 0).concurrency
+}
+
+/// SIGTERM under chaos load, mio model.
+#[test]
+fn sigterm_mid_chaos_mio() {
+    sigterm_mid_chaos(Model::Mio);
+}
+
+/// SIGTERM under chaos load, thread model.
+#[test]
+fn sigterm_mid_chaos_thread() {
+    sigterm_mid_chaos(Model::Thread);
+}
+
+/// SIGTERM under chaos load, process model.
+#[test]
+fn sigterm_mid_chaos_process() {
+    sigterm_mid_chaos(Model::Process);
+}
+
+/// SIGTERM under chaos load, iterative model.
+#[test]
+fn sigterm_mid_chaos_iterative() {
+    sigterm_mid_chaos(Model::Iterative);
+}
