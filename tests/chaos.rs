@@ -161,6 +161,28 @@ fn assert_counts_match(model: Model, s: &Summary, tallies: &[Tally]) {
     assert!(s.bytes_out <= s.bytes_in, "{m}");
 }
 
+/// Every stderr line is one whole log record. (In echo mode no client
+/// bytes are logged, so a second record header inside a line can only
+/// mean two records written over each other.)
+fn assert_whole_records(model: Model, log: &[String]) {
+    let levels = ["ERROR ", "WARN  ", "INFO  ", "DEBUG ", "TRACE "];
+    let torn: Vec<&String> = log
+        .iter()
+        .filter(|l| {
+            !levels.iter().any(|lv| l.starts_with(lv))
+                || l.matches(" [readyloop::").count() != 1
+        })
+        .collect();
+    assert!(
+        torn.is_empty(),
+        "{model}: {} of {} stderr lines are not one whole record, first: \
+         {:#?}",
+        torn.len(),
+        log.len(),
+        &torn[..torn.len().min(3)]
+    );
+}
+
 /// Every client's connection closed, in the server's log, for a reason
 /// its behaviour allows.
 fn assert_reasons_match(model: Model, log: &[String], tallies: &[Tally]) {
@@ -258,11 +280,11 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
         samples.children_seen.iter().filter(|c| procfs::exists(c)).count();
 
     // Alive and correct: a fresh client gets its bytes back.
-    let mut fresh = connect(server.addr);
     let data = pattern(7, 64 * 1024);
-    assert_eq!(echo_round(&mut fresh, &data), data, "{model}: fresh echo");
-    drop(fresh);
-    eventually("the fresh client closed", || server.fd_count() == base_fds);
+    echo_and_close(server.addr, &data);
+    eventually("descriptors back after the fresh client", || {
+        server.fd_count() == base_fds
+    });
 
     let rss = procfs::rss_kib(pid).expect("rss");
     let cap = base_rss + plan.concurrency as u64 * OUT_CAP_KIB;
@@ -305,6 +327,7 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
         outcome: Outcome::Done,
     });
     assert_counts_match(model, &summary, &all);
+    assert_whole_records(model, &server.log);
     assert_reasons_match(model, &server.log, &tallies);
 
     let mut figures = Figures { leaks, peak_open, ..Figures::default() };

@@ -58,10 +58,8 @@ fn cpu_ticks_with_children(pid: u32) -> u64 {
 }
 
 /// One echo round on a fresh connection: the server serves fully.
-fn assert_serves(server: &ServerProcess, model: Model) {
-    let mut s = connect(server.addr);
-    let data = pattern(3, 32 * 1024);
-    assert_eq!(echo_round(&mut s, &data), data, "{model}: fresh echo");
+fn assert_serves(server: &ServerProcess) {
+    echo_and_close(server.addr, &pattern(3, 32 * 1024));
 }
 
 /// Out of descriptors with ten times as many connections waiting: no
@@ -112,10 +110,11 @@ fn descriptor_exhaustion_neither_crashes_nor_spins() {
         assert!(server.child.try_wait().unwrap().is_none(), "{model} died");
 
         drop(flood);
-        eventually("descriptors back to the baseline", || {
-            server.fd_count() == base_fds
-        });
-        assert_serves(&server, model);
+        eventually(
+            &format!("{model}: descriptors back to the baseline"),
+            || server.fd_count() == base_fds,
+        );
+        assert_serves(&server);
         let (code, summary) = server.finish();
         assert_eq!(code, 0, "{model}: exit code");
         // Every flood connection was accepted in the end (a closed one
@@ -166,8 +165,8 @@ fn max_connections_rejects_promptly_and_counts_exactly() {
             let data = pattern(i as u64, 10);
             assert_eq!(echo_round(s, &data), data, "{model}: still served");
         }
-        drop(admitted);
-        assert_serves(&server, model);
+        admitted.into_iter().for_each(close_and_wait);
+        assert_serves(&server);
         let (code, summary) = server.finish();
         assert_eq!(code, 0, "{model}");
         assert_eq!(summary.rejected, OVER_LIMIT as u64, "{model}: {summary}");
@@ -221,7 +220,7 @@ fn clients_that_never_read_cannot_grow_memory() {
         let pid = server.pid();
         // The baseline is taken once the server has served a client, so
         // that it holds the buffers every server touches on first use.
-        assert_serves(&server, model);
+        assert_serves(&server);
         let base = procfs::rss_kib(pid).expect("rss");
         let mut streams: Vec<TcpStream> = (0..NON_READERS)
             .map(|_| {
@@ -250,7 +249,7 @@ fn clients_that_never_read_cannot_grow_memory() {
             "{model}: a child grew to {child_peak} KiB"
         );
         drop(streams);
-        assert_serves(&server, model);
+        assert_serves(&server);
         let (code, _) = server.finish();
         assert_eq!(code, 0, "{model}");
     }

@@ -48,6 +48,23 @@ pub fn echo_round(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// A fresh client: `data` echoes back exactly, then the client closes its
+/// side and waits for the server to close, so the server has counted the
+/// connection (every model counts a close before the socket goes).
+pub fn echo_and_close(addr: SocketAddr, data: &[u8]) {
+    let mut stream = connect(addr);
+    assert_eq!(echo_round(&mut stream, data), data, "fresh echo");
+    close_and_wait(stream);
+}
+
+/// Closes the client's side and waits for the server to close, which it
+/// does only after counting the connection as `eof`.
+pub fn close_and_wait(mut stream: TcpStream) {
+    stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let (rest, clean) = read_to_end(&mut stream);
+    assert!(rest.is_empty() && clean, "no clean close from the server");
+}
+
 /// Reads until EOF; returns the bytes and whether the end was a clean EOF
 /// (false on a reset or another error).
 pub fn read_to_end(stream: &mut TcpStream) -> (Vec<u8>, bool) {
