@@ -268,6 +268,18 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
     let elapsed = began.elapsed();
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().expect("sampler");
+    let mut figures = Figures::default();
+    for t in &tallies {
+        figures.connections += 1;
+        figures.faults += usize::from(t.behaviour != Behaviour::Normal);
+        figures.bytes_verified += t.verified;
+        *figures
+            .by_behaviour
+            .entry(format!("{:?}", t.behaviour))
+            .or_default() += 1;
+    }
+    // Shown before any check, so a failing run still reports its size.
+    eprintln!("{model}: ran {figures:?}");
     assert_clients_kept_promises(model, &mut server, &tallies);
 
     // Nothing leaked: descriptors and children back to the baseline.
@@ -330,16 +342,8 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
     assert_whole_records(model, &server.log);
     assert_reasons_match(model, &server.log, &tallies);
 
-    let mut figures = Figures { leaks, peak_open, ..Figures::default() };
-    for t in &tallies {
-        figures.connections += 1;
-        figures.faults += usize::from(t.behaviour != Behaviour::Normal);
-        figures.bytes_verified += t.verified;
-        *figures
-            .by_behaviour
-            .entry(format!("{:?}", t.behaviour))
-            .or_default() += 1;
-    }
+    figures.leaks = leaks;
+    figures.peak_open = peak_open;
     eprintln!("{model}: {figures:?}; {summary}");
     assert_eq!(figures.leaks, 0, "{model}: children outlived their run");
     figures
@@ -388,13 +392,19 @@ fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let only = std::env::var("READYLOOP_SOAK_MODELS").unwrap_or_default();
+    let mut failed = Vec::new();
     for model in built_models() {
         if !only.is_empty() && !only.split(',').any(|m| m == model.name()) {
             continue;
         }
         let plan = plan(model, Duration::from_secs(secs), usize::MAX);
         let began = Instant::now();
-        let f = chaos(model, &plan);
+        let run = std::panic::catch_unwind(|| chaos(model, &plan));
+        let Ok(f) = run else {
+            println!("soak {model}: FAILED (see the panic above)");
+            failed.push(model);
+            continue;
+        };
         println!(
             "soak {model}: {:.0?}: connections={} peak_open={} \
              faults_injected={} bytes_verified={} leaks_found={} \
@@ -408,6 +418,7 @@ fn soak() {
             f.by_behaviour
         );
     }
+    assert!(failed.is_empty(), "soak failed for {failed:?}");
 }
 
 /// How long a stopped server may take to exit: the issue's bound (the
