@@ -357,30 +357,6 @@ fn chaos_ci(model: Model) {
     chaos(model, &ci_plan(model));
 }
 
-/// Chaos against the mio model: 1,000 clients at once, every fault.
-#[test]
-fn chaos_mio() {
-    chaos_ci(Model::Mio);
-}
-
-/// Chaos against the thread model: 1,000 clients at once, every fault.
-#[test]
-fn chaos_thread() {
-    chaos_ci(Model::Thread);
-}
-
-/// Chaos against the process model: 200 clients at once, every fault.
-#[test]
-fn chaos_process() {
-    chaos_ci(Model::Process);
-}
-
-/// Chaos against the iterative model: clients one after another.
-#[test]
-fn chaos_iterative() {
-    chaos_ci(Model::Iterative);
-}
-
 /// The soak: the chaos run for `READYLOOP_SOAK_SECS` (default 600) per
 /// model (`READYLOOP_SOAK_MODELS=mio,thread` picks some), printing the
 /// figures.
@@ -509,26 +485,30 @@ fn plan_concurrency(model: Model) -> usize {
     plan(model, Duration::ZERO, 0).concurrency
 }
 
-/// SIGTERM under chaos load, mio model.
-#[test]
-fn sigterm_mid_chaos_mio() {
-    sigterm_mid_chaos(Model::Mio);
+/// The CI tests of one model: the chaos run and SIGTERM under chaos.
+macro_rules! model_tests {
+    ($($name:ident: $model:expr, $clients:literal;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[doc = concat!("Chaos, ", $clients, ", every fault.")]
+            #[test]
+            fn chaos() {
+                chaos_ci($model);
+            }
+
+            #[doc = concat!("SIGTERM under chaos, ", $clients, ".")]
+            #[test]
+            fn sigterm_mid_chaos() {
+                super::sigterm_mid_chaos($model);
+            }
+        }
+    )*};
 }
 
-/// SIGTERM under chaos load, thread model.
-#[test]
-fn sigterm_mid_chaos_thread() {
-    sigterm_mid_chaos(Model::Thread);
-}
-
-/// SIGTERM under chaos load, process model.
-#[test]
-fn sigterm_mid_chaos_process() {
-    sigterm_mid_chaos(Model::Process);
-}
-
-/// SIGTERM under chaos load, iterative model.
-#[test]
-fn sigterm_mid_chaos_iterative() {
-    sigterm_mid_chaos(Model::Iterative);
+model_tests! {
+    mio_model: Model::Mio, "1,000 clients at once";
+    thread_model: Model::Thread, "1,000 clients at once";
+    process_model: Model::Process, "200 clients at once";
+    iterative_model: Model::Iterative, "clients one after another";
 }
