@@ -25,6 +25,10 @@ use super::Rng;
 const CLIENT_PATIENCE: Duration = Duration::from_secs(20);
 /// Bytes generated per write.
 const WRITE_CHUNK: usize = 16 * 1024;
+/// Bytes one client may read, and write, per turn of its driver, so that
+/// a burst cannot starve the slow readers on the same thread (whose
+/// server would then see no traffic and close them as idle).
+const TURN_BUDGET: usize = 256 * 1024;
 /// Receive buffer of a slow reader, so the server's output backs up.
 const SLOW_RCVBUF: usize = 16 * 1024;
 
@@ -157,6 +161,9 @@ struct Driver {
     poll: Poll,
     clients: Slab<Client>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Clients whose turn budget ran out: advanced again next turn
+    /// (edge-triggered: no new event would come for what is left).
+    again: Vec<usize>,
     rng: Rng,
     buf: Vec<u8>,
     tallies: Vec<Tally>,
@@ -172,6 +179,7 @@ impl Driver {
             poll: Poll::new().expect("poll"),
             clients: Slab::new(),
             timers: BinaryHeap::new(),
+            again: Vec::new(),
             buf: vec![0; 64 * 1024],
             tallies: Vec::new(),
         }
@@ -199,6 +207,8 @@ impl Driver {
                     t.saturating_duration_since(now)
                 })
                 .min(Duration::from_millis(50));
+            let wait =
+                if self.again.is_empty() { wait } else { Duration::ZERO };
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -206,7 +216,8 @@ impl Driver {
             }
             let keys: Vec<usize> =
                 events.iter().map(|e| e.token().0).collect();
-            for key in keys {
+            for key in keys.into_iter().chain(std::mem::take(&mut self.again))
+            {
                 self.advance(key);
             }
             let now = Instant::now();
@@ -277,6 +288,7 @@ impl Driver {
         match client.advance(&mut self.buf, tolerant) {
             Status::Wait(None) => {}
             Status::Wait(Some(wake)) => self.timers.push(Reverse((wake, key))),
+            Status::More => self.again.push(key),
             Status::Done => {
                 let mut client = self.clients.remove(key);
                 if let Some(mut stream) = client.stream.take() {
@@ -415,6 +427,9 @@ struct Client {
     rx: Bytes,
     pace: Option<Pace>,
     reset_on_close: bool,
+    /// Read or written this turn, against [`TURN_BUDGET`].
+    turn_read: usize,
+    turn_written: usize,
     deadline: Instant,
     tally: Tally,
 }
@@ -439,6 +454,8 @@ impl Client {
             rx: Bytes::new(seed),
             pace: None,
             reset_on_close: false,
+            turn_read: 0,
+            turn_written: 0,
             deadline: Instant::now() + CLIENT_PATIENCE,
             tally: Tally {
                 behaviour,
@@ -469,8 +486,16 @@ impl Client {
             ));
             return Status::Done;
         }
+        self.turn_read = 0;
+        self.turn_written = 0;
         match self.steps(buf, now) {
             Ok(true) => Status::Done,
+            Ok(false)
+                if self.turn_read >= TURN_BUDGET
+                    || self.turn_written >= TURN_BUDGET =>
+            {
+                Status::More
+            }
             // A paced reader is not woken by the socket for what it left
             // unread (edge-triggered), so it sets a timer.
             Ok(false) => Status::Wait(self.pace.map(|p| p.not_before)),
@@ -556,7 +581,7 @@ impl Client {
     /// Reads what there is (as the pace allows), checking each byte
     /// against the one written at its place.
     fn read(&mut self, buf: &mut [u8], now: Instant) -> Result<Got, Broken> {
-        let mut budget = usize::MAX;
+        let mut budget = TURN_BUDGET.saturating_sub(self.turn_read);
         if let Some(pace) = &mut self.pace {
             if now < pace.not_before {
                 return Ok(Got::Waiting);
@@ -570,6 +595,9 @@ impl Client {
                 Ok(0) => return self.at_eof(),
                 Ok(n) => {
                     budget -= n;
+                    if self.pace.is_none() {
+                        self.turn_read += n;
+                    }
                     self.verify(&buf[..n])?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -624,6 +652,9 @@ impl Client {
     /// Writes toward `target`; true once all of it is written.
     fn write(&mut self) -> Result<bool, Broken> {
         loop {
+            if self.turn_written >= TURN_BUDGET {
+                return Ok(false);
+            }
             if self.out_sent == self.out.len() {
                 let left = self.target - self.tally.written;
                 if left == 0 {
@@ -639,6 +670,7 @@ impl Client {
             match stream.write(&out[sent..]) {
                 Ok(n) => {
                     self.out_sent += n;
+                    self.turn_written += n;
                     self.tally.written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -680,6 +712,8 @@ impl Bytes {
 enum Status {
     /// Wait for a socket event, or until the time given.
     Wait(Option<Instant>),
+    /// Its turn budget ran out: advance it again next turn.
+    More,
     Done,
 }
 
