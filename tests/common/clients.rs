@@ -332,8 +332,15 @@ enum Step {
     /// Read until everything written has come back.
     AwaitEcho,
     /// Read nothing until `pause` has passed, then at most `chunk` bytes
-    /// every `every`.
-    ReadSlowly { pause: Duration, chunk: usize, every: Duration },
+    /// every `every` for `slow`, then at full speed again. The slow spell
+    /// is bounded: once the server's output sits in kernel buffers, a
+    /// trickle longer than the idle timeout is idle to the server.
+    ReadSlowly {
+        pause: Duration,
+        chunk: usize,
+        every: Duration,
+        slow: Duration,
+    },
     /// Shut down the write side.
     ShutdownWrite,
     /// Read until the server closes; everything must have come back.
@@ -381,6 +388,7 @@ fn script(b: Behaviour, rng: &mut Rng, scale: usize) -> Vec<Step> {
                 pause: Duration::from_millis(rng.between(50, 250) as u64),
                 chunk: 16 * 1024,
                 every: Duration::from_millis(2),
+                slow: Duration::from_millis(250),
             });
             steps
                 .push(Step::Send(rng.between(128 * 1024, 512 * 1024) * scale));
@@ -412,6 +420,7 @@ struct Pace {
     not_before: Instant,
     chunk: usize,
     every: Duration,
+    until: Instant,
 }
 
 struct Client {
@@ -530,9 +539,10 @@ impl Client {
                     self.read(buf, now)?;
                     self.tally.verified == self.tally.written
                 }
-                Step::ReadSlowly { pause, chunk, every } => {
-                    self.pace =
-                        Some(Pace { not_before: now + pause, chunk, every });
+                Step::ReadSlowly { pause, chunk, every, slow } => {
+                    let not_before = now + pause;
+                    let until = not_before + slow;
+                    self.pace = Some(Pace { not_before, chunk, every, until });
                     true
                 }
                 Step::ShutdownWrite => {
@@ -582,6 +592,9 @@ impl Client {
     /// against the one written at its place.
     fn read(&mut self, buf: &mut [u8], now: Instant) -> Result<Got, Broken> {
         let mut budget = TURN_BUDGET.saturating_sub(self.turn_read);
+        if self.pace.is_some_and(|p| now >= p.until) {
+            self.pace = None;
+        }
         if let Some(pace) = &mut self.pace {
             if now < pace.not_before {
                 return Ok(Got::Waiting);
