@@ -51,10 +51,13 @@ pub fn echo_round(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
 /// A fresh client: `data` echoes back exactly, then the client closes its
 /// side and waits for the server to close, so the server has counted the
 /// connection (every model counts a close before the socket goes).
-pub fn echo_and_close(addr: SocketAddr, data: &[u8]) {
+/// Returns the client's address, as the server logs it.
+pub fn echo_and_close(addr: SocketAddr, data: &[u8]) -> SocketAddr {
     let mut stream = connect(addr);
+    let local = stream.local_addr().expect("local address");
     assert_eq!(echo_round(&mut stream, data), data, "fresh echo");
     close_and_wait(stream);
+    local
 }
 
 /// Closes the client's side and waits for the server to close, which it
