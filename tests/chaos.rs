@@ -257,6 +257,7 @@ fn assert_clients_kept_promises(
 fn chaos(model: Model, plan: &Plan) -> Figures {
     let mut server = start(model);
     let pid = server.pid();
+    let warm = server.warm_up();
     let base_fds = server.fd_count();
     let base_rss = procfs::rss_kib(pid).expect("rss");
 
@@ -334,16 +335,19 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
         .max()
         .unwrap_or(0);
     let mut all = tallies.clone();
-    all.push(Tally {
-        behaviour: Behaviour::Normal,
-        peer: Some(fresh),
-        written: data.len() as u64,
-        verified: data.len() as u64,
-        outcome: Outcome::Done,
-    });
+    for (peer, len) in [(warm, WARM_UP_BYTES), (fresh, data.len())] {
+        all.push(Tally {
+            behaviour: Behaviour::Normal,
+            peer: Some(peer),
+            written: len as u64,
+            verified: len as u64,
+            outcome: Outcome::Done,
+        });
+    }
     assert_counts_match(model, &summary, &all);
     assert_whole_records(model, &server.log);
-    // With the fresh client: in a long run its port was used before.
+    // With the warm-up and fresh clients: in a long run their ports were
+    // used before.
     assert_reasons_match(model, &server.log, &all);
 
     figures.leaks = leaks;

@@ -16,6 +16,9 @@ use readyloop::{Config, Mode, Model, Running, Summary};
 /// Generous bound for anything a test waits on; tests never assert time.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Bytes the [`ServerProcess::warm_up`] client echoes.
+pub const WARM_UP_BYTES: usize = 4096;
+
 /// A config for `model` in `mode` on a free loopback port.
 pub fn config(model: Model, mode: Mode) -> Config {
     let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -319,6 +322,14 @@ impl ServerProcess {
             assert!(start.elapsed() < PATIENCE, "server did not exit");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Serves one client and returns its address: after that the server
+    /// is in its loop with everything set up (the process model, for
+    /// one, opens its SIGCHLD pipe after the `listening on` line), so a
+    /// descriptor or memory baseline taken then is not racy.
+    pub fn warm_up(&self) -> SocketAddr {
+        echo_and_close(self.addr, &pattern(5, WARM_UP_BYTES))
     }
 
     /// Number of open descriptors of the server process.
