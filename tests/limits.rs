@@ -88,11 +88,11 @@ fn descriptor_exhaustion_pauses_accept_without_spinning() {
     let flood: Vec<_> = (0..100).map(|_| connect(addr)).collect();
     server.wait_for_line("pausing accept");
     // While saturated, measure the server's CPU over a window.
-    let t0 = cpu_ticks(server.pid());
+    let t0 = procfs::cpu_ticks(server.pid()).unwrap();
     thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(server.pid()) - t0;
+    let used = procfs::cpu_ticks(server.pid()).unwrap() - t0;
     assert!(
-        used * 10 < ticks_per_second(),
+        used * 10 < procfs::ticks_per_second(),
         "server used {used} ticks in 1 s while out of descriptors"
     );
     assert!(server.child.try_wait().unwrap().is_none(), "server exited");

@@ -36,14 +36,14 @@ fn idle_connections_cost_bytes_not_kilobytes() {
         ServerProcess::start(&["--mode", "echo", "--log-level", "warn"]);
     let mut probe = connect(server.addr);
     assert_eq!(echo_round(&mut probe, b"warm"), b"warm");
-    let before = rss_bytes(server.pid());
+    let before = procfs::rss_kib(server.pid()).unwrap() * 1024;
     let mut clients: Vec<_> = (0..N).map(|_| connect(server.addr)).collect();
     // One round trip on each: every connection is accepted and has been
     // served (its output buffer, if any, freed again).
     for (i, c) in clients.iter_mut().enumerate() {
         assert_eq!(echo_round(c, &[i as u8]), [i as u8]);
     }
-    let after = rss_bytes(server.pid());
+    let after = procfs::rss_kib(server.pid()).unwrap() * 1024;
     let per = after.saturating_sub(before) / N as u64;
     eprintln!("rss before {before} after {after}: {per} B/conn");
     assert!(per <= 256, "{per} bytes of RSS per idle connection");

@@ -1,0 +1,522 @@
+//! Chaos against the real binary of every model in echo mode: many
+//! clients, each picking a fault at random (see [`Behaviour`]), and then
+//! exact checks: every byte read back equals what was sent, the summary
+//! matches what the clients did, nothing leaked, memory stayed within
+//! the buffer caps. `cargo test --release -- --ignored soak` runs the
+//! same for ten minutes per model (`READYLOOP_SOAK_SECS` to change it).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::clients::{self, Behaviour, Outcome, Plan, Tally};
+use common::*;
+use readyloop::{Model, Summary};
+
+/// Clients open at once against the mio and thread models.
+const MANY_CLIENTS: usize = 1000;
+/// Clients open at once against the process model (a process each).
+const PROCESS_CLIENTS: usize = 200;
+/// Clients in a CI run, one after another, against the iterative model.
+const ITERATIVE_CLIENTS: usize = 24;
+/// CI runs start clients for at most this long.
+const CI_DURATION: Duration = Duration::from_secs(8);
+/// `--idle-timeout` in seconds: well above the clients' longest pause
+/// (250 ms) so only the idle clients are closed as idle. The server
+/// counts a connection idle when it moved no byte, even while its kernel
+/// still delivers what it wrote earlier to a slow reader: a starved
+/// client driver on two busy cores can take a second to read that.
+const IDLE_TIMEOUT: &str = "2";
+/// Echo backpressure cap per connection (`connection::OUT_CAP`).
+const OUT_CAP_KIB: u64 = 64;
+/// How far RSS may stay above its baseline once every client is gone:
+/// the allocator keeps some freed memory, the slab keeps its slots.
+const RSS_MARGIN_KIB: u64 = 4 * 1024;
+
+/// One chaos run at a time: they share two cores, and a starved client
+/// could sit past the idle timeout.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn plan(model: Model, duration: Duration, total: usize) -> Plan {
+    let concurrency = match model {
+        Model::Mio | Model::Thread => MANY_CLIENTS,
+        Model::Process => PROCESS_CLIENTS,
+        Model::Iterative => 1,
+    };
+    Plan {
+        concurrency,
+        total,
+        duration,
+        drivers: if concurrency > 1 { 2 } else { 1 },
+        seed: 0xc4a05 + model as u64,
+        tolerant: false,
+        scale: 1,
+    }
+}
+
+/// The CI run of `model`: two generations of clients for the concurrent
+/// models, a short sequence for the iterative one.
+fn ci_plan(model: Model) -> Plan {
+    let p = plan(model, CI_DURATION, 0);
+    let total = match model {
+        Model::Iterative => ITERATIVE_CLIENTS,
+        _ => 2 * p.concurrency,
+    };
+    Plan { total, ..p }
+}
+
+fn start(model: Model) -> ServerProcess {
+    ServerProcess::start(&[
+        "--mode",
+        "echo",
+        "--model",
+        model.name(),
+        "--idle-timeout",
+        IDLE_TIMEOUT,
+    ])
+}
+
+/// What the server process (and its children) looked like during a run.
+#[derive(Debug, Default)]
+struct Samples {
+    peak_rss_kib: u64,
+    peak_child_rss_kib: u64,
+    peak_children: usize,
+    children_seen: Vec<procfs::Child>,
+}
+
+/// Samples the server's RSS and children every few milliseconds until
+/// `stop` is set.
+fn sample(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<Samples> {
+    thread::spawn(move || {
+        let mut s = Samples::default();
+        while !stop.load(Ordering::Relaxed) {
+            let rss = procfs::rss_kib(pid).unwrap_or(0);
+            s.peak_rss_kib = s.peak_rss_kib.max(rss);
+            let children = procfs::children(pid);
+            s.peak_children = s.peak_children.max(children.len());
+            for child in children {
+                let rss = procfs::rss_kib(child.pid).unwrap_or(0);
+                s.peak_child_rss_kib = s.peak_child_rss_kib.max(rss);
+                if !s.children_seen.iter().any(|c| c.pid == child.pid) {
+                    s.children_seen.push(child);
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        s
+    })
+}
+
+/// The figures a run reports.
+#[derive(Debug, Default)]
+struct Figures {
+    connections: usize,
+    /// Most connections the server had open at once (from its log).
+    peak_open: usize,
+    faults: usize,
+    bytes_verified: u64,
+    by_behaviour: BTreeMap<String, usize>,
+    leaks: usize,
+}
+
+/// The server's counts must be what the clients did: exact where the
+/// client knows, within [echoed back, written] for the bytes of a client
+/// that left with bytes in flight (an RST, or a close with unread echo),
+/// and `eof` or `reset` for a close the kernel may turn into an RST.
+fn assert_counts_match(model: Model, s: &Summary, tallies: &[Tally]) {
+    let mut eof = (0, 0);
+    let mut reset = (0, 0);
+    let (mut idle, mut bytes_in, mut bytes_out) = (0, (0, 0), (0, 0));
+    for t in tallies.iter().filter(|t| t.peer.is_some()) {
+        match t.behaviour.reasons() {
+            ["eof"] => eof = (eof.0 + 1, eof.1 + 1),
+            ["reset"] => reset = (reset.0 + 1, reset.1 + 1),
+            ["idle"] => idle += 1,
+            _ => (eof.1, reset.1) = (eof.1 + 1, reset.1 + 1),
+        }
+        let low =
+            if t.behaviour.exact_bytes() { t.written } else { t.verified };
+        bytes_in = (bytes_in.0 + low, bytes_in.1 + t.written);
+        bytes_out = (bytes_out.0 + low, bytes_out.1 + t.written);
+    }
+    let connected = tallies.iter().filter(|t| t.peer.is_some()).count();
+    let within = |v: u64, (lo, hi): (u64, u64)| lo <= v && v <= hi;
+    let m = format!("{model}: {s}");
+    assert_eq!(s.accepted, connected as u64, "{m}");
+    assert_eq!(s.rejected, 0, "{m}");
+    assert_eq!(s.closed_error, 0, "{m}");
+    assert_eq!(s.closed_shutdown, 0, "{m}");
+    assert_eq!(s.closed_idle, idle, "{m}");
+    assert!(within(s.closed_eof, eof), "{m}: eof in {eof:?}");
+    assert!(within(s.closed_reset, reset), "{m}: reset in {reset:?}");
+    assert_eq!(s.closed(), s.accepted, "{m}: one close each");
+    assert!(within(s.bytes_in, bytes_in), "{m}: in {bytes_in:?}");
+    assert!(within(s.bytes_out, bytes_out), "{m}: out {bytes_out:?}");
+    assert!(s.bytes_out <= s.bytes_in, "{m}");
+}
+
+/// Every stderr line is one whole log record. (In echo mode no client
+/// bytes are logged, so a second record header inside a line can only
+/// mean two records written over each other.)
+fn assert_whole_records(model: Model, log: &[String]) {
+    let levels = ["ERROR ", "WARN  ", "INFO  ", "DEBUG ", "TRACE "];
+    let torn: Vec<&String> = log
+        .iter()
+        .filter(|l| {
+            !levels.iter().any(|lv| l.starts_with(lv))
+                || l.matches(" [readyloop::").count() != 1
+        })
+        .collect();
+    assert!(
+        torn.is_empty(),
+        "{model}: {} of {} stderr lines are not one whole record, first: \
+         {:#?}",
+        torn.len(),
+        log.len(),
+        &torn[..torn.len().min(3)]
+    );
+}
+
+/// Every client's connection closed, in the server's log, for a reason
+/// its behaviour allows.
+fn assert_reasons_match(model: Model, log: &[String], tallies: &[Tally]) {
+    let mut logged: HashMap<SocketAddr, Vec<&str>> = HashMap::new();
+    for line in log {
+        let Some((head, rest)) = line.split_once(" closed: ") else {
+            continue;
+        };
+        let Some(peer) = head.rsplit(' ').next().and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let reason = rest.rsplit_once(" (").map_or(rest, |(r, _)| r);
+        logged.entry(peer).or_default().push(reason);
+    }
+    let mut clients: HashMap<SocketAddr, Vec<Behaviour>> = HashMap::new();
+    for t in tallies {
+        if let Some(peer) = t.peer {
+            clients.entry(peer).or_default().push(t.behaviour);
+        }
+    }
+    for (peer, behaviours) in &clients {
+        let reasons = logged.get(peer).cloned().unwrap_or_default();
+        assert_eq!(
+            reasons.len(),
+            behaviours.len(),
+            "{model}: {peer} ({behaviours:?}) closed as {reasons:?}"
+        );
+        let allowed =
+            |r: &&str| behaviours.iter().any(|b| b.reasons().contains(r));
+        assert!(
+            reasons.iter().all(allowed),
+            "{model}: {peer} ({behaviours:?}) closed as {reasons:?}"
+        );
+    }
+}
+
+/// Every client's script ran to the end; a failure shows what the server
+/// logged for the first few failed clients.
+fn assert_clients_kept_promises(
+    model: Model,
+    server: &mut ServerProcess,
+    tallies: &[Tally],
+) {
+    let failed: Vec<&Tally> = tallies
+        .iter()
+        .filter(|t| !matches!(t.outcome, Outcome::Done))
+        .take(5)
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let log = server.collect_log();
+    let said: Vec<&String> = failed
+        .iter()
+        .filter_map(|t| t.peer)
+        .flat_map(|p| {
+            let p = format!("{p} ");
+            log.iter().filter(move |l| l.contains(&p))
+        })
+        .collect();
+    panic!(
+        "{model}: {} of {} clients failed, first: {failed:#?}\nserver: \
+         {said:#?}",
+        tallies.iter().filter(|t| t.outcome != Outcome::Done).count(),
+        tallies.len(),
+    );
+}
+
+/// Runs `plan` against a fresh server of `model` and checks everything;
+/// returns the figures.
+fn chaos(model: Model, plan: &Plan) -> Figures {
+    let mut server = start(model);
+    let pid = server.pid();
+    let warm = server.warm_up();
+    let base_fds = server.fd_count();
+    let base_rss = procfs::rss_kib(pid).expect("rss");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample(pid, Arc::clone(&stop));
+    let began = Instant::now();
+    let tallies =
+        clients::run(server.addr, plan, &Arc::new(AtomicBool::new(false)));
+    let elapsed = began.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler");
+    let mut figures = Figures::default();
+    for t in &tallies {
+        figures.connections += 1;
+        figures.faults += usize::from(t.behaviour != Behaviour::Normal);
+        figures.bytes_verified += t.verified;
+        *figures
+            .by_behaviour
+            .entry(format!("{:?}", t.behaviour))
+            .or_default() += 1;
+    }
+    // Shown before any check, so a failing run still reports its size.
+    eprintln!(
+        "{model}: ran {} clients, {} faults, {} bytes verified",
+        figures.connections, figures.faults, figures.bytes_verified
+    );
+    assert_clients_kept_promises(model, &mut server, &tallies);
+
+    // Nothing leaked: descriptors and children back to the baseline.
+    let mut leaks = 0;
+    eventually("descriptors back to the baseline", || {
+        server.fd_count() == base_fds
+    });
+    eventually("no child process left", || procfs::children(pid).is_empty());
+    leaks +=
+        samples.children_seen.iter().filter(|c| procfs::exists(c)).count();
+
+    // Alive and correct: a fresh client gets its bytes back.
+    let data = pattern(7, 64 * 1024);
+    let fresh = echo_and_close(server.addr, &data);
+    eventually("descriptors back after the fresh client", || {
+        server.fd_count() == base_fds
+    });
+
+    let rss = procfs::rss_kib(pid).expect("rss");
+    let cap = base_rss + plan.concurrency as u64 * OUT_CAP_KIB;
+    eprintln!(
+        "{model}: {} clients in {elapsed:.1?}; rss baseline {base_rss} KiB, \
+         peak {} KiB (cap {cap} KiB), after {rss} KiB; peak children {}, \
+         peak child rss {} KiB",
+        tallies.len(),
+        samples.peak_rss_kib,
+        samples.peak_children,
+        samples.peak_child_rss_kib,
+    );
+    assert!(
+        rss <= base_rss + RSS_MARGIN_KIB,
+        "{model}: rss {rss} KiB after the run, baseline {base_rss} KiB"
+    );
+    assert!(samples.peak_rss_kib <= cap, "{model}: peak rss over the cap");
+    assert!(
+        samples.peak_child_rss_kib <= base_rss + OUT_CAP_KIB + RSS_MARGIN_KIB,
+        "{model}: a child over its cap"
+    );
+
+    let hwm = procfs::peak_rss_kib(pid).unwrap_or(0);
+    assert!(hwm <= cap, "{model}: peak rss {hwm} KiB over the cap {cap} KiB");
+    let (code, summary) = server.finish();
+    assert_eq!(code, 0, "{model}: exit code");
+    let peak_open = server
+        .log
+        .iter()
+        .filter_map(|l| l.rsplit_once(" (")?.1.strip_suffix(" open)"))
+        .filter_map(|n| n.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut all = tallies.clone();
+    for (peer, len) in [(warm, WARM_UP_BYTES), (fresh, data.len())] {
+        all.push(Tally {
+            behaviour: Behaviour::Normal,
+            peer: Some(peer),
+            written: len as u64,
+            verified: len as u64,
+            outcome: Outcome::Done,
+        });
+    }
+    assert_counts_match(model, &summary, &all);
+    assert_whole_records(model, &server.log);
+    // With the warm-up and fresh clients: in a long run their ports were
+    // used before.
+    assert_reasons_match(model, &server.log, &all);
+
+    figures.leaks = leaks;
+    figures.peak_open = peak_open;
+    eprintln!("{model}: {figures:?}; {summary}");
+    assert_eq!(figures.leaks, 0, "{model}: children outlived their run");
+    figures
+}
+
+fn chaos_ci(model: Model) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !built_models().contains(&model) {
+        return;
+    }
+    chaos(model, &ci_plan(model));
+}
+
+/// The soak: the chaos run for `READYLOOP_SOAK_SECS` (default 600) per
+/// model (`READYLOOP_SOAK_MODELS=mio,thread` picks some), printing the
+/// figures.
+#[test]
+#[ignore = "runs for ten minutes per model; cargo test --release -- --ignored soak"]
+fn soak() {
+    let secs = std::env::var("READYLOOP_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let only = std::env::var("READYLOOP_SOAK_MODELS").unwrap_or_default();
+    let mut failed = Vec::new();
+    for model in built_models() {
+        if !only.is_empty() && !only.split(',').any(|m| m == model.name()) {
+            continue;
+        }
+        let plan = plan(model, Duration::from_secs(secs), usize::MAX);
+        let began = Instant::now();
+        let run = std::panic::catch_unwind(|| chaos(model, &plan));
+        let Ok(f) = run else {
+            println!("soak {model}: FAILED (see the panic above)");
+            failed.push(model);
+            continue;
+        };
+        println!(
+            "soak {model}: {:.0?}: connections={} peak_open={} \
+             faults_injected={} bytes_verified={} leaks_found={} \
+             by_behaviour={:?}",
+            began.elapsed(),
+            f.connections,
+            f.peak_open,
+            f.faults,
+            f.bytes_verified,
+            f.leaks,
+            f.by_behaviour
+        );
+    }
+    assert!(failed.is_empty(), "soak failed for {failed:?}");
+}
+
+/// How long a stopped server may take to exit: the issue's bound (the
+/// stop window for flushing is 2 s).
+const EXIT_BOUND: Duration = Duration::from_secs(3);
+
+/// SIGTERM in the middle of a chaos run: exit 0 within 3 s, a complete
+/// summary that accounts for every connection, no byte a client read
+/// back wrong, no child process left behind.
+fn sigterm_mid_chaos(model: Model) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !built_models().contains(&model) {
+        return;
+    }
+    let mut server = start(model);
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample(pid, Arc::clone(&stop));
+    let plan = Plan {
+        tolerant: true,
+        ..plan(model, Duration::from_secs(30), usize::MAX)
+    };
+    let addr = server.addr;
+    let driver = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || clients::run(addr, &plan, &stop))
+    };
+    // Under load: at least half the planned clients are open.
+    let busy = plan_concurrency(model).div_ceil(2);
+    eventually("the server is busy", || {
+        server.collect_log().iter().any(|l| {
+            l.rsplit_once(" (")
+                .and_then(|(_, n)| n.strip_suffix(" open)")?.parse().ok())
+                .is_some_and(|n: usize| n >= busy)
+        })
+    });
+
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    let code = server.wait_exit();
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let tallies = driver.join().expect("driver");
+    let samples = sampler.join().expect("sampler");
+
+    let line = server.wait_for_status("summary ");
+    let summary = Summary::parse(&line).expect("summary parses");
+    eprintln!("{model}: exit {code} {took:.2?} after SIGTERM; {line}");
+
+    assert_eq!(code, 0, "{model}: exit code");
+    assert!(took < EXIT_BOUND, "{model}: exit took {took:?}");
+    for key in [
+        "accepted=",
+        "closed_eof=",
+        "closed_reset=",
+        "closed_error=",
+        "closed_idle=",
+        "closed_shutdown=",
+        "rejected=",
+        "bytes_in=",
+        "bytes_out=",
+    ] {
+        assert!(line.contains(key), "{model}: no {key} in {line}");
+    }
+    assert!(summary.closed_shutdown > 0, "{model}: nothing was open");
+    assert_eq!(summary.closed(), summary.accepted, "{model}: {summary}");
+    assert_eq!(summary.closed_error, 0, "{model}: {summary}");
+    let connected = tallies.iter().filter(|t| t.peer.is_some()).count();
+    assert!(summary.accepted <= connected as u64, "{model}: {summary}");
+    let written: u64 = tallies.iter().map(|t| t.written).sum();
+    let verified: u64 = tallies.iter().map(|t| t.verified).sum();
+    assert!(verified <= summary.bytes_out, "{model}: {summary}");
+    assert!(summary.bytes_out <= summary.bytes_in, "{model}: {summary}");
+    assert!(summary.bytes_in <= written, "{model}: {summary}");
+    let broken: Vec<&Tally> = tallies
+        .iter()
+        .filter(|t| matches!(t.outcome, Outcome::Failed(_)))
+        .take(3)
+        .collect();
+    assert!(broken.is_empty(), "{model}: {broken:#?}");
+    // No child left behind: none outlived the server.
+    let left: Vec<_> =
+        samples.children_seen.iter().filter(|c| procfs::exists(c)).collect();
+    assert!(left.is_empty(), "{model}: children left: {left:?}");
+}
+
+fn plan_concurrency(model: Model) -> usize {
+    plan(model, Duration::ZERO, 0).concurrency
+}
+
+/// The CI tests of one model: the chaos run and SIGTERM under chaos.
+macro_rules! model_tests {
+    ($($name:ident: $model:expr, $clients:literal;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[doc = concat!("Chaos, ", $clients, ", every fault.")]
+            #[test]
+            fn chaos() {
+                chaos_ci($model);
+            }
+
+            #[doc = concat!("SIGTERM under chaos, ", $clients, ".")]
+            #[test]
+            fn sigterm_mid_chaos() {
+                super::sigterm_mid_chaos($model);
+            }
+        }
+    )*};
+}
+
+model_tests! {
+    mio_model: Model::Mio, "1,000 clients at once";
+    thread_model: Model::Thread, "1,000 clients at once";
+    process_model: Model::Process, "200 clients at once";
+    iterative_model: Model::Iterative, "clients one after another";
+}
