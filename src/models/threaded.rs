@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use mio::Token;
 use slab::Slab;
 
 use crate::config::Mode;
@@ -32,6 +33,10 @@ use super::blocking::{self, Context, Watch, STOP_WINDOW};
 const READ_BUF: usize = 16 * 1024;
 /// Thread handles kept before finished ones are dropped.
 const PRUNE_MIN: usize = 64;
+/// How often finished threads are joined while the server is quiet: an
+/// exited thread that nobody joins keeps its stack mapped (a thousand
+/// closed connections held 16 MiB until the next burst of accepts).
+const JOIN_EVERY: Duration = Duration::from_secs(1);
 /// How long after a full shutdown the threads get to return.
 const LAST_CALL: Duration = Duration::from_secs(1);
 
@@ -42,6 +47,7 @@ pub fn run(server: Server) -> Result<Summary, Error> {
         shared: Arc::new(Shared::default()),
         threads: Vec::new(),
         prune_at: PRUNE_MIN,
+        pruned: Instant::now(),
         mode: config.mode,
         idle: config.idle_timeout,
         stack: config.thread_stack_kib.saturating_mul(1024),
@@ -102,12 +108,29 @@ struct Threads {
     threads: Vec<JoinHandle<()>>,
     /// Drop finished handles when `threads` reaches this length.
     prune_at: usize,
+    /// When finished handles were last dropped.
+    pruned: Instant,
     mode: Mode,
     idle: Option<Duration>,
     stack: usize,
 }
 
 impl Threads {
+    /// Joins the threads that finished, which frees their stacks, and
+    /// keeps the handles of the rest.
+    fn prune(&mut self) {
+        let (done, running): (Vec<_>, Vec<_>) =
+            self.threads.drain(..).partition(JoinHandle::is_finished);
+        for thread in done {
+            if thread.join().is_err() {
+                log::error!("a connection thread panicked");
+            }
+        }
+        self.threads = running;
+        self.prune_at = (self.threads.len() * 2).max(PRUNE_MIN);
+        self.pruned = Instant::now();
+    }
+
     /// Wakes every connection, gives them the stop window to finish, then
     /// cuts off the rest and joins every thread.
     fn stop(&mut self) {
@@ -137,10 +160,21 @@ impl Dispatch for Threads {
         // Forget the handles of finished threads once they double, so they
         // do not pile up, at O(1) amortised per connection.
         if self.threads.len() >= self.prune_at {
-            self.threads.retain(|t| !t.is_finished());
-            self.prune_at = (self.threads.len() * 2).max(PRUNE_MIN);
+            self.prune();
         }
         self.shared.live().len()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        (!self.threads.is_empty()).then_some(JOIN_EVERY)
+    }
+
+    /// Once a second, join what finished, so a quiet server gives back
+    /// the stacks of the connections that are gone.
+    fn turn(&mut self, _tokens: &[Token]) {
+        if self.pruned.elapsed() >= JOIN_EVERY {
+            self.prune();
+        }
     }
 
     fn dispatch(&mut self, _: &mut Gate, stream: TcpStream, peer: SocketAddr) {
