@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Io, Progress, Ready};
 use crate::error::Error;
 use crate::journal::{self, RateLimited};
-use crate::net::{accept_failed, AcceptFailed};
+use crate::net::{accept_failed, AcceptFailed, ACCEPTS_PER_TURN};
 use crate::server::{Server, FIRST_CONNECTION, LISTENER};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 use crate::timer::IdleList;
@@ -27,9 +27,6 @@ use crate::timer::IdleList;
 const READ_BUF: usize = 64 * 1024;
 /// Events taken from one `epoll_wait`.
 const EVENTS: usize = 1024;
-/// Trap 2 for the listener: connections accepted per turn, so a connect
-/// flood cannot starve the connections already open.
-const ACCEPTS_PER_TURN: usize = 256;
 /// How long shutdown may spend flushing and lingering.
 pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
 

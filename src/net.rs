@@ -8,6 +8,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::journal::RateLimited;
 
+/// Trap 2 for the listener, in every model: connections accepted per
+/// turn, so a connect flood cannot starve the connections already open;
+/// the listener stays marked ready and the next turn goes on (trap 5).
+pub const ACCEPTS_PER_TURN: usize = 256;
 /// Trap 4: how long accepting pauses when descriptors run out (nginx
 /// pauses 500 ms; a close frees one sooner and may resume at once).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);

@@ -14,7 +14,7 @@ use mio::{Events, Token};
 
 use crate::error::Error;
 use crate::journal::{self, RateLimited};
-use crate::net::{accept_failed, AcceptFailed};
+use crate::net::{accept_failed, AcceptFailed, ACCEPTS_PER_TURN};
 use crate::server::{Server, LISTENER};
 use crate::stats::{Reason, Stats};
 
@@ -23,9 +23,6 @@ use super::blocking;
 /// Events taken from one poll: the listener, the stop sources and at most
 /// one model source.
 const EVENTS: usize = 16;
-/// Trap 2 for the listener: accepts per turn before the loop looks at its
-/// other events.
-const ACCEPTS_PER_TURN: usize = 256;
 
 /// What a blocking model does with accepted connections.
 pub(crate) trait Dispatch {
