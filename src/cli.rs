@@ -5,12 +5,15 @@
 //! error and the usage).
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
+use simple_logger::SimpleLogger;
 
 use crate::config::{Config, Mode, Model};
+use crate::journal::{self, STATUS};
 
 /// A single-threaded readiness-IO TCP server, the classic models it is
 /// compared with, and a load generator to compare them.
@@ -35,17 +38,17 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on: loopback by default; 0.0.0.0:PORT or
-    /// [::]:PORT to listen on every interface; port 0 picks a free port.
+    /// `[::]:PORT` to listen on every interface; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8989", value_name = "ADDR")]
     pub addr: SocketAddr,
 
     /// What to do with the bytes clients send.
-    #[arg(long, value_enum, default_value_t = ModeArg::Log)]
-    pub mode: ModeArg,
+    #[arg(long, value_enum, default_value_t = Mode::Log)]
+    pub mode: Mode,
 
     /// How the server waits for IO.
-    #[arg(long, value_enum, default_value_t = ModelArg::Mio)]
-    pub model: ModelArg,
+    #[arg(long, value_enum, default_value_t = Model::Mio)]
+    pub model: Model,
 
     /// Open connections allowed; one more is accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_name = "N",
@@ -73,30 +76,6 @@ pub struct ServeArgs {
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
-}
-
-/// `--mode`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModeArg {
-    /// Log every chunk read, escaped (what the teaching server printed).
-    Log,
-    /// Write every byte back, in order.
-    Echo,
-    /// Count the bytes and drop them.
-    Discard,
-}
-
-/// `--model`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModelArg {
-    /// One thread, one mio::Poll over a slab of nonblocking sockets.
-    Mio,
-    /// One blocking connection at a time; others wait in the backlog.
-    Iterative,
-    /// A thread per connection with a small stack, blocking IO.
-    Thread,
-    /// A fork()ed child process per connection, blocking IO.
-    Process,
 }
 
 /// `--log-level`.
@@ -127,17 +106,8 @@ impl ServeArgs {
     /// The server configuration these flags describe.
     pub fn config(&self) -> Config {
         let mut config = Config::new(self.addr);
-        config.mode = match self.mode {
-            ModeArg::Log => Mode::Log,
-            ModeArg::Echo => Mode::Echo,
-            ModeArg::Discard => Mode::Discard,
-        };
-        config.model = match self.model {
-            ModelArg::Mio => Model::Mio,
-            ModelArg::Iterative => Model::Iterative,
-            ModelArg::Thread => Model::Thread,
-            ModelArg::Process => Model::Process,
-        };
+        config.mode = self.mode;
+        config.model = self.model;
         config.max_connections =
             usize::try_from(self.max_connections).unwrap_or(usize::MAX);
         config.idle_timeout =
@@ -146,6 +116,34 @@ impl ServeArgs {
         config.thread_stack_kib =
             usize::try_from(self.thread_stack_kib).unwrap_or(usize::MAX);
         config
+    }
+}
+
+/// Runs `readyloop serve`: sets up logging, raises the descriptor limit,
+/// runs the server until it is stopped, and maps the outcome to an exit
+/// code.
+pub fn serve(args: &ServeArgs) -> ExitCode {
+    // Logs go to stderr; stdout stays free for machine-readable output.
+    let logger = SimpleLogger::new()
+        .with_level(args.log_level.filter())
+        .with_module_level(STATUS, LevelFilter::Info);
+    if let Err(e) = journal::init(logger) {
+        eprintln!("error: cannot set up logging: {e}");
+        return ExitCode::from(1);
+    }
+    let mut config = args.config();
+    config.handle_signals = true;
+    // Each connection is a descriptor: allow as many as the hard limit
+    // does. When they still run out, accept pauses and says so.
+    if let Err(e) = crate::rlimit::raise_to_hard() {
+        eprintln!("warning: cannot raise the descriptor limit: {e}");
+    }
+    match crate::bind(config).and_then(crate::Server::run) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -5,10 +5,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What the server does with the bytes a client sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the server does with the bytes a client sends (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Log every chunk read, escaped, as the teaching server printed it.
+    /// Log every chunk read, escaped (what the teaching server printed).
     Log,
     /// Write every byte back, in order.
     Echo,
@@ -33,17 +33,17 @@ impl fmt::Display for Mode {
     }
 }
 
-/// How the server waits for IO: the readiness loop or one of the classic
-/// designs it is compared against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the server waits for IO (`--model`): the readiness loop or one of
+/// the classic designs it is compared against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Model {
-    /// One thread, one `mio::Poll`, a slab of nonblocking sockets.
+    /// One thread, one mio::Poll over a slab of nonblocking sockets.
     Mio,
-    /// One blocking connection at a time; the rest wait in the backlog.
+    /// One blocking connection at a time; others wait in the backlog.
     Iterative,
-    /// A `std::thread` per connection, blocking IO.
+    /// A thread per connection with a small stack, blocking IO.
     Thread,
-    /// A `fork()`ed child process per connection, blocking IO.
+    /// A fork()ed child process per connection, blocking IO.
     Process,
 }
 

@@ -403,23 +403,31 @@ mod tests {
     #[test]
     fn a_full_socket_yields_after_its_budget() {
         let (mut client, mut conn) = pair();
-        let big = vec![7u8; 1 << 20];
-        let writer = std::thread::spawn(move || {
-            client.write_all(&big).unwrap();
-            client
-        });
-        // Wait for the first read to see data, then check the budget.
-        let mut turns = 0;
-        loop {
-            turns += 1;
-            match drive(&mut conn, Mode::Discard, Ready::ANY) {
-                Progress::More => break,
-                Progress::Waiting => std::thread::yield_now(),
-                Progress::Closed(r) => panic!("closed: {r}"),
+        let chunk = 1024;
+        let queued = vec![7u8; 2 * READS_PER_TURN * chunk];
+        client.write_all(&queued).unwrap();
+        // Wait until all of it is queued at the server, so every read of
+        // the turn is a full one.
+        let mut peek = vec![0; queued.len()];
+        for _ in 0..1000 {
+            if conn.stream.peek(&mut peek).unwrap_or(0) == queued.len() {
+                break;
             }
-            assert!(turns < 1_000_000, "never filled the budget");
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        drop(writer.join().unwrap());
+        let mut traffic = Traffic::default();
+        let mut buf = vec![0; chunk];
+        let mut scratch = String::new();
+        let mut io = Io {
+            buf: &mut buf,
+            scratch: &mut scratch,
+            traffic: &mut traffic,
+            mode: Mode::Discard,
+            moved: false,
+        };
+        let progress = conn.on_ready(&mut io, Ready::ANY);
+        assert!(matches!(progress, Progress::More), "{progress:?}");
+        assert_eq!(traffic.bytes_in, (READS_PER_TURN * chunk) as u64);
     }
 
     /// Trap 1: once an event said the peer closed, a later wake-up

@@ -22,6 +22,16 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The server's thread panicked (a bug; the panic message went to
+    /// stderr).
+    Panicked,
+    /// The process model forks, and `fork` copies only the calling
+    /// thread: with others running, a lock one of them holds stays locked
+    /// in the child for ever. It runs only in a single-threaded process.
+    NotSingleThreaded {
+        /// Threads the process has.
+        threads: usize,
+    },
 }
 
 impl Error {
@@ -41,6 +51,12 @@ impl fmt::Display for Error {
             Error::Setup { what, source } => {
                 write!(f, "cannot {what}: {source}")
             }
+            Error::Panicked => f.write_str("the server thread panicked"),
+            Error::NotSingleThreaded { threads } => write!(
+                f,
+                "the process model forks, which needs a single-threaded \
+                 process; this one has {threads} threads"
+            ),
         }
     }
 }
@@ -51,6 +67,7 @@ impl std::error::Error for Error {
             Error::Listen { source, .. } | Error::Setup { source, .. } => {
                 Some(source)
             }
+            Error::Panicked | Error::NotSingleThreaded { .. } => None,
         }
     }
 }

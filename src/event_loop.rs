@@ -14,35 +14,36 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Token};
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::connection::{Connection, Io, Progress, Ready};
 use crate::error::Error;
-use crate::journal::{self, RateLimited};
-use crate::net::{accept_failed, AcceptFailed, ACCEPTS_PER_TURN};
-use crate::server::{Server, FIRST_CONNECTION, LISTENER};
+use crate::idle::IdleList;
+use crate::journal;
+use crate::listener::accept::Accept;
+use crate::listener::{Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW};
 use crate::stats::{Reason, Stats, Summary, Traffic};
-use crate::timer::IdleList;
 
 /// The one read buffer every connection shares.
 const READ_BUF: usize = 64 * 1024;
 /// Events taken from one `epoll_wait`.
 const EVENTS: usize = 1024;
-/// How long shutdown may spend flushing and lingering.
-pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
 
 /// Runs the mio model until it is stopped.
-pub fn run(server: Server) -> Result<Summary, Error> {
+pub(crate) fn run(
+    listener: Listener,
+    config: &Config,
+) -> Result<Summary, Error> {
     let mut events = Events::with_capacity(EVENTS);
-    let mut lp = EventLoop::new(server);
+    let mut lp = EventLoop::new(listener, config);
     loop {
-        let timeout = lp.timeout(Instant::now());
-        lp.server.wait(&mut events, timeout)?;
+        let deadline = lp.deadline(Instant::now());
+        lp.listener.wait(&mut events, deadline)?;
         let now = Instant::now();
         lp.now_ms = lp.clock(now);
         for event in events.iter() {
             match event.token() {
-                LISTENER => lp.accept_ready = true,
-                token if lp.server.is_stop(token) => lp.begin_stop(now),
+                LISTENER => lp.accept.on_event(),
+                token if lp.listener.is_stop(token) => lp.begin_stop(now),
                 // A signal token with no signal pending falls through here
                 // and is ignored: spurious wake-ups are harmless.
                 Token(t) => {
@@ -62,7 +63,8 @@ pub fn run(server: Server) -> Result<Summary, Error> {
 
 /// The loop's state; see the crate docs for one turn of it.
 struct EventLoop {
-    server: Server,
+    listener: Listener,
+    mode: Mode,
     connections: Slab<Connection>,
     stats: Stats,
     traffic: Traffic,
@@ -72,20 +74,14 @@ struct EventLoop {
     /// Connections whose read budget ran out (trap 2): driven again after
     /// this batch, and the next poll does not block while any wait.
     again: Vec<usize>,
-    /// The listener may hold pending connections: either an event said so
-    /// or a turn stopped accepting before `WouldBlock` (trap 3, 5).
-    accept_ready: bool,
-    accept_paused_until: Option<Instant>,
+    accept: Accept,
     stopping: Option<Instant>,
-    rejections: RateLimited,
-    exhaustion: RateLimited,
     start: Instant,
     now_ms: u64,
 }
 
 impl EventLoop {
-    fn new(server: Server) -> EventLoop {
-        let config = &server.config;
+    fn new(listener: Listener, config: &Config) -> EventLoop {
         // Capacity is reserved, not touched: untouched pages cost no RSS.
         let capacity = config.max_connections.min(1 << 20);
         let idle = config.idle_timeout.map(|t| {
@@ -99,20 +95,13 @@ impl EventLoop {
             scratch: String::new(),
             idle,
             again: Vec::new(),
-            // Connections may have queued before the loop first polled.
-            accept_ready: true,
-            accept_paused_until: None,
+            accept: Accept::new(config.max_connections),
             stopping: None,
-            rejections: RateLimited::default(),
-            exhaustion: RateLimited::default(),
             start: Instant::now(),
             now_ms: 0,
-            server,
+            listener,
+            mode: config.mode,
         }
-    }
-
-    fn config(&self) -> &Config {
-        &self.server.config
     }
 
     fn clock(&self, now: Instant) -> u64 {
@@ -122,39 +111,32 @@ impl EventLoop {
             .unwrap_or(u64::MAX)
     }
 
-    /// How long the next poll may block: not at all while work is left
-    /// over, otherwise until the nearest deadline.
-    fn timeout(&self, now: Instant) -> Option<Duration> {
-        let accepting = self.stopping.is_none();
-        if !self.again.is_empty()
-            || (accepting
-                && self.accept_ready
-                && self.accept_paused_until.is_none())
-        {
-            return Some(Duration::ZERO);
+    /// Until when the next poll may block: not at all while work is
+    /// left over, otherwise until the nearest deadline.
+    fn deadline(&self, now: Instant) -> Option<Instant> {
+        if !self.again.is_empty() {
+            return Some(now);
         }
         let idle = self
             .idle
             .as_ref()
             .and_then(IdleList::next_deadline)
             .map(|ms| self.start + Duration::from_millis(ms));
-        [idle, self.accept_paused_until.filter(|_| accepting), self.stopping]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|deadline| deadline.saturating_duration_since(now))
+        let accept = match self.stopping {
+            None => self.accept.deadline(now),
+            Some(_) => None,
+        };
+        [idle, accept, self.stopping].into_iter().flatten().min()
     }
 
     /// Work that follows each batch of events: accept, retry connections
     /// with budget left over, expire idle ones.
     fn after_events(&mut self, now: Instant) {
         if self.stopping.is_none() {
-            if self.accept_paused_until.is_some_and(|t| now >= t) {
-                self.accept_paused_until = None;
-                self.accept_ready = true;
-            }
-            if self.accept_ready && self.accept_paused_until.is_none() {
-                self.accept_batch(now);
+            while let Some((stream, peer)) =
+                self.accept.next(self.listener.socket(), now)
+            {
+                self.admit(stream, peer);
             }
         }
         for key in std::mem::take(&mut self.again) {
@@ -163,34 +145,8 @@ impl EventLoop {
         self.expire_idle();
     }
 
-    fn accept_batch(&mut self, now: Instant) {
-        for _ in 0..ACCEPTS_PER_TURN {
-            match self.server.listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) => match accept_failed(&e, now, &mut self.exhaustion) {
-                    // Trap 3: accept until WouldBlock; only then is the
-                    // listener's edge consumed.
-                    AcceptFailed::Drained => {
-                        self.accept_ready = false;
-                        return;
-                    }
-                    AcceptFailed::Next => {}
-                    AcceptFailed::Pause(until) => {
-                        self.accept_paused_until = Some(until);
-                        return;
-                    }
-                },
-            }
-        }
-        // Budget spent with the listener still ready: `accept_ready` stays
-        // set and the next poll does not block (trap 5).
-    }
-
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let max = self.config().max_connections;
-        if self.connections.len() >= max {
-            self.stats.rejected();
-            journal::rejected(&mut self.rejections, peer, max);
+        if !self.accept.admits(self.connections.len(), peer, &self.stats) {
             return; // dropping the stream closes it at once
         }
         let entry = self.connections.vacant_entry();
@@ -200,7 +156,7 @@ impl EventLoop {
         // change then never costs an epoll_ctl on the hot path.
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) =
-            self.server.poll.registry().register(&mut stream, token, interest)
+            self.listener.registry().register(&mut stream, token, interest)
         {
             self.stats.accepted();
             let reason = Reason::Error(e);
@@ -228,7 +184,7 @@ impl EventLoop {
             buf: &mut self.buf,
             scratch: &mut self.scratch,
             traffic: &mut self.traffic,
-            mode: self.server.config.mode,
+            mode: self.mode,
             moved: false,
         };
         let progress = conn.on_ready(&mut io, ready);
@@ -249,7 +205,7 @@ impl EventLoop {
         let Some(mut conn) = self.connections.try_remove(key) else { return };
         // Trap 6: deregister before the socket closes and its slot is
         // reused, so no event can arrive for a token that moved on.
-        let _ = self.server.poll.registry().deregister(conn.stream_mut());
+        let _ = self.listener.registry().deregister(conn.stream_mut());
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
         }
@@ -259,11 +215,7 @@ impl EventLoop {
         self.stats.closed(&reason);
         journal::closed(conn.peer(), &reason, self.connections.len());
         drop(conn);
-        // Trap 4: a descriptor was freed; accept again without waiting
-        // out the pause.
-        if self.accept_paused_until.take().is_some() {
-            self.accept_ready = true;
-        }
+        self.accept.freed();
     }
 
     fn expire_idle(&mut self) {
@@ -288,7 +240,7 @@ impl EventLoop {
             return;
         }
         self.stopping = Some(now + STOP_WINDOW);
-        self.server.stop_listening();
+        self.listener.stop_listening();
         self.idle = None; // idle timeouts no longer apply
         let keys: Vec<usize> =
             self.connections.iter().map(|(k, _)| k).collect();

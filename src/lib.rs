@@ -9,29 +9,37 @@
 //!
 //! # Map
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | [`config`] | [`Config`], [`Mode`], [`Model`]: plain data |
-//! | [`server`] | [`bind`], [`Server`], [`Handle`]: start and stop any model |
-//! | [`event_loop`] | the mio model: the loop, accept, close, shutdown |
-//! | [`connection`] | one client of the mio model: read, echo, flush |
-//! | [`timer`] | idle deadlines in O(1) per event |
-//! | [`models`] | the iterative, thread and process models |
-//! | [`stats`] | counters, close reasons, the `summary` line |
-//! | [`journal`] | the log lines all models share |
-//! | [`escape`] | makes client bytes safe to log |
-//! | [`net`] | socket set-up and error predicates |
-//! | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
-//! | [`cli`] | the command line of the `readyloop` binary |
-//! | [`load`] | the load generator |
+//! Dependencies point one way: the public layer calls the models, the
+//! models call the listener layer, and nothing below imports anything
+//! above it (`.ci/run` checks this with `cargo modules`).
 //!
-//! Start reading at [`event_loop`], then [`connection`].
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | binary | [`cli`] | the command line of `readyloop`: `serve`, `load` |
+//! | public | `server` | [`bind`], [`Server`], [`Handle`], [`Running`]: start and stop any model |
+//! | models | `event_loop` | the mio model: the loop, close, shutdown |
+//! | | `connection` | one client of the mio model: read, echo, flush |
+//! | | `idle` | the idle list: deadlines in O(1) per event |
+//! | | `models` | the iterative, thread and process models |
+//! | listener | `listener` | the poll, fixed tokens, waker, signals, the wait, the stop window |
+//! | | `listener::accept` | the one accept state machine every model runs |
+//! | leaves | `config` | [`Config`], [`Mode`], [`Model`]: plain data |
+//! | | `stats` | counters, [`Reason`], the [`Summary`] line |
+//! | | `journal` | the log lines all models share |
+//! | | [`escape`] | makes client bytes safe to log |
+//! | | `net` | socket set-up and error predicates |
+//! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
+//! | | `error` | [`Error`]: why a server could not start or run |
+//! | generator | [`load`] | the load generator |
+//!
+//! Start reading at `src/event_loop.rs`, then `src/connection.rs` and
+//! `src/listener/`.
 //!
 //! # One turn of the loop
 //!
 //! ```text
-//!   timeout = 0 if work is left over, else the nearest deadline
-//!   poll(events, timeout)                      (EINTR: poll again)
+//!   deadline = now if work is left over, else the nearest deadline
+//!   poll(events, until deadline)    (EINTR: poll again, same deadline)
 //!   for each event:
 //!       listener  -> remember "accept ready"
 //!       waker / signal -> begin stopping
@@ -51,7 +59,7 @@
 //!
 //! let mut config = Config::new("127.0.0.1:0".parse().unwrap());
 //! config.mode = Mode::Echo;
-//! let running = readyloop::bind(config)?.spawn();
+//! let running = readyloop::bind(config)?.spawn()?;
 //! println!("echoing on {}", running.addr);
 //! let summary = running.stop()?;
 //! println!("{summary}");
@@ -64,21 +72,23 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod error;
+mod config;
+mod connection;
+mod error;
 pub mod escape;
-pub mod event_loop;
-pub mod journal;
+mod event_loop;
+mod idle;
+mod journal;
+mod listener;
 pub mod load;
-pub mod models;
-pub mod net;
+mod models;
+mod net;
 pub mod rlimit;
-pub mod server;
-pub mod stats;
-pub mod timer;
+mod server;
+mod stats;
 
 pub use config::{Config, Mode, Model};
+pub use connection::OUT_CAP;
 pub use error::Error;
 pub use server::{bind, Handle, Running, Server};
 pub use stats::{Reason, Summary};

@@ -56,7 +56,7 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
                 "\nINFO  [{}] summary accepted=999 closed_eof=999 \
                  closed_reset=0 closed_error=0 closed_idle=0 \
                  closed_shutdown=0 rejected=0 bytes_in=1 bytes_out=1\r\n",
-                readyloop::journal::STATUS
+                "readyloop::status"
             )
             .into_bytes(),
         ),
@@ -161,7 +161,7 @@ fn hostile_input_is_logged_inertly(model: Model) {
         assert_logged_exactly(&server, *peer, data);
     }
     // The forged line is quoted inside a chunk line, never a line itself.
-    let status = format!("INFO  [{}] summary", readyloop::journal::STATUS);
+    let status = format!("INFO  [{}] summary", "readyloop::status");
     let summaries =
         server.log.iter().filter(|l| l.starts_with(&status)).count();
     assert_eq!(summaries, 1, "{model}: summary lines");

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
 
+use crate::config::Config;
 use crate::error::Error;
-use crate::journal::{self, RateLimited};
-use crate::net::{accept_failed, AcceptFailed, ACCEPTS_PER_TURN};
-use crate::server::{Server, LISTENER};
+use crate::journal;
+use crate::listener::accept::Accept;
+use crate::listener::{Listener, LISTENER};
 use crate::stats::{Reason, Stats};
 
 use super::blocking;
@@ -52,32 +53,32 @@ pub(crate) trait Dispatch {
     fn turn(&mut self, _tokens: &[Token]) {}
 }
 
-/// The server's poll, and whether a stop has been seen on it.
+/// The listener layer's poll, and whether a stop has been seen on it.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    server: Server,
+    listener: Listener,
     events: Events,
     tokens: Vec<Token>,
     stopping: bool,
 }
 
 impl Gate {
-    /// The server this gate waits on.
-    pub(crate) fn server(&self) -> &Server {
-        &self.server
+    /// The listener layer this gate waits on.
+    pub(crate) fn listener(&self) -> &Listener {
+        &self.listener
     }
 
-    /// Waits for events (at most `timeout`) and returns their tokens,
-    /// after taking note of a stop among them.
+    /// Waits for events (until `deadline` at the latest) and returns
+    /// their tokens, after taking note of a stop among them.
     pub(crate) fn wait(
         &mut self,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<&[Token], Error> {
-        self.server.wait(&mut self.events, timeout)?;
+        self.listener.wait(&mut self.events, deadline)?;
         self.tokens.clear();
         for event in self.events.iter() {
             let token = event.token();
-            if self.server.is_stop(token) {
+            if self.listener.is_stop(token) {
                 self.stopping = true;
             } else {
                 self.tokens.push(token);
@@ -92,7 +93,7 @@ impl Gate {
     /// every connection anyway (trap 3).
     pub(crate) fn poll_stop(&mut self) -> bool {
         if !self.stopping {
-            if let Err(e) = self.wait(Some(Duration::ZERO)) {
+            if let Err(e) = self.wait(Some(Instant::now())) {
                 log::error!("{e}; stopping");
                 self.stopping = true;
             }
@@ -105,111 +106,58 @@ impl Gate {
 /// then stops listening and returns the gate, on which the model waits
 /// for its connections to finish.
 pub(crate) fn run<D: Dispatch>(
-    server: Server,
+    listener: Listener,
+    config: &Config,
     model: &mut D,
 ) -> Result<Gate, Error> {
     let mut gate = Gate {
-        server,
+        listener,
         events: Events::with_capacity(EVENTS),
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
     };
-    let mut accept = Accept {
-        // Connections may have queued before the first poll.
-        ready: true,
-        paused_until: None,
-        rejections: RateLimited::default(),
-        exhaustion: RateLimited::default(),
-    };
+    let mut accept = Accept::new(config.max_connections);
     while !gate.stopping {
-        let timeout = accept.timeout(model.timeout(), Instant::now());
-        let tokens = gate.wait(timeout)?;
-        accept.ready |= tokens.contains(&LISTENER);
+        let now = Instant::now();
+        let model_due = model.timeout().map(|t| now + t);
+        let deadline =
+            [accept.deadline(now), model_due].into_iter().flatten().min();
+        let tokens = gate.wait(deadline)?;
+        if tokens.contains(&LISTENER) {
+            accept.on_event();
+        }
         model.turn(tokens);
-        accept.batch(&mut gate, model);
+        let now = Instant::now();
+        while !gate.stopping {
+            let Some((stream, peer)) =
+                accept.next(gate.listener.socket(), now)
+            else {
+                break;
+            };
+            if accept.admits(model.live(), peer, model.stats()) {
+                admit(&mut gate, model, stream, peer);
+            }
+        }
     }
-    gate.server.stop_listening();
+    gate.listener.stop_listening();
     log::info!("stopping: {} connections open", model.live());
     Ok(gate)
 }
 
-/// The accept loop's own state.
-struct Accept {
-    /// The listener may hold pending connections (trap 3, 5).
-    ready: bool,
-    paused_until: Option<Instant>,
-    rejections: RateLimited,
-    exhaustion: RateLimited,
-}
-
-impl Accept {
-    fn timeout(
-        &self,
-        model: Option<Duration>,
-        now: Instant,
-    ) -> Option<Duration> {
-        let pause =
-            self.paused_until.map(|t| t.saturating_duration_since(now));
-        if self.ready && pause.is_none() {
-            return Some(Duration::ZERO);
-        }
-        [model, pause].into_iter().flatten().min()
-    }
-
-    fn batch<D: Dispatch>(&mut self, gate: &mut Gate, model: &mut D) {
-        let now = Instant::now();
-        if self.paused_until.is_some_and(|t| now >= t) {
-            self.paused_until = None;
-            self.ready = true;
-        }
-        if !self.ready || self.paused_until.is_some() {
-            return;
-        }
-        for _ in 0..ACCEPTS_PER_TURN {
-            if gate.stopping {
-                return;
-            }
-            match gate.server.listener.accept() {
-                Ok((stream, peer)) => self.admit(gate, model, stream, peer),
-                Err(e) => match accept_failed(&e, now, &mut self.exhaustion) {
-                    // Trap 3: accept until WouldBlock; only then is the
-                    // listener's edge consumed.
-                    AcceptFailed::Drained => {
-                        self.ready = false;
-                        return;
-                    }
-                    AcceptFailed::Next => {}
-                    AcceptFailed::Pause(until) => {
-                        self.paused_until = Some(until);
-                        return;
-                    }
-                },
-            }
-        }
-        // Budget spent with the listener still ready: `ready` stays set
-        // and the next poll does not block (trap 5).
-    }
-
-    fn admit<D: Dispatch>(
-        &mut self,
-        gate: &mut Gate,
-        model: &mut D,
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-    ) {
-        let max = gate.server.config.max_connections;
-        if model.live() >= max {
-            model.stats().rejected();
-            journal::rejected(&mut self.rejections, peer, max);
-            return; // dropping the stream closes it at once
-        }
-        let stream = TcpStream::from(stream);
-        let stats = model.stats();
-        stats.accepted();
-        journal::accepted(peer, blocking::open(stats));
-        match stream.set_nonblocking(false) {
-            Ok(()) => model.dispatch(gate, stream, peer),
-            Err(e) => blocking::finish(peer, &Reason::Error(e), stats),
-        }
+/// Counts and logs an accepted connection, makes it blocking and hands it
+/// to the model.
+fn admit<D: Dispatch>(
+    gate: &mut Gate,
+    model: &mut D,
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let stream = TcpStream::from(stream);
+    let stats = model.stats();
+    stats.accepted();
+    journal::accepted(peer, blocking::open(stats));
+    match stream.set_nonblocking(false) {
+        Ok(()) => model.dispatch(gate, stream, peer),
+        Err(e) => blocking::finish(peer, &Reason::Error(e), stats),
     }
 }

@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Mode;
 use crate::journal;
+use crate::listener::STOP_WINDOW;
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Stats};
-
-/// How long shutdown may spend finishing output and lingering: the same
-/// window as the mio model's.
-pub(crate) use crate::event_loop::STOP_WINDOW;
 
 /// The shortest socket timeout std accepts is above zero.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);

@@ -16,8 +16,9 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::server::Server;
+use crate::listener::Listener;
 use crate::stats::{Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
@@ -29,15 +30,20 @@ const SLICE: Duration = Duration::from_millis(100);
 const READ_BUF: usize = 64 * 1024;
 
 /// Runs the iterative model until it is stopped.
-pub fn run(server: Server) -> Result<Summary, Error> {
+pub(crate) fn run(
+    listener: Listener,
+    config: &Config,
+) -> Result<Summary, Error> {
     let mut model = Iterative {
         stats: Stats::default(),
         buf: vec![0; READ_BUF].into_boxed_slice(),
         scratch: String::new(),
+        mode: config.mode,
+        idle: config.idle_timeout,
     };
     // Connections are served inside the accept loop, so when it returns
     // every one of them has closed.
-    acceptor::run(server, &mut model)?;
+    acceptor::run(listener, config, &mut model)?;
     Ok(model.stats.summary())
 }
 
@@ -45,6 +51,8 @@ struct Iterative {
     stats: Stats,
     buf: Box<[u8]>,
     scratch: String,
+    mode: Mode,
+    idle: Option<Duration>,
 }
 
 impl Dispatch for Iterative {
@@ -62,13 +70,12 @@ impl Dispatch for Iterative {
         stream: TcpStream,
         peer: SocketAddr,
     ) {
-        let config = gate.server().config();
         let mut cx = Context {
             buf: &mut self.buf,
             scratch: &mut self.scratch,
             stats: &self.stats,
-            mode: config.mode,
-            idle: config.idle_timeout,
+            mode: self.mode,
+            idle: self.idle,
         };
         blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
     }

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use slab::Slab;
 
-use crate::config::Mode;
+use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::server::Server;
+use crate::listener::{Listener, STOP_WINDOW};
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Watch, STOP_WINDOW};
+use super::blocking::{self, Context, Watch};
 
 /// Each thread's read buffer, on the heap: the stack is small.
 const READ_BUF: usize = 16 * 1024;
@@ -41,8 +41,10 @@ const JOIN_EVERY: Duration = Duration::from_secs(1);
 const LAST_CALL: Duration = Duration::from_secs(1);
 
 /// Runs the thread model until it is stopped.
-pub fn run(server: Server) -> Result<Summary, Error> {
-    let config = server.config();
+pub(crate) fn run(
+    listener: Listener,
+    config: &Config,
+) -> Result<Summary, Error> {
     let mut model = Threads {
         shared: Arc::new(Shared::default()),
         threads: Vec::new(),
@@ -52,7 +54,7 @@ pub fn run(server: Server) -> Result<Summary, Error> {
         idle: config.idle_timeout,
         stack: config.thread_stack_kib.saturating_mul(1024),
     };
-    let _gate = acceptor::run(server, &mut model)?;
+    let _gate = acceptor::run(listener, config, &mut model)?;
     model.stop();
     Ok(model.shared.stats.summary())
 }

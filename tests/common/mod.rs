@@ -31,7 +31,7 @@ pub fn config(model: Model, mode: Mode) -> Config {
 /// multi-threaded test process is unsound; use [`ServerProcess`]).
 pub fn start_server(config: Config) -> Running {
     assert_ne!(config.model, Model::Process, "use ServerProcess");
-    readyloop::bind(config).expect("bind").spawn()
+    readyloop::bind(config).expect("bind").spawn().expect("spawn")
 }
 
 /// Connects to `addr` with read and write timeouts so a broken server
@@ -235,8 +235,7 @@ impl ServerProcess {
     /// counts: client bytes logged in log mode may contain the same words
     /// but never start a line.
     pub fn wait_for_status(&mut self, message: &str) -> String {
-        let start =
-            format!("INFO  [{}] {message}", readyloop::journal::STATUS);
+        let start = format!("INFO  [{}] {message}", "readyloop::status");
         self.wait_for(|line| line.starts_with(&start), &start)
     }
 

@@ -10,7 +10,7 @@ use libc::c_int;
 use signal_hook::consts::SIGCHLD;
 
 use crate::config::Config;
-use crate::server::Server;
+use crate::listener::Listener;
 use crate::stats::Stats;
 
 use super::SERVED;
@@ -29,21 +29,21 @@ static CONN_FD: AtomicI32 = AtomicI32::new(-1);
 /// Serves the connection in the child and exits; never returns, so no
 /// destructor of the parent's state (the server, its poll) runs here.
 pub(super) fn child(
-    server: &Server,
+    listener: &Listener,
+    config: &Config,
     stream: &TcpStream,
     peer: SocketAddr,
     stats: &Stats,
     stop_signals: SignalMask,
 ) -> ! {
     let fd = stream.as_raw_fd();
-    close_inherited(server, fd);
+    close_inherited(listener, fd);
     CONN_FD.store(fd, SeqCst);
     let on_stop = on_stop as extern "C" fn(c_int);
     set_handler(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
     set_handler(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
     set_handler(SIGCHLD, libc::SIG_DFL);
     stop_signals.apply(libc::SIG_UNBLOCK);
-    let config: &Config = server.config();
     let served =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut buf = vec![0; READ_BUF];
@@ -68,7 +68,7 @@ pub(super) fn child(
 /// the epoll descriptor, whose registrations it shares with the parent.
 /// Closing is safe for the parent (its descriptors stay open); using or
 /// changing them from the child would not be.
-fn close_inherited(server: &Server, keep: c_int) {
+fn close_inherited(listener: &Listener, keep: c_int) {
     let ranges = [(3, keep - 1), (keep + 1, c_int::MAX)];
     let mut ok = true;
     for (first, last) in ranges {
@@ -84,7 +84,7 @@ fn close_inherited(server: &Server, keep: c_int) {
     }
     if !ok {
         // Kernels before 5.9: close what we know of.
-        for fd in [server.poll.as_raw_fd(), server.listener.as_raw_fd()] {
+        for fd in listener.inherited_fds() {
             // SAFETY: as above; the fds are the parent's poll and
             // listener, which this child never uses.
             unsafe { libc::close(fd) };

@@ -19,8 +19,9 @@
 //! other models do. Children still alive after the stop window are
 //! killed.
 //!
-//! All the unsafe code of the crate is in this module: fork and waitpid
-//! here, signals in `child`, mmap in `shared`.
+//! The unsafe code of this model is all in this module: fork and waitpid
+//! here, signals in `child`, mmap in `shared` (the crate's other unsafe
+//! code is `rlimit` and one socket option of the load generator).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -33,12 +34,13 @@ use mio::{Interest, Token};
 use signal_hook::consts::SIGCHLD;
 use signal_hook_mio::v1_0::Signals;
 
+use crate::config::Config;
 use crate::error::Error;
-use crate::server::{Server, FIRST_CONNECTION};
+use crate::listener::{Listener, FIRST_CONNECTION, STOP_WINDOW};
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, STOP_WINDOW};
+use super::blocking;
 use child::{child, SignalMask};
 use shared::SharedStats;
 
@@ -56,20 +58,27 @@ const GRACE: Duration = Duration::from_secs(1);
 pub(super) const SERVED: c_int = 0;
 
 /// Runs the process model until it is stopped.
-pub fn run(server: Server) -> Result<Summary, Error> {
+pub(crate) fn run(
+    listener: Listener,
+    config: &Config,
+) -> Result<Summary, Error> {
     single_threaded()?;
     let stats =
         SharedStats::new().map_err(Error::setup("map the counters"))?;
     let mut chld =
         Signals::new([SIGCHLD]).map_err(Error::setup("watch SIGCHLD"))?;
-    server
-        .poll
+    listener
         .registry()
         .register(&mut chld, CHILDREN, Interest::READABLE)
         .map_err(Error::setup("register SIGCHLD"))?;
-    let mut model =
-        Processes { stats, chld, children: HashMap::new(), stopping: false };
-    let mut gate = acceptor::run(server, &mut model)?;
+    let mut model = Processes {
+        stats,
+        chld,
+        children: HashMap::new(),
+        stopping: false,
+        config: config.clone(),
+    };
+    let mut gate = acceptor::run(listener, config, &mut model)?;
     model.stop(&mut gate)?;
     Ok(model.stats.summary())
 }
@@ -79,15 +88,12 @@ pub fn run(server: Server) -> Result<Summary, Error> {
 /// ever. Refuse rather than risk it; the binary runs the model on its
 /// only thread.
 fn single_threaded() -> Result<(), Error> {
-    let what = "run the process model";
     let threads = std::fs::read_dir("/proc/self/task")
-        .map_err(Error::setup(what))?
+        .map_err(Error::setup("count this process's threads"))?
         .count();
     match threads {
         1 => Ok(()),
-        n => Err(Error::setup(what)(io::Error::other(format!(
-            "fork needs a single-threaded process, this one has {n} threads"
-        )))),
+        threads => Err(Error::NotSingleThreaded { threads }),
     }
 }
 
@@ -97,6 +103,7 @@ struct Processes {
     /// Live children and the client each serves.
     children: HashMap<pid_t, SocketAddr>,
     stopping: bool,
+    config: Config,
 }
 
 impl Processes {
@@ -136,11 +143,11 @@ impl Processes {
         let deadline = Instant::now() + STOP_WINDOW + GRACE;
         self.reap();
         while !self.children.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            if now >= deadline {
                 break;
             }
-            gate.wait(Some(left.min(REAP_EVERY)))?;
+            gate.wait(Some(deadline.min(now + REAP_EVERY)))?;
             self.turn(&[]);
         }
         if !self.children.is_empty() {
@@ -215,9 +222,14 @@ impl Dispatch for Processes {
                 let e = io::Error::last_os_error();
                 blocking::finish(peer, &Reason::Error(e), &self.stats);
             }
-            0 => {
-                child(gate.server(), &stream, peer, &self.stats, stop_signals)
-            }
+            0 => child(
+                gate.listener(),
+                &self.config,
+                &stream,
+                peer,
+                &self.stats,
+                stop_signals,
+            ),
             pid => {
                 stop_signals.apply(libc::SIG_UNBLOCK);
                 self.children.insert(pid, peer);

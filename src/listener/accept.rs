@@ -1,0 +1,187 @@
+//! The one accept state machine every model runs: a budget per turn,
+//! skippable errors, the pause when descriptors run out, and the
+//! rejection of a connection over `--max-connections`.
+//!
+//! A model asks [`Accept::next`] for connections until it says the turn
+//! is over, and [`Accept::admits`] whether each may be served. Between
+//! turns, [`Accept::deadline`] says when the next turn is due.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+
+use crate::journal::{self, RateLimited};
+use crate::net::would_block;
+use crate::net::{interrupted, out_of_descriptors, skip_on_accept};
+use crate::stats::Stats;
+
+/// Trap 2 for the listener: connections accepted per turn, so a connect
+/// flood cannot starve the connections already open; the listener stays
+/// marked ready and the next turn goes on (trap 5).
+const ACCEPTS_PER_TURN: usize = 256;
+/// Trap 4: how long accepting pauses when descriptors run out (nginx
+/// pauses 500 ms; a close frees one sooner and may resume at once).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long an unexpected accept error pauses accepting.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The accept side's state; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Accept {
+    /// `--max-connections`.
+    max: usize,
+    /// The listener may hold pending connections: an event said so, or a
+    /// turn stopped before `WouldBlock` (trap 3, 5).
+    ready: bool,
+    paused_until: Option<Instant>,
+    /// Connections taken in the current turn.
+    taken: usize,
+    rejections: RateLimited,
+    exhaustion: RateLimited,
+}
+
+impl Accept {
+    /// Ready at once: connections may have queued before the first poll.
+    pub(crate) fn new(max: usize) -> Accept {
+        Accept {
+            max,
+            ready: true,
+            paused_until: None,
+            taken: 0,
+            rejections: RateLimited::default(),
+            exhaustion: RateLimited::default(),
+        }
+    }
+
+    /// The poll reported the listener readable.
+    pub(crate) fn on_event(&mut self) {
+        self.ready = true;
+    }
+
+    /// Trap 4: a descriptor was freed; accept again without waiting out
+    /// the pause.
+    pub(crate) fn freed(&mut self) {
+        if self.paused_until.take().is_some() {
+            self.ready = true;
+        }
+    }
+
+    /// When the next turn is due: now while the listener is ready, the
+    /// end of a pause, or `None` until an event.
+    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        match self.paused_until {
+            Some(t) => Some(t),
+            None => self.ready.then_some(now),
+        }
+    }
+
+    /// The next connection of this turn, or `None` when the turn is over:
+    /// the backlog is drained, the budget is spent (the listener stays
+    /// ready, trap 5), or accepting pauses.
+    pub(crate) fn next(
+        &mut self,
+        socket: &TcpListener,
+        now: Instant,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        let got = self.take(socket, now);
+        match got {
+            Some(_) => self.taken += 1,
+            None => self.taken = 0,
+        }
+        got
+    }
+
+    fn take(
+        &mut self,
+        socket: &TcpListener,
+        now: Instant,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        if self.paused_until.is_some_and(|t| now >= t) {
+            self.paused_until = None;
+            self.ready = true;
+        }
+        if !self.ready || self.paused_until.is_some() {
+            return None;
+        }
+        if self.taken >= ACCEPTS_PER_TURN {
+            return None;
+        }
+        loop {
+            match socket.accept() {
+                Ok(pair) => return Some(pair),
+                Err(e) => match self.failed(&e, now) {
+                    // Trap 3: accept until WouldBlock; only then is the
+                    // listener's edge consumed.
+                    Failed::Drained => {
+                        self.ready = false;
+                        return None;
+                    }
+                    Failed::Next => {}
+                    Failed::Pause(until) => {
+                        self.paused_until = Some(until);
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Whether a connection from `peer` may be served with `open` others
+    /// open. One over the limit is counted as rejected and warned about
+    /// at most once a second; the caller drops it, which closes it.
+    pub(crate) fn admits(
+        &mut self,
+        open: usize,
+        peer: SocketAddr,
+        stats: &Stats,
+    ) -> bool {
+        if open < self.max {
+            return true;
+        }
+        stats.rejected();
+        journal::rejected(&mut self.rejections, peer, self.max);
+        false
+    }
+
+    /// Decides what follows a failed `accept`, and logs what an operator
+    /// should see (descriptor exhaustion at most once a second).
+    fn failed(&mut self, e: &io::Error, now: Instant) -> Failed {
+        if would_block(e) {
+            Failed::Drained
+        } else if interrupted(e) || skip_on_accept(e) {
+            // Trap 9 and trap 12: retry, or skip the one connection.
+            Failed::Next
+        } else if out_of_descriptors(e) {
+            // Trap 4: the connection stays in the backlog and the
+            // listener stays ready; retrying now would spin.
+            if let Some(folded) = self.exhaustion.admit(now) {
+                log::warn!(
+                    "accept: {e}; pausing accept for {} ms \
+                     ({folded} more since the last line; raise the \
+                     descriptor limit: ulimit -n, LimitNOFILE)",
+                    ACCEPT_PAUSE.as_millis()
+                );
+            }
+            Failed::Pause(now + ACCEPT_PAUSE)
+        } else {
+            log::error!("accept: {e}; pausing accept for 1 s");
+            Failed::Pause(now + ACCEPT_ERROR_PAUSE)
+        }
+    }
+}
+
+/// What the accept loop does after `accept` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// Trap 3: `WouldBlock`, so the listener's edge is consumed; wait for
+    /// the next event.
+    Drained,
+    /// Interrupted (trap 9), or a failure of that one pending connection
+    /// (trap 12): accept the next.
+    Next,
+    /// Out of descriptors (trap 4) or an unexpected error: accept nothing
+    /// before this instant.
+    Pause(Instant),
+}

@@ -1,0 +1,179 @@
+//! What every model stands on: the listening socket and one `mio::Poll`
+//! that holds it, a waker and the signals under fixed tokens; the wait
+//! that survives interruptions; the stop window; and the one accept state
+//! machine ([`accept`]). It imports nothing above it: the models receive
+//! a [`Listener`] and never see the public `Server`.
+
+pub(crate) mod accept;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::error::Error;
+use crate::net;
+
+/// Trap 14: the fixed tokens sit below every connection token (slab key +
+/// [`FIRST_CONNECTION`]), so they can never collide.
+pub(crate) const LISTENER: Token = Token(0);
+/// The token of the waker a `Handle` uses to stop the server.
+pub(crate) const WAKER: Token = Token(1);
+/// The token of SIGINT/SIGTERM (trap 13: signals are events on the Poll).
+pub(crate) const SIGNALS: Token = Token(2);
+/// Connection tokens are slab keys plus this offset.
+pub(crate) const FIRST_CONNECTION: usize = 3;
+
+/// How long every model may spend flushing and lingering once a stop
+/// begins.
+pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
+
+/// The listening socket with the poll that watches it and the stop
+/// sources.
+pub(crate) struct Listener {
+    socket: TcpListener,
+    poll: Poll,
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local_addr", &self.local_addr)
+            .field("signals", &self.signals.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Binds `addr` and registers the listener, a waker and (when
+    /// `signals` is set) SIGINT and SIGTERM on a new poll.
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        backlog: u32,
+        signals: bool,
+    ) -> Result<Listener, Error> {
+        let listen_err = |source| Error::Listen { addr, source };
+        let std_listener = net::listen(addr, backlog).map_err(listen_err)?;
+        let local_addr = std_listener.local_addr().map_err(listen_err)?;
+        let mut socket = TcpListener::from_std(std_listener);
+        let poll = Poll::new().map_err(Error::setup("create the poll"))?;
+        let registry = poll.registry();
+        registry
+            .register(&mut socket, LISTENER, Interest::READABLE)
+            .map_err(Error::setup("register the listener"))?;
+        let waker = Waker::new(registry, WAKER)
+            .map_err(Error::setup("create the waker"))?;
+        let signals = match signals {
+            true => Some(stop_signals(registry)?),
+            false => None,
+        };
+        Ok(Listener {
+            socket,
+            poll,
+            signals,
+            waker: Arc::new(waker),
+            local_addr,
+        })
+    }
+
+    /// The address it listens on (the real port if 0 was asked).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The waker that stops whoever waits on this poll.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// The listening socket, to accept from.
+    pub(crate) fn socket(&self) -> &TcpListener {
+        &self.socket
+    }
+
+    /// Where a model registers its own sources.
+    pub(crate) fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// The descriptors a forked child must close: the poll (whose
+    /// registrations it would share with the parent) and the listener.
+    pub(crate) fn inherited_fds(&self) -> [RawFd; 2] {
+        [self.poll.as_raw_fd(), self.socket.as_raw_fd()]
+    }
+
+    /// Whether `token` asks the server to stop (the waker or a signal);
+    /// drains the signals so their edge is consumed.
+    pub(crate) fn is_stop(&mut self, token: Token) -> bool {
+        match token {
+            WAKER => true,
+            SIGNALS => {
+                let mut any = false;
+                if let Some(signals) = &mut self.signals {
+                    for signal in signals.pending() {
+                        log::info!("received signal {signal}, stopping");
+                        any = true;
+                    }
+                }
+                any
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops accepting for good: deregisters the listener and shuts it
+    /// down, so new clients are refused at once instead of waiting in a
+    /// backlog nobody accepts from (on Linux, shutdown of a listening
+    /// socket returns it to the closed state).
+    pub(crate) fn stop_listening(&mut self) {
+        let _ = self.poll.registry().deregister(&mut self.socket);
+        let socket = socket2::SockRef::from(&self.socket);
+        if let Err(e) = socket.shutdown(std::net::Shutdown::Read) {
+            log::warn!("cannot shut the listener down: {e}");
+        }
+    }
+
+    /// Waits on the poll until an event or `deadline` (`None`: no
+    /// deadline). Trap 9: an interrupted wait is retried; trap 15: with
+    /// the time left to the deadline, not the first timeout, so pulses of
+    /// SIGSTOP/SIGCONT cannot keep a deadline from ever arriving.
+    pub(crate) fn wait(
+        &mut self,
+        events: &mut Events,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        loop {
+            let timeout = deadline
+                .map(|t| ceil_ms(t.saturating_duration_since(Instant::now())));
+            match self.poll.poll(events, timeout) {
+                Ok(()) => return Ok(()),
+                Err(e) if net::interrupted(&e) => continue,
+                Err(e) => return Err(Error::setup("wait on the poll")(e)),
+            }
+        }
+    }
+}
+
+/// epoll counts in whole milliseconds and mio rounds a timeout up to one,
+/// but rounding 0.4 ms down to 0 would spin until the deadline; round up.
+fn ceil_ms(d: Duration) -> Duration {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+fn stop_signals(registry: &Registry) -> Result<Signals, Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(Error::setup("install the signal handlers"))?;
+    registry
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(Error::setup("register the signals"))?;
+    Ok(signals)
+}
