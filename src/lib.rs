@@ -79,6 +79,7 @@ pub mod stats;
 pub mod timer;
 
 pub use config::{Config, Mode, Model};
+pub use connection::OUT_CAP;
 pub use error::Error;
 pub use server::{bind, Handle, Running, Server};
 pub use stats::{Reason, Summary};
