@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use readyloop::load::Pattern;
+
+use crate::load_json::LoadReport;
 use crate::server::{pinned, read_lines, readyloop};
 
 /// Loopback source addresses for the connect test.
@@ -15,7 +18,7 @@ const CONNECT_SOURCES: &str = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,\
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Test {
     /// `--pattern`.
-    pub pattern: &'static str,
+    pub pattern: Pattern,
     /// `--connections`.
     pub connections: u64,
     /// `--size`.
@@ -26,8 +29,13 @@ impl Test {
     /// A short label: `pingpong 64B C=1000`.
     pub fn label(&self) -> String {
         match self.pattern {
-            "idle" => format!("idle C={}", self.connections),
-            p => format!("{p} {} C={}", size(self.size), self.connections),
+            Pattern::Idle => format!("idle C={}", self.connections),
+            p => format!(
+                "{} {} C={}",
+                p.name(),
+                size(self.size),
+                self.connections
+            ),
         }
     }
 }
@@ -36,24 +44,6 @@ fn size(bytes: u64) -> String {
     match bytes {
         b if b >= 1024 && b % 1024 == 0 => format!("{}KiB", b / 1024),
         b => format!("{b}B"),
-    }
-}
-
-/// What the load generator reported, as the flat JSON it prints.
-#[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    /// The raw JSON line.
-    pub json: String,
-}
-
-impl Outcome {
-    /// A numeric field (`null` and absent are `None`).
-    pub fn get(&self, key: &str) -> Option<f64> {
-        let needle = format!("\"{key}\":");
-        let rest = self.json.split(&needle).nth(1)?;
-        let value: String =
-            rest.chars().take_while(|c| !matches!(c, ',' | '}')).collect();
-        value.parse().ok()
     }
 }
 
@@ -74,14 +64,14 @@ pub struct Drive<'a> {
 }
 
 /// Runs the load generator to its end.
-pub fn run(drive: Drive<'_>) -> Result<Outcome, String> {
+pub fn run(drive: Drive<'_>) -> Result<LoadReport, String> {
     let t = drive.test;
     let mut cmd = pinned(drive.cpu, readyloop());
     cmd.args(["load", "--json", "--quiet", "--addr", &drive.addr.to_string()]);
-    cmd.args(["--pattern", t.pattern]);
+    cmd.args(["--pattern", t.pattern.name()]);
     cmd.args(["--connections", &t.connections.to_string()]);
     cmd.args(["--size", &t.size.to_string()]);
-    if t.pattern == "connect" {
+    if t.pattern == Pattern::Connect {
         // Tens of thousands of connections a second, each leaving a
         // TIME_WAIT behind on the client side: one source address runs
         // out of its ~28,000 ports within the run, and the kernel's
@@ -114,10 +104,10 @@ pub fn run(drive: Drive<'_>) -> Result<Outcome, String> {
     let out =
         child.wait_with_output().map_err(|e| format!("wait load: {e}"))?;
     said.extend(lines.try_iter());
-    let json = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || !json.starts_with('{') {
-        let why = said.last().cloned().unwrap_or_default();
-        return Err(format!("load failed ({}): {why}", out.status));
+    let why = || said.last().cloned().unwrap_or_default();
+    if !out.status.success() {
+        return Err(format!("load failed ({}): {}", out.status, why()));
     }
-    Ok(Outcome { json })
+    LoadReport::parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("load output unreadable ({e}): {}", why()))
 }

@@ -15,8 +15,11 @@
 
 mod charts;
 mod load;
+#[path = "../../tests/suite/support/load_json.rs"]
+mod load_json;
 mod output;
 mod peer;
+#[path = "../../tests/suite/support/proc.rs"]
 mod procfs;
 mod report;
 mod sample;
@@ -30,15 +33,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use load::{Drive, Test};
+use readyloop::load::Pattern;
+use readyloop::Model;
 use sample::Sample;
-use server::{Running, Spec, BASELINE, SERVERS};
+use server::{Kind, Running, Spec, BASELINE, SERVERS};
 
 /// What one benchmark run covers.
 struct Settings {
     quick: bool,
     rounds: u32,
-    /// Extra rounds of the CPU-per-message test (the target asks for at
-    /// least five).
+    /// Extra rounds of the CPU-per-message test, so that it has at
+    /// least five.
     cpu_rounds: u32,
     duration: Duration,
     idle_duration: Duration,
@@ -49,7 +54,7 @@ struct Settings {
     cpus: (Option<u32>, Option<u32>),
 }
 
-const fn t(pattern: &'static str, connections: u64, size: u64) -> Test {
+const fn t(pattern: Pattern, connections: u64, size: u64) -> Test {
     Test { pattern, connections, size }
 }
 
@@ -63,11 +68,17 @@ impl Settings {
             .arg("-V")
             .output()
             .is_ok_and(|o| o.status.success());
+        if two_cpus && !taskset {
+            eprintln!(
+                "bench: taskset is not installed (util-linux, as .ci/run \
+                 installs it): servers and load run unpinned"
+            );
+        }
         let cpus = match two_cpus && taskset {
             true => (Some(0), Some(1)),
             false => (None, None),
         };
-        let cpu_test = t("pingpong", 1000, 64);
+        let cpu_test = t(Pattern::Pingpong, 1000, 64);
         match quick {
             true => Settings {
                 quick,
@@ -76,12 +87,12 @@ impl Settings {
                 duration: Duration::from_millis(500),
                 idle_duration: Duration::from_millis(300),
                 tests: vec![
-                    t("pingpong", 1, 64),
-                    t("pingpong", 100, 64),
+                    t(Pattern::Pingpong, 1, 64),
+                    t(Pattern::Pingpong, 100, 64),
                     cpu_test,
-                    t("stream", 1, 16384),
-                    t("connect", 50, 64),
-                    t("idle", 1000, 1),
+                    t(Pattern::Stream, 1, 16384),
+                    t(Pattern::Connect, 50, 64),
+                    t(Pattern::Idle, 1000, 1),
                 ],
                 cpu_test,
                 strace_messages: 20_000,
@@ -94,14 +105,14 @@ impl Settings {
                 duration: Duration::from_secs(2),
                 idle_duration: Duration::from_secs(1),
                 tests: vec![
-                    t("pingpong", 1, 64),
-                    t("pingpong", 100, 64),
+                    t(Pattern::Pingpong, 1, 64),
+                    t(Pattern::Pingpong, 100, 64),
                     cpu_test,
-                    t("pingpong", 10_000, 64),
-                    t("stream", 1, 16384),
-                    t("stream", 100, 16384),
-                    t("connect", 50, 64),
-                    t("idle", 10_000, 1),
+                    t(Pattern::Pingpong, 10_000, 64),
+                    t(Pattern::Stream, 1, 16384),
+                    t(Pattern::Stream, 100, 16384),
+                    t(Pattern::Connect, 50, 64),
+                    t(Pattern::Idle, 10_000, 1),
                 ],
                 cpu_test,
                 strace_messages: 200_000,
@@ -136,7 +147,11 @@ fn main() -> ExitCode {
 fn bench() -> Result<(), String> {
     let started = Instant::now();
     let settings = Settings::new();
-    raise_nofile();
+    // Servers and load generators inherit the limit: let them open as
+    // many sockets as the hard limit allows.
+    if let Err(e) = readyloop::rlimit::raise_to_hard() {
+        eprintln!("bench: cannot raise the descriptor limit: {e}");
+    }
     let out_dir = out_dir();
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("{out_dir:?}: {e}"))?;
@@ -210,22 +225,9 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Lets the children (servers and load generators inherit the limit)
-/// open as many sockets as the hard limit allows.
-fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: get/setrlimit on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn brief(s: &Sample) -> String {
-    if !s.skipped.is_empty() {
-        return format!("skipped ({})", s.skipped);
+    if let Some(why) = &s.skipped {
+        return format!("skipped ({why})");
     }
     let mut out = format!("{:.0} msg/s {:.1} MB/s", s.rate, s.mb_per_s);
     if let Some(p) = s.p99_us {
@@ -237,7 +239,7 @@ fn brief(s: &Sample) -> String {
     if let Some(b) = s.bytes_per_conn() {
         let _ = write!(out, " {b:.0} B/conn");
     }
-    if s.errors > 0.0 {
+    if s.errors > 0 {
         let _ = write!(out, " errors {}", s.errors);
     }
     out
@@ -245,9 +247,9 @@ fn brief(s: &Sample) -> String {
 
 /// Why a model cannot run a test, if it cannot.
 fn cannot(spec: &Spec, test: Test) -> Option<String> {
-    match (spec.name, test.pattern) {
-        ("iterative", "connect") => None,
-        ("iterative", _) if test.connections > 1 => Some(
+    match (spec.kind, test.pattern) {
+        (Kind::Readyloop(Model::Iterative), Pattern::Connect) => None,
+        (Kind::Readyloop(Model::Iterative), _) if test.connections > 1 => Some(
             "serves one connection at a time; the others would wait unserved"
                 .into(),
         ),
@@ -276,12 +278,12 @@ fn measure(
         }
     };
     let pid = server.pid;
-    let idle = test.pattern == "idle";
-    let mem_before = idle.then(|| procfs::pss_kb(pid)).flatten();
+    let idle = test.pattern == Pattern::Idle;
+    let mem_before = idle.then(|| procfs::pss_kib(pid)).flatten();
     let mut mem_after = None;
-    let cpu_before = procfs::cpu_ticks(pid);
+    let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
     let start = Instant::now();
-    let mut on_held = || mem_after = procfs::pss_kb(pid);
+    let mut on_held = || mem_after = procfs::pss_kib(pid);
     let outcome = load::run(Drive {
         addr: server.addr,
         test,
@@ -297,31 +299,32 @@ fn measure(
         },
     });
     let wall = start.elapsed().as_secs_f64();
-    let cpu = (procfs::cpu_ticks(pid) - cpu_before) as f64
-        / procfs::ticks_per_second();
+    let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
+    let cpu =
+        (cpu_after - cpu_before) as f64 / procfs::ticks_per_second() as f64;
     server.stop();
     let outcome = match outcome {
         Ok(o) => o,
         Err(why) => return Sample::skipped(round, spec.name, test, why),
     };
-    let messages = outcome.get("messages").unwrap_or(0.0);
+    let messages = outcome.messages;
     Sample {
         round,
         server: spec.name,
         test,
-        skipped: String::new(),
+        skipped: None,
         messages,
-        rate: outcome.get("messages_per_s").unwrap_or(0.0),
-        mb_per_s: outcome.get("mb_per_s").unwrap_or(0.0),
-        p50_us: outcome.get("p50_us"),
-        p99_us: outcome.get("p99_us"),
-        cpu_us_per_msg: (messages > 0.0 && !idle)
-            .then(|| cpu * 1e6 / messages),
+        rate: outcome.messages_per_s,
+        mb_per_s: outcome.mb_per_s,
+        p50_us: outcome.p50_us,
+        p99_us: outcome.p99_us,
+        cpu_us_per_msg: (messages > 0 && !idle)
+            .then(|| cpu * 1e6 / messages as f64),
         util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
         mem_kb: mem_before.zip(mem_after),
-        rounds: outcome.get("rounds_min").zip(outcome.get("rounds_max")),
-        held: outcome.get("held").unwrap_or(0.0),
-        errors: outcome.get("errors").unwrap_or(0.0),
+        rounds: outcome.rounds_min.zip(outcome.rounds_max),
+        held: outcome.held,
+        errors: outcome.errors,
     }
 }
 

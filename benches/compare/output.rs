@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use readyloop::load::Pattern;
+
 use crate::load::Test;
 use crate::sample::{stat, Sample, Stat};
 use crate::server::BASELINE;
@@ -54,7 +56,7 @@ fn of<'a>(
 ) -> impl Iterator<Item = &'a Sample> + 'a {
     let server = server.to_string();
     samples.iter().filter(move |s| {
-        s.server == server && s.test == test && s.skipped.is_empty()
+        s.server == server && s.test == test && s.skipped.is_none()
     })
 }
 
@@ -86,14 +88,15 @@ pub fn figure(
 }
 
 fn note(samples: &[Sample], server: &str, test: Test) -> String {
-    if let Some(s) = samples.iter().find(|s| {
-        s.server == server && s.test == test && !s.skipped.is_empty()
-    }) {
-        return format!("unavailable: {}", s.skipped);
+    if let Some(s) = samples
+        .iter()
+        .find(|s| s.server == server && s.test == test && s.skipped.is_some())
+    {
+        return format!("unavailable: {}", s.skipped.as_deref().unwrap_or(""));
     }
-    let errors: f64 = of(samples, server, test).map(|s| s.errors).sum();
+    let errors: u64 = of(samples, server, test).map(|s| s.errors).sum();
     match errors {
-        e if e > 0.0 => format!("{e} errors"),
+        e if e > 0 => format!("{e} errors"),
         _ => String::new(),
     }
 }
@@ -108,7 +111,7 @@ pub fn tables(
     let mut idle = Vec::new();
     for &test in tests {
         for &server in servers {
-            if test.pattern == "idle" {
+            if test.pattern == Pattern::Idle {
                 let bpc =
                     figure(samples, server, test, Sample::bytes_per_conn);
                 let mem = |i: usize| {
@@ -116,7 +119,8 @@ pub fn tables(
                         s.mem_kb.map(|m| [m.0, m.1][i] as f64)
                     })
                 };
-                let held = figure(samples, server, test, |s| Some(s.held));
+                let held =
+                    figure(samples, server, test, |s| Some(s.held as f64));
                 let vs = ratio_to_baseline(
                     samples,
                     server,
@@ -240,7 +244,7 @@ pub fn csv(samples: &[Sample]) -> String {
             s.test.pattern,
             s.test.connections,
             s.test.size,
-            s.skipped.replace('"', "'"),
+            s.skipped.as_deref().unwrap_or("").replace('"', "'"),
             s.messages,
             s.rate,
             s.mb_per_s,
@@ -251,8 +255,8 @@ pub fn csv(samples: &[Sample]) -> String {
             s.mem_kb.map_or(String::new(), |m| m.0.to_string()),
             s.mem_kb.map_or(String::new(), |m| m.1.to_string()),
             opt(s.bytes_per_conn()),
-            opt(s.rounds.map(|r| r.0)),
-            opt(s.rounds.map(|r| r.1)),
+            opt(s.rounds.map(|r| r.0 as f64)),
+            opt(s.rounds.map(|r| r.1 as f64)),
             s.held,
             s.errors,
         );

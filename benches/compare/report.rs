@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use readyloop::load::Pattern;
+
 use crate::load::Test;
 use crate::sample::Sample;
 use crate::server::{self, Running, BASELINE, SERVERS};
@@ -68,8 +70,8 @@ pub fn basics(settings: &Settings) -> Vec<String> {
         if let Ok(server) =
             Running::start(server::command(spec, settings.cpus.0))
         {
-            let rss = procfs::rss_kb(server.pid);
-            let pss = procfs::pss_kb(server.pid);
+            let rss = procfs::rss_kib(server.pid);
+            let pss = procfs::pss_kib(server.pid);
             lines.push(format!(
                 "RSS at start of {}: {} kB (anonymous PSS {} kB), after one echoed byte",
                 spec.name,
@@ -92,7 +94,7 @@ pub fn draw(
         .tests
         .iter()
         .copied()
-        .filter(|t| t.pattern == "pingpong")
+        .filter(|t| t.pattern == Pattern::Pingpong)
         .collect();
     let mut made = Vec::new();
     let mut note =
@@ -124,7 +126,9 @@ pub fn draw(
             |s| s.cpu_us_per_msg,
         ),
     );
-    if let Some(&idle) = settings.tests.iter().find(|t| t.pattern == "idle") {
+    if let Some(&idle) =
+        settings.tests.iter().find(|t| t.pattern == Pattern::Idle)
+    {
         note(
             "idle_memory.svg",
             charts::idle_bars(
@@ -229,7 +233,7 @@ fn targets(
     let idle = settings
         .tests
         .iter()
-        .find(|t| t.pattern == "idle")
+        .find(|t| t.pattern == Pattern::Idle)
         .and_then(|&i| {
             output::figure(samples, "mio", i, Sample::bytes_per_conn)
         })

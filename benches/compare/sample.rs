@@ -11,10 +11,10 @@ pub struct Sample {
     pub server: &'static str,
     /// The test.
     pub test: Test,
-    /// Empty when measured; otherwise why not.
-    pub skipped: String,
+    /// Why nothing was measured, if nothing was.
+    pub skipped: Option<String>,
     /// Messages completed.
-    pub messages: f64,
+    pub messages: u64,
     /// Messages (or connections) per second.
     pub rate: f64,
     /// Verified echo MB/s.
@@ -32,11 +32,11 @@ pub struct Sample {
     /// included).
     pub mem_kb: Option<(u64, u64)>,
     /// Pingpong: round trips of the least and most served connection.
-    pub rounds: Option<(f64, f64)>,
+    pub rounds: Option<(u64, u64)>,
     /// Connections held at the end.
-    pub held: f64,
+    pub held: u64,
     /// Errors the load generator counted.
-    pub errors: f64,
+    pub errors: u64,
 }
 
 impl Sample {
@@ -51,8 +51,8 @@ impl Sample {
             round,
             server,
             test,
-            skipped: why,
-            messages: 0.0,
+            skipped: Some(why),
+            messages: 0,
             rate: 0.0,
             mb_per_s: 0.0,
             p50_us: None,
@@ -61,16 +61,17 @@ impl Sample {
             util_pct: None,
             mem_kb: None,
             rounds: None,
-            held: 0.0,
-            errors: 0.0,
+            held: 0,
+            errors: 0,
         }
     }
 
     /// Server memory per held connection, in bytes.
     pub fn bytes_per_conn(&self) -> Option<f64> {
         let (before, after) = self.mem_kb?;
-        (self.held > 0.0)
-            .then(|| (after as f64 - before as f64) * 1024.0 / self.held)
+        (self.held > 0).then(|| {
+            (after as f64 - before as f64) * 1024.0 / self.held as f64
+        })
     }
 }
 

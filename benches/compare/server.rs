@@ -8,11 +8,14 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use readyloop::Model;
+use rustix::process::{kill_process, Pid, Signal};
+
 /// How a server under test is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// `readyloop serve --model M`.
-    Readyloop(&'static str),
+    Readyloop(Model),
     /// The tokio peer on this runtime flavor.
     Tokio(&'static str),
 }
@@ -28,10 +31,10 @@ pub struct Spec {
 
 /// Every server, peers last; the first tokio one is the ratio baseline.
 pub const SERVERS: [Spec; 6] = [
-    Spec { name: "mio", kind: Kind::Readyloop("mio") },
-    Spec { name: "iterative", kind: Kind::Readyloop("iterative") },
-    Spec { name: "thread", kind: Kind::Readyloop("thread") },
-    Spec { name: "process", kind: Kind::Readyloop("process") },
+    Spec { name: "mio", kind: Kind::Readyloop(Model::Mio) },
+    Spec { name: "iterative", kind: Kind::Readyloop(Model::Iterative) },
+    Spec { name: "thread", kind: Kind::Readyloop(Model::Thread) },
+    Spec { name: "process", kind: Kind::Readyloop(Model::Process) },
     Spec { name: "tokio-ct", kind: Kind::Tokio("current_thread") },
     Spec { name: "tokio-mt", kind: Kind::Tokio("multi_thread") },
 ];
@@ -71,7 +74,7 @@ pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
     match spec.kind {
         Kind::Readyloop(model) => {
             let mut cmd = pinned(cpu, readyloop());
-            cmd.args(["serve", "--model", model, "--mode", "echo"]);
+            cmd.args(["serve", "--model", model.name(), "--mode", "echo"]);
             cmd.args(["--addr", "127.0.0.1:0", "--log-level", "warn"]);
             cmd.args(["--max-connections", "200000"]);
             cmd
@@ -146,8 +149,7 @@ impl Running {
 
     /// Stops the server: SIGTERM, then SIGKILL if it lingers.
     pub fn stop(mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and own.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        terminate(self.pid);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -164,6 +166,14 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `pid` (a process this benchmark started); one gone
+/// already is no error.
+pub fn terminate(pid: u32) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, Signal::TERM);
     }
 }
 

@@ -38,36 +38,18 @@ impl Count {
     }
 }
 
-/// Whether strace is there, installing it with apt-get if it is not.
+/// Whether strace is there (`.ci/run` installs it; the benchmark
+/// installs nothing itself).
 pub fn strace_available() -> Result<(), String> {
-    let have = || {
-        std::process::Command::new("strace")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if have() {
-        return Ok(());
-    }
-    eprintln!("bench: strace missing, trying apt-get install strace");
-    let apt = |args: &[&str]| {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    // A fresh machine may have no package lists yet: update, then retry.
-    if !apt(&["install", "-y", "-qq", "strace"]) {
-        let _ = apt(&["update", "-qq"])
-            && apt(&["install", "-y", "-qq", "strace"]);
-    }
-    match have() {
+    let have = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match have {
         true => Ok(()),
-        false => {
-            Err("strace is not installed and apt-get could not install it"
-                .into())
-        }
+        false => Err("strace is not installed (apt-get install strace, \
+                      as .ci/run does)"
+            .into()),
     }
 }
 
@@ -98,13 +80,11 @@ pub fn count(
     });
     // Stop the traced server itself (strace's child), so that it exits
     // cleanly and strace writes its table.
-    let traced = procfs::children(server.pid);
-    for pid in &traced {
-        // SAFETY: kill(2) on a process we started (through strace).
-        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+    for child in procfs::children(server.pid) {
+        crate::server::terminate(child.pid);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while procfs::rss_kb(server.pid).is_some() && Instant::now() < deadline {
+    while procfs::rss_kib(server.pid).is_some() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
         if !fs::read_to_string(&out).unwrap_or_default().contains("total") {
             continue;
@@ -116,7 +96,7 @@ pub fn count(
     let text =
         fs::read_to_string(&out).map_err(|e| format!("strace output: {e}"))?;
     let _ = fs::remove_file(&out);
-    let done = outcome.get("messages").unwrap_or(0.0) as u64;
+    let done = outcome.messages;
     parse(spec.name, &text, done)
 }
 

@@ -3,14 +3,15 @@
 //! decodes back to what was sent, a forged log line stays inside the line
 //! that quotes it, and the server serves on afterwards.
 
-mod common;
-
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 
-use common::*;
 use readyloop::escape::{unescape, LOG_LIMIT};
 use readyloop::Model;
+
+use crate::support::*;
+
+per_model!(hostile_input_never_reaches_the_log_raw);
 
 /// What the hostile clients send, one connection each.
 fn payloads() -> Vec<(&'static str, Vec<u8>)> {
@@ -56,7 +57,7 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
                 "\nINFO  [{}] summary accepted=999 closed_eof=999 \
                  closed_reset=0 closed_error=0 closed_idle=0 \
                  closed_shutdown=0 rejected=0 bytes_in=1 bytes_out=1\r\n",
-                "readyloop::status"
+                STATUS
             )
             .into_bytes(),
         ),
@@ -140,9 +141,11 @@ fn send_and_close(server: &mut ServerProcess, data: &[u8]) -> SocketAddr {
     peer
 }
 
-fn hostile_input_is_logged_inertly(model: Model) {
-    let mut server =
-        ServerProcess::start(&["--mode", "log", "--model", model.name()]);
+/// Hostile bytes (1 MiB without a newline, every byte value, invalid
+/// UTF-8, terminal escapes, a forged summary line, random lines) never
+/// reach stderr raw, are logged exactly, and leave every model serving.
+fn hostile_input_never_reaches_the_log_raw(model: Model) {
+    let mut server = serve(model, &["--mode", "log"]);
     let mut sent = Vec::new();
     for (what, data) in payloads() {
         let peer = send_and_close(&mut server, &data);
@@ -161,7 +164,7 @@ fn hostile_input_is_logged_inertly(model: Model) {
         assert_logged_exactly(&server, *peer, data);
     }
     // The forged line is quoted inside a chunk line, never a line itself.
-    let status = format!("INFO  [{}] summary", "readyloop::status");
+    let status = format!("INFO  [{}] summary", STATUS);
     let summaries =
         server.log.iter().filter(|l| l.starts_with(&status)).count();
     assert_eq!(summaries, 1, "{model}: summary lines");
@@ -171,14 +174,4 @@ fn hostile_input_is_logged_inertly(model: Model) {
     assert_eq!(summary.closed(), summary.accepted, "{model}");
     assert_eq!(summary.bytes_in, total as u64, "{model}");
     assert_eq!(summary.bytes_out, 0, "{model}");
-}
-
-/// Hostile bytes (1 MiB without a newline, every byte value, invalid
-/// UTF-8, terminal escapes, a forged summary line, random lines) never
-/// reach stderr raw, are logged exactly, and leave every model serving.
-#[test]
-fn hostile_input_never_reaches_the_log_raw() {
-    for model in built_models() {
-        hostile_input_is_logged_inertly(model);
-    }
 }

@@ -1,6 +1,6 @@
-//! Properties of the log escaper over arbitrary input: whatever a client
-//! sends, the logged text is one inert line that decodes back to exactly
-//! the bytes received.
+//! The log escaper over arbitrary input: whatever a client sends, the
+//! logged text is one inert line that decodes back to exactly the bytes
+//! received.
 
 use proptest::prelude::*;
 use readyloop::escape::{escape, escape_into, unescape, LOG_LIMIT};

@@ -1,11 +1,9 @@
 //! The command line: bad input gives a one-line error and the documented
 //! exit code, never a panic.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::support::server::binary;
 
 fn run(args: &[&str]) -> Output {
     Command::new(binary()).args(args).output().expect("run readyloop")

@@ -1,0 +1,76 @@
+//! The integration tests: one binary (as ripgrep's `tests/tests.rs`), so
+//! the crate is linked once. Each test starts a real server on a free
+//! loopback port (the `readyloop` binary, or the library in-process) and
+//! talks to it over real sockets.
+//!
+//! | module | what it pins down |
+//! |---|---|
+//! | [`matrix`] | every behaviour the four models share, one test per model |
+//! | [`mio`] | what only the mio model promises (its traps, its costs) |
+//! | [`process`] | the process model's children and its fork guard |
+//! | [`library`] | the library API: start and stop in-process |
+//! | [`cli`] | exit codes and errors of the command line |
+//! | [`load`] | `readyloop load` and its JSON |
+//! | [`escape_props`] | the log escaper, over arbitrary input |
+//!
+//! `cargo test --release -- --ignored soak` runs the chaos test for ten
+//! minutes per model.
+
+/// Makes one test per model of each behaviour `fn name(model: Model)`:
+/// a module `name` with a test `mio`, `iterative`, `thread` and
+/// `process`, so a failure names the model (`matrix::...::thread`). A
+/// model that cannot run fails its test. `concurrent:` first leaves out
+/// the iterative model (one client at a time, so nothing piles up on
+/// it); `in_process:` the process model (forking a multi-threaded test
+/// process is unsound).
+macro_rules! per_model {
+    (@each $models:tt $($behaviour:ident),*) => {$(
+        per_model!(@one $behaviour $models);
+    )*};
+    (@one $behaviour:ident [$($test:ident $model:ident),*]) => {
+        mod $behaviour {
+            $(
+                #[doc = concat!(
+                    "[`super::", stringify!($behaviour), "`] against the ",
+                    stringify!($test), " model."
+                )]
+                #[test]
+                fn $test() {
+                    super::$behaviour(readyloop::Model::$model)
+                }
+            )*
+        }
+    };
+    (concurrent: $($behaviour:ident),* $(,)?) => {
+        per_model!(@each [mio Mio, thread Thread, process Process]
+            $($behaviour),*);
+    };
+    (in_process: $($behaviour:ident),* $(,)?) => {
+        per_model!(@each [mio Mio, iterative Iterative, thread Thread]
+            $($behaviour),*);
+    };
+    ($($behaviour:ident),* $(,)?) => {
+        per_model!(@each [mio Mio, iterative Iterative, thread Thread,
+            process Process] $($behaviour),*);
+    };
+}
+
+mod cli;
+mod escape_props;
+mod library;
+mod load;
+mod matrix;
+mod mio;
+mod process;
+mod support;
+
+/// The matrix names every model there is: a new model fails here until
+/// [`per_model!`] makes its tests.
+#[test]
+fn the_matrix_covers_every_model() {
+    use readyloop::Model;
+    let matrix = [Model::Mio, Model::Iterative, Model::Thread, Model::Process];
+    assert_eq!(Model::ALL, matrix);
+    let names: Vec<&str> = matrix.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["mio", "iterative", "thread", "process"]);
+}

@@ -1,0 +1,14 @@
+//! Every behaviour the four models share, as one test per model made by
+//! [`per_model!`]: the real binary serves (forking a multi-threaded test
+//! process would be unsound, and the binary is what users run), clients
+//! talk to it over loopback, and the summary line must say exactly what
+//! they did.
+
+mod chaos;
+mod chaos_checks;
+mod closes;
+mod echo;
+mod exhaustion;
+mod hostile;
+mod limits;
+mod log;

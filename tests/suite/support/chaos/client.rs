@@ -1,0 +1,329 @@
+//! One chaos client: runs its script as far as its socket allows and
+//! checks every byte that comes back.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::script::{Behaviour, Bytes, Step};
+use super::{Outcome, Tally};
+
+/// How long one client may live before it counts as stuck.
+const CLIENT_PATIENCE: Duration = Duration::from_secs(20);
+/// Bytes generated per write.
+const WRITE_CHUNK: usize = 16 * 1024;
+/// Bytes one client may read, and write, per turn of its driver, so that
+/// a burst cannot starve the slow readers on the same thread (whose
+/// server would then see no traffic and close them as idle).
+const TURN_BUDGET: usize = 256 * 1024;
+
+/// Read pacing: none, or a pause and then a trickle.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    not_before: Instant,
+    chunk: usize,
+    every: Duration,
+    until: Instant,
+}
+
+pub(super) struct Client {
+    pub(super) stream: Option<TcpStream>,
+    connected: bool,
+    script: Vec<Step>,
+    step: usize,
+    /// Bytes the script has asked to write so far.
+    target: u64,
+    out: Vec<u8>,
+    out_sent: usize,
+    tx: Bytes,
+    rx: Bytes,
+    pace: Option<Pace>,
+    pub(super) reset_on_close: bool,
+    /// Read or written this turn, against [`TURN_BUDGET`].
+    turn_read: usize,
+    turn_written: usize,
+    pub(super) deadline: Instant,
+    pub(super) tally: Tally,
+}
+
+enum Got {
+    /// Read what there was (or the pace allows); wait for more.
+    Waiting,
+    Eof,
+}
+
+impl Client {
+    pub(super) fn new(
+        behaviour: Behaviour,
+        seed: u64,
+        script: Vec<Step>,
+    ) -> Client {
+        Client {
+            stream: None,
+            connected: false,
+            script,
+            step: 0,
+            target: 0,
+            out: Vec::new(),
+            out_sent: 0,
+            tx: Bytes::new(seed),
+            rx: Bytes::new(seed),
+            pace: None,
+            reset_on_close: false,
+            turn_read: 0,
+            turn_written: 0,
+            deadline: Instant::now() + CLIENT_PATIENCE,
+            tally: Tally {
+                behaviour,
+                peer: None,
+                written: 0,
+                verified: 0,
+                outcome: Outcome::Done,
+            },
+        }
+    }
+
+    pub(super) fn fail(&mut self, tolerant: bool, why: String) {
+        self.tally.outcome = match tolerant {
+            true => Outcome::CutOff(why),
+            false => Outcome::Failed(why),
+        };
+    }
+
+    /// Runs the script as far as the socket allows.
+    pub(super) fn advance(
+        &mut self,
+        buf: &mut [u8],
+        tolerant: bool,
+    ) -> Status {
+        let now = Instant::now();
+        if now >= self.deadline {
+            self.tally.outcome = Outcome::Failed(format!(
+                "stuck at step {:?} after {} of {} bytes back",
+                self.script.get(self.step),
+                self.tally.verified,
+                self.tally.written
+            ));
+            return Status::Done;
+        }
+        self.turn_read = 0;
+        self.turn_written = 0;
+        match self.steps(buf, now) {
+            Ok(true) => Status::Done,
+            Ok(false)
+                if self.turn_read >= TURN_BUDGET
+                    || self.turn_written >= TURN_BUDGET =>
+            {
+                Status::More
+            }
+            // A paced reader is not woken by the socket for what it left
+            // unread (edge-triggered), so it sets a timer.
+            Ok(false) => Status::Wait(self.pace.map(|p| p.not_before)),
+            Err(Broken::Promise(why)) => {
+                self.tally.outcome = Outcome::Failed(why);
+                Status::Done
+            }
+            Err(Broken::Server(why)) => {
+                self.fail(tolerant, why);
+                Status::Done
+            }
+        }
+    }
+
+    /// True when the script is finished.
+    fn steps(&mut self, buf: &mut [u8], now: Instant) -> Result<bool, Broken> {
+        if !self.connected && !self.connect()? {
+            return Ok(false);
+        }
+        while let Some(&step) = self.script.get(self.step) {
+            let done = match step {
+                Step::Send(n) => {
+                    if self.target == self.tally.written
+                        && self.out_sent == self.out.len()
+                    {
+                        self.target += n as u64;
+                    }
+                    self.read(buf, now)?;
+                    self.write()?
+                }
+                Step::AwaitEcho => {
+                    self.read(buf, now)?;
+                    self.tally.verified == self.tally.written
+                }
+                Step::ReadSlowly { pause, chunk, every, slow } => {
+                    let not_before = now + pause;
+                    let until = not_before + slow;
+                    self.pace = Some(Pace { not_before, chunk, every, until });
+                    true
+                }
+                Step::ShutdownWrite => {
+                    let _ = self.stream().shutdown(Shutdown::Write);
+                    true
+                }
+                Step::AwaitEof => match self.read(buf, now)? {
+                    Got::Eof => true,
+                    Got::Waiting => false,
+                },
+                Step::Close => return Ok(true),
+                Step::Reset => {
+                    self.reset_on_close = true;
+                    return Ok(true);
+                }
+            };
+            if !done {
+                return Ok(false);
+            }
+            self.step += 1;
+        }
+        Ok(true)
+    }
+
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream.as_mut().expect("a live client has a stream")
+    }
+
+    /// Whether the nonblocking connect has completed.
+    fn connect(&mut self) -> Result<bool, Broken> {
+        let stream = self.stream();
+        if let Ok(Some(e)) | Err(e) = stream.take_error() {
+            return Err(Broken::Server(format!("connect: {e}")));
+        }
+        match stream.peer_addr() {
+            Ok(_) => {
+                self.tally.peer = stream.local_addr().ok();
+                self.connected = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(Broken::Server(format!("connect: {e}"))),
+        }
+    }
+
+    /// Reads what there is (as the pace allows), checking each byte
+    /// against the one written at its place.
+    fn read(&mut self, buf: &mut [u8], now: Instant) -> Result<Got, Broken> {
+        let mut budget = TURN_BUDGET.saturating_sub(self.turn_read);
+        if self.pace.is_some_and(|p| now >= p.until) {
+            self.pace = None;
+        }
+        if let Some(pace) = &mut self.pace {
+            if now < pace.not_before {
+                return Ok(Got::Waiting);
+            }
+            budget = pace.chunk;
+            pace.not_before = now + pace.every;
+        }
+        while budget > 0 {
+            let room = buf.len().min(budget);
+            match self.stream().read(&mut buf[..room]) {
+                Ok(0) => return self.at_eof(),
+                Ok(n) => {
+                    budget -= n;
+                    if self.pace.is_none() {
+                        self.turn_read += n;
+                    }
+                    self.verify(&buf[..n])?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Broken::Server(format!("read: {e}"))),
+            }
+        }
+        Ok(Got::Waiting)
+    }
+
+    /// The server closed: only the idle and half-close scripts expect it
+    /// (in `AwaitEof`), and only once everything has come back.
+    fn at_eof(&mut self) -> Result<Got, Broken> {
+        let expected =
+            matches!(self.script.get(self.step), Some(Step::AwaitEof));
+        let missing = self.tally.written - self.tally.verified;
+        match (expected, missing) {
+            (true, 0) => Ok(Got::Eof),
+            // Not wrong bytes, so not `Promise`: at a shutdown the server
+            // may close with input it never read.
+            (true, _) => Err(Broken::Server(format!(
+                "server closed with {missing} echo bytes missing"
+            ))),
+            (false, _) => Err(Broken::Server(format!(
+                "server closed early at step {:?}",
+                self.script.get(self.step)
+            ))),
+        }
+    }
+
+    fn verify(&mut self, got: &[u8]) -> Result<(), Broken> {
+        let at = self.tally.verified;
+        if at + got.len() as u64 > self.tally.written {
+            return Err(Broken::Promise(format!(
+                "{} bytes back after {at} of {} written",
+                got.len(),
+                self.tally.written
+            )));
+        }
+        for (i, &b) in got.iter().enumerate() {
+            if b != self.rx.next() {
+                return Err(Broken::Promise(format!(
+                    "echo differs at byte {}",
+                    at + i as u64
+                )));
+            }
+        }
+        self.tally.verified += got.len() as u64;
+        Ok(())
+    }
+
+    /// Writes toward `target`; true once all of it is written.
+    fn write(&mut self) -> Result<bool, Broken> {
+        loop {
+            if self.turn_written >= TURN_BUDGET {
+                return Ok(false);
+            }
+            if self.out_sent == self.out.len() {
+                let left = self.target - self.tally.written;
+                if left == 0 {
+                    return Ok(true);
+                }
+                let n = (left as usize).min(WRITE_CHUNK);
+                self.out.clear();
+                self.out.extend((0..n).map(|_| self.tx.next()));
+                self.out_sent = 0;
+            }
+            let (out, sent) = (&self.out, self.out_sent);
+            let stream = self.stream.as_mut().expect("live client");
+            match stream.write(&out[sent..]) {
+                Ok(n) => {
+                    self.out_sent += n;
+                    self.turn_written += n;
+                    self.tally.written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(false)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Broken::Server(format!("write: {e}"))),
+            }
+        }
+    }
+}
+
+/// What the driver does with a client after it advanced.
+pub(super) enum Status {
+    /// Wait for a socket event, or until the time given.
+    Wait(Option<Instant>),
+    /// Its turn budget ran out: advance it again next turn.
+    More,
+    Done,
+}
+
+/// Why a client stopped early.
+enum Broken {
+    /// The server broke a promise (bytes wrong or missing): always a
+    /// failure.
+    Promise(String),
+    /// The server closed or reset the connection: a failure unless the
+    /// plan expects it (a shutdown test).
+    Server(String),
+}

@@ -1,0 +1,23 @@
+//! Helpers of the suite, one concern a file: the server under test, the
+//! client side of a socket, waits, /proc, seeded bytes, the chaos driver
+//! and the load generator's JSON.
+
+pub mod chaos;
+pub mod load_json;
+pub mod net;
+pub mod proc;
+pub mod rng;
+pub mod server;
+pub mod stall;
+pub mod wait;
+
+pub use net::*;
+pub use rng::{pattern, Rng};
+pub use server::{
+    assert_whole_records, serve, stop, ServerProcess, WARM_UP_BYTES,
+};
+pub use wait::{eventually, heavy, settle, wait_count, PATIENCE};
+
+/// The log target of the `listening on` and `summary` lines: part of
+/// the log-line contract the README documents.
+pub const STATUS: &str = "readyloop::status";
