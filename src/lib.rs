@@ -74,6 +74,7 @@ pub mod load;
 pub mod models;
 pub mod net;
 pub mod rlimit;
+mod secs;
 pub mod server;
 pub mod stats;
 pub mod timer;

@@ -7,7 +7,7 @@ use clap::value_parser;
 
 use super::pattern::Pattern;
 use super::source::Sources;
-use crate::cli::parse_secs;
+use crate::secs::parse_secs;
 
 /// How long the run lasts when neither `--duration` nor `--messages` is
 /// given.
@@ -30,7 +30,7 @@ pub struct LoadArgs {
     /// hold the connections this long once all are established (giving
     /// up on establishing them after 30 s more).
     #[arg(long, value_name = "SECS", value_parser = parse_secs,
-          conflicts_with = "messages")]
+          allow_negative_numbers = true, conflicts_with = "messages")]
     pub duration: Option<Duration>,
 
     /// Stop after this many messages in all (round trips, streamed

@@ -1,0 +1,99 @@
+//! Seconds on the command line (`--idle-timeout`, `--duration`,
+//! `--stall-timeout`): a plain number, fractions allowed, that the clock
+//! can hold. A leaf: both the server's and the load generator's flags use
+//! it, and it imports nothing from the crate.
+//!
+//! clap reads `-1` as a flag unless the argument says otherwise, so an
+//! argument parsed here should carry `allow_negative_numbers = true`:
+//! then `-1` reaches [`parse_secs`] and gets a clear message instead of
+//! "unexpected argument".
+
+use std::fmt;
+use std::time::Duration;
+
+/// The longest duration accepted: about 100 years. Far beyond any run or
+/// timeout, and far inside what `Instant + Duration` can hold, so adding
+/// it to the clock never overflows (which would panic).
+pub(crate) const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Why a number of seconds was refused. Each message reads after clap's
+/// "invalid value '…' for '--flag <SECS>':".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SecsError {
+    /// Not a number at all.
+    NotANumber,
+    /// Below zero.
+    Negative,
+    /// NaN or infinite.
+    NotFinite,
+    /// More than [`MAX`].
+    TooLarge,
+}
+
+impl fmt::Display for SecsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecsError::NotANumber => f.write_str("not a number of seconds"),
+            SecsError::Negative => f.write_str("seconds cannot be negative"),
+            SecsError::NotFinite => {
+                f.write_str("seconds must be a finite number")
+            }
+            SecsError::TooLarge => {
+                write!(
+                    f,
+                    "must be at most {} s (about 100 years)",
+                    MAX.as_secs()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SecsError {}
+
+/// Parses a non-negative, finite number of seconds up to [`MAX`],
+/// fractions allowed (`1.5`, `0.25`, `1e3`).
+pub(crate) fn parse_secs(text: &str) -> Result<Duration, SecsError> {
+    let secs: f64 = text.trim().parse().map_err(|_| SecsError::NotANumber)?;
+    match secs {
+        s if s.is_nan() || s.is_infinite() => Err(SecsError::NotFinite),
+        // `-0` is zero, not a negative number.
+        s if s < 0.0 => Err(SecsError::Negative),
+        s if s > MAX.as_secs_f64() => Err(SecsError::TooLarge),
+        s => Ok(Duration::from_secs_f64(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse_with_fractions() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs("-0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs("1e3"), Ok(Duration::from_secs(1000)));
+        assert_eq!(parse_secs(&MAX.as_secs().to_string()), Ok(MAX));
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_its_own_reason() {
+        assert_eq!(parse_secs("soon"), Err(SecsError::NotANumber));
+        assert_eq!(parse_secs(""), Err(SecsError::NotANumber));
+        assert_eq!(parse_secs("-1"), Err(SecsError::Negative));
+        assert_eq!(parse_secs("-1e-9"), Err(SecsError::Negative));
+        assert_eq!(parse_secs("NaN"), Err(SecsError::NotFinite));
+        assert_eq!(parse_secs("inf"), Err(SecsError::NotFinite));
+        assert_eq!(parse_secs("-inf"), Err(SecsError::NotFinite));
+        assert_eq!(parse_secs("1e19"), Err(SecsError::TooLarge));
+        assert_eq!(parse_secs("1e30"), Err(SecsError::TooLarge));
+    }
+
+    #[test]
+    fn the_longest_duration_fits_the_clock() {
+        let now = std::time::Instant::now();
+        assert!(now.checked_add(MAX).is_some());
+        assert!(now.checked_add(MAX * 2).is_some(), "room for sums");
+    }
+}
