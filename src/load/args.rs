@@ -1,5 +1,6 @@
 //! Flags of `readyloop load`, and the [`Plan`] they describe.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -97,16 +98,34 @@ pub struct Plan {
     pub progress: bool,
 }
 
+/// Flags that are each valid but make no sense together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// `--pattern idle` with `--messages N`.
+    IdleWithMessages(u64),
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::IdleWithMessages(n) => write!(
+                f,
+                "--pattern idle holds connections for --duration; \
+                 --messages {n} does not apply"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
 impl LoadArgs {
     /// The plan these flags describe, or why they make no sense together
     /// (a usage error: exit 2).
-    pub fn plan(&self) -> Result<Plan, String> {
+    pub fn plan(&self) -> Result<Plan, PlanError> {
         let stop = match (self.duration, self.messages) {
             (_, Some(n)) if self.pattern == Pattern::Idle => {
-                return Err(format!(
-                    "--pattern idle holds connections for --duration; \
-                     --messages {n} does not apply"
-                ))
+                return Err(PlanError::IdleWithMessages(n))
             }
             (_, Some(n)) => Stop::Messages(n),
             (Some(d), None) => Stop::After(d),
@@ -139,7 +158,8 @@ mod tests {
 
     fn plan(line: &[&str]) -> Result<Plan, String> {
         let argv = std::iter::once("load").chain(line.iter().copied());
-        Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.args.plan()
+        let args = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?;
+        args.args.plan().map_err(|e| e.to_string())
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod report;
 mod source;
 mod verify;
 
+use std::error::Error;
 use std::fmt;
 use std::io;
 use std::process::ExitCode;
@@ -37,12 +38,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use args::{LoadArgs, Plan, Stop};
+pub use args::{LoadArgs, Plan, PlanError, Stop};
 pub use pattern::Pattern;
 pub use report::{Latency, Live, Report, Tally};
-pub use source::Sources;
+pub use source::{SourceError, Sources};
 pub use verify::Sequence;
 
+use crate::rlimit::NofileError;
 use client::Share;
 
 /// How long the idle pattern may take to establish its connections
@@ -56,8 +58,10 @@ const QUIET_START: Duration = Duration::from_secs(3);
 /// are counted in the report).
 #[derive(Debug)]
 pub enum LoadError {
-    /// The machine cannot give what the plan needs; says what to change.
-    Resources(String),
+    /// The source addresses cannot carry the connections.
+    Sources(SourceError),
+    /// This process may not open enough descriptors.
+    Descriptors(NofileError),
     /// Creating or waiting on a poll, or starting a thread, failed.
     Setup {
         /// What was being done.
@@ -73,18 +77,28 @@ impl LoadError {
     }
 }
 
+/// What went wrong, without the [`source`](Error::source): print the
+/// chain (as [`main`] does) for the OS error behind it.
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Resources(why) => f.write_str(why),
-            LoadError::Setup { what, source } => {
-                write!(f, "cannot {what}: {source}")
-            }
+            LoadError::Sources(e) => e.fmt(f),
+            LoadError::Descriptors(e) => e.fmt(f),
+            LoadError::Setup { what, .. } => write!(f, "cannot {what}"),
         }
     }
 }
 
-impl std::error::Error for LoadError {}
+impl Error for LoadError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // Shown as these errors themselves, so their causes come next.
+            LoadError::Sources(e) => e.source(),
+            LoadError::Descriptors(e) => e.source(),
+            LoadError::Setup { source, .. } => Some(source),
+        }
+    }
+}
 
 /// Runs `readyloop load` and maps the outcome to an exit code.
 pub fn main(args: LoadArgs) -> ExitCode {
@@ -92,7 +106,7 @@ pub fn main(args: LoadArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(why) => clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
-            why + "\n",
+            format!("{why}\n"),
         )
         .exit(),
     };
@@ -105,9 +119,24 @@ pub fn main(args: LoadArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its sources, `: `-separated, on one line.
+struct Chain<'a>(&'a dyn Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -116,9 +145,9 @@ pub fn main(args: LoadArgs) -> ExitCode {
 pub fn run(plan: &Plan) -> Result<Report, LoadError> {
     plan.sources
         .check(plan.addr, plan.connections)
-        .map_err(LoadError::Resources)?;
+        .map_err(LoadError::Sources)?;
     crate::rlimit::ensure_nofile(plan.connections)
-        .map_err(LoadError::Resources)?;
+        .map_err(LoadError::Descriptors)?;
     let live = Live::default();
     let start = Instant::now();
     // Idle holds for the duration once every connection is held, and
@@ -222,7 +251,7 @@ fn split(total: u64, parts: u64, i: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::*;
 
     #[test]
     fn shares_add_up() {
@@ -230,5 +259,16 @@ mod tests {
             let sum: u64 = (0..parts).map(|i| split(total, parts, i)).sum();
             assert_eq!(sum, total);
         }
+    }
+
+    #[test]
+    fn an_error_prints_with_its_cause_on_one_line() {
+        let e = LoadError::setup("create a poll")(
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        let line = Chain(&e).to_string();
+        assert!(line.starts_with("cannot create a poll: "), "{line}");
+        assert!(line.contains("Too many open files"), "{line}");
+        assert_eq!(e.to_string(), "cannot create a poll");
     }
 }
