@@ -165,7 +165,10 @@ impl Worker<'_> {
             let seed = self.next_seed;
             self.next_seed += self.step;
             if let Err(e) = self.open(seed) {
-                log_first_error(&mut self.tally, "connect", &e);
+                log_first_error(
+                    &self.tally,
+                    format_args!("connect failed: {e}"),
+                );
                 self.fail(Failure::Connect, false);
             }
         }

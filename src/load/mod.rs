@@ -20,10 +20,14 @@
 //!
 //! Exit codes: 0 when the run completed (even with errors: they are in
 //! the report), 1 when it could not run (`error: …`), 2 for invalid flags.
+//! A reader that closes stdout before the report is written (`| head
+//! -c0`) does not change the code: the generator stops writing and says
+//! nothing. Any other failure to write the report is exit 1.
 
 mod args;
 mod client;
 mod conn;
+mod out;
 mod pattern;
 mod report;
 
@@ -46,6 +50,7 @@ pub use verify::Sequence;
 
 use crate::rlimit::NofileError;
 use client::Share;
+use out::say;
 
 /// How long the idle pattern may take to establish its connections
 /// before it holds them for `--duration`.
@@ -100,7 +105,11 @@ impl Error for LoadError {
     }
 }
 
-/// Runs `readyloop load` and maps the outcome to an exit code.
+/// Exit code of a run that could not happen.
+const CANNOT_RUN: u8 = 1;
+
+/// Runs `readyloop load`, prints the report, and maps the outcome to an
+/// exit code.
 pub fn main(args: LoadArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(plan) => plan,
@@ -110,18 +119,23 @@ pub fn main(args: LoadArgs) -> ExitCode {
         )
         .exit(),
     };
-    match run(&plan) {
-        Ok(report) => {
-            match args.json {
-                true => println!("{}", report.json()),
-                false => print!("{report}"),
-            }
-            ExitCode::SUCCESS
-        }
+    let report = match run(&plan) {
+        Ok(report) => report,
         Err(e) => {
-            eprintln!("error: {}", Chain(&e));
-            ExitCode::from(1)
+            say(format_args!("error: {}", Chain(&e)));
+            return ExitCode::from(CANNOT_RUN);
         }
+    };
+    let printed = match args.json {
+        true => out::print(format_args!("{}\n", report.json())),
+        false => out::print(format_args!("{report}")),
+    };
+    match printed {
+        Err(e) if !out::reader_gone(&e) => {
+            say(format_args!("error: cannot write the report: {e}"));
+            ExitCode::from(CANNOT_RUN)
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -223,22 +237,22 @@ fn watch(
             && settled >= plan.connections
         {
             announced = true;
-            eprintln!(
+            say(format_args!(
                 "load: holding {} of {} connections",
                 Live::get(&live.held),
                 plan.connections
-            );
+            ));
         }
         let now = Instant::now();
         if plan.progress && now >= next_progress {
             next_progress = now + Duration::from_secs(1);
-            eprintln!(
+            say(format_args!(
                 "load: {:.0} s, {} messages, {} held, {} errors",
                 now.duration_since(start).as_secs_f64(),
                 Live::get(&live.messages),
                 Live::get(&live.held),
                 Live::get(&live.errors),
-            );
+            ));
         }
     }
     first_error.map_or(Ok(()), Err)
