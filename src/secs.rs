@@ -28,6 +28,8 @@ pub(crate) enum SecsError {
     NotFinite,
     /// More than [`MAX`].
     TooLarge,
+    /// Below the least the flag accepts (see [`at_least`]).
+    TooSmall(Duration),
 }
 
 impl fmt::Display for SecsError {
@@ -45,6 +47,9 @@ impl fmt::Display for SecsError {
                     MAX.as_secs()
                 )
             }
+            SecsError::TooSmall(min) => {
+                write!(f, "must be at least {} s", min.as_secs_f64())
+            }
         }
     }
 }
@@ -61,6 +66,17 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, SecsError> {
         s if s < 0.0 => Err(SecsError::Negative),
         s if s > MAX.as_secs_f64() => Err(SecsError::TooLarge),
         s => Ok(Duration::from_secs_f64(s)),
+    }
+}
+
+/// A parser for a flag that needs at least `min` (as clap's
+/// `value_parser = at_least(…)`).
+pub(crate) fn at_least(
+    min: Duration,
+) -> impl Fn(&str) -> Result<Duration, SecsError> + Clone + Send + Sync {
+    move |text| match parse_secs(text)? {
+        d if d < min => Err(SecsError::TooSmall(min)),
+        d => Ok(d),
     }
 }
 
@@ -95,5 +111,15 @@ mod tests {
         let now = std::time::Instant::now();
         assert!(now.checked_add(MAX).is_some());
         assert!(now.checked_add(MAX * 2).is_some(), "room for sums");
+    }
+
+    #[test]
+    fn a_lower_bound_is_enforced() {
+        let parse = at_least(Duration::from_millis(1));
+        assert_eq!(parse("0.5"), Ok(Duration::from_millis(500)));
+        let too_small = parse("0").unwrap_err();
+        assert_eq!(too_small, SecsError::TooSmall(Duration::from_millis(1)));
+        assert_eq!(too_small.to_string(), "must be at least 0.001 s");
+        assert_eq!(parse("-1"), Err(SecsError::Negative));
     }
 }

@@ -8,14 +8,30 @@ use clap::value_parser;
 
 use super::pattern::Pattern;
 use super::source::Sources;
-use crate::secs::parse_secs;
+use crate::secs::{at_least, parse_secs};
 
 /// How long the run lasts when neither `--duration` nor `--messages` is
 /// given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
+/// The shortest `--stall-timeout`: below it, scheduling noise would
+/// pass for a stall.
+const MIN_STALL: Duration = Duration::from_millis(1);
+
+/// Exit codes, as `readyloop load --help` shows them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the run completed and passed: messages completed, no error
+  1  it could not run (error: ..., e.g. too few file descriptors)
+  2  invalid flags
+  3  it ran and failed: errors (connects, broken connections,
+     mismatched echoes, stalls), no message completed, or (idle)
+     fewer connections held than asked; the report is still printed
+A reader that closes stdout early leaves the code as it was.";
+
 /// Flags of `readyloop load`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct LoadArgs {
     /// Server to drive (any address; the project's tests and benchmark
     /// only ever use loopback).
@@ -44,6 +60,13 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 64, value_name = "BYTES",
           value_parser = value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub size: u64,
+
+    /// A connection that waits this many seconds for its connect or for
+    /// an echoed byte and gets nothing is counted as stalled (an error)
+    /// and closed (fractions allowed).
+    #[arg(long, default_value = "5", value_name = "SECS",
+          value_parser = at_least(MIN_STALL), allow_negative_numbers = true)]
+    pub stall_timeout: Duration,
 
     /// What each connection does.
     #[arg(long, value_enum, default_value_t = Pattern::Pingpong)]
@@ -96,6 +119,8 @@ pub struct Plan {
     pub threads: usize,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// How long a connection may wait without progress.
+    pub stall_timeout: Duration,
 }
 
 /// Flags that are each valid but make no sense together.
@@ -141,6 +166,7 @@ impl LoadArgs {
             sources: Sources::new(self.source.clone()),
             threads: usize::try_from(threads).unwrap_or(1),
             progress: !self.quiet,
+            stall_timeout: self.stall_timeout,
         })
     }
 }
@@ -178,6 +204,24 @@ mod tests {
         assert!(plan(&["--pattern", "idle", "--messages", "5"]).is_err());
         assert!(plan(&["--source", "127.0.0.1,nope"]).is_err());
         assert!(plan(&["--pattern", "chatty"]).is_err());
+        assert!(plan(&["--stall-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn bad_seconds_say_why() {
+        let err = plan(&["--duration", "-1"]).unwrap_err();
+        assert!(err.contains("seconds cannot be negative"), "{err}");
+        let err = plan(&["--stall-timeout", "-0.5"]).unwrap_err();
+        assert!(err.contains("seconds cannot be negative"), "{err}");
+        let err = plan(&["--duration", "1e19"]).unwrap_err();
+        assert!(err.contains("at most 3153600000 s"), "{err}");
+    }
+
+    #[test]
+    fn the_stall_timeout_defaults_to_five_seconds() {
+        assert_eq!(plan(&[]).unwrap().stall_timeout, Duration::from_secs(5));
+        let plan = plan(&["--stall-timeout", "0.5"]).unwrap();
+        assert_eq!(plan.stall_timeout, Duration::from_millis(500));
     }
 
     #[test]

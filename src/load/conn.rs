@@ -48,6 +48,19 @@ pub(super) struct Conn {
     /// Round trips this connection completed (pingpong), for the
     /// fairness figure.
     pub(super) rounds: u64,
+    /// Since when it has been waiting without progress (see
+    /// [`Conn::waiting`]).
+    pub(super) since: Instant,
+}
+
+impl Conn {
+    /// Whether the connection waits for something from the server: its
+    /// connect to complete, or the echo of bytes it sent. Only then can
+    /// it stall. (A send that cannot go on always has unechoed bytes
+    /// behind it, so a blocked send is waiting for the echo too.)
+    pub(super) fn waiting(&self) -> bool {
+        self.phase == Phase::Connecting || self.echoed < self.sent
+    }
 }
 
 /// What the worker does with a connection after driving it.
@@ -72,6 +85,8 @@ pub(super) enum Failure {
     Io,
     /// The echo differed from what was sent.
     Mismatch,
+    /// No progress for `--stall-timeout`.
+    Stall,
 }
 
 /// What driving a connection may touch besides the connection.

@@ -10,19 +10,30 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`args`] | the flags and the validated [`Plan`] |
-//! | [`client`] | one client thread's loop |
+//! | [`client`] | one client thread's loop, and its stall checks |
 //! | [`conn`] | one connection: send, receive, verify, apply the rule |
 //! | [`pattern`] | pingpong, stream, idle, connect as rules |
 //! | [`verify`] | each connection's byte sequence and its check |
 //! | [`source`] | opening sockets, spread over source addresses |
-//! | [`rlimit`] | enough file descriptors for C connections |
 //! | [`report`] | counters, latency percentiles, table and JSON |
+//! | [`verdict`] | whether a completed run shows a working server |
+//! | [`out`] | stdout and stderr writes that cannot panic |
 //!
-//! Exit codes: 0 when the run completed (even with errors: they are in
-//! the report), 1 when it could not run (`error: …`), 2 for invalid flags.
+//! The descriptor limit it needs comes from [`crate::rlimit`].
+//!
+//! # Exit codes
+//!
+//! | code | when |
+//! |---|---|
+//! | 0 | the run completed and passed: at least one message, no error |
+//! | 1 | it could not run (`error: …`: too few descriptors or client ports, a poll or thread that could not be created) |
+//! | 2 | invalid flags (clap's one-line error and the usage) |
+//! | 3 | it ran, and failed: errors (connects, broken connections, mismatched echoes, stalls), no message completed, or (idle) fewer connections held than asked; the report is printed all the same, and one stderr line says why |
+//!
 //! A reader that closes stdout before the report is written (`| head
-//! -c0`) does not change the code: the generator stops writing and says
-//! nothing. Any other failure to write the report is exit 1.
+//! -c0`) does not change the code: the generator stops writing, says
+//! nothing, and exits with the run's own 0 or 3. Any other failure to
+//! write the report is exit 1.
 
 mod args;
 mod client;
@@ -30,8 +41,8 @@ mod conn;
 mod out;
 mod pattern;
 mod report;
-
 mod source;
+mod verdict;
 mod verify;
 
 use std::error::Error;
@@ -46,6 +57,7 @@ pub use args::{LoadArgs, Plan, PlanError, Stop};
 pub use pattern::Pattern;
 pub use report::{Latency, Live, Report, Tally};
 pub use source::{SourceError, Sources};
+pub use verdict::Shortfall;
 pub use verify::Sequence;
 
 use crate::rlimit::NofileError;
@@ -58,6 +70,11 @@ const IDLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Progress lines start after this long, then come once a second.
 const QUIET_START: Duration = Duration::from_secs(3);
+
+/// Exit code of a run that could not happen.
+const CANNOT_RUN: u8 = 1;
+/// Exit code of a run that completed and failed (see [`Shortfall`]).
+const FAILED: u8 = 3;
 
 /// Why a run could not happen (not errors of single connections: those
 /// are counted in the report).
@@ -105,11 +122,8 @@ impl Error for LoadError {
     }
 }
 
-/// Exit code of a run that could not happen.
-const CANNOT_RUN: u8 = 1;
-
 /// Runs `readyloop load`, prints the report, and maps the outcome to an
-/// exit code.
+/// exit code (see [Exit codes](self#exit-codes)).
 pub fn main(args: LoadArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(plan) => plan,
@@ -133,10 +147,17 @@ pub fn main(args: LoadArgs) -> ExitCode {
     match printed {
         Err(e) if !out::reader_gone(&e) => {
             say(format_args!("error: cannot write the report: {e}"));
-            ExitCode::from(CANNOT_RUN)
+            return ExitCode::from(CANNOT_RUN);
         }
-        _ => ExitCode::SUCCESS,
+        _ => {}
     }
+    let shortfalls = Shortfall::of(&report);
+    if shortfalls.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let why: Vec<String> = shortfalls.iter().map(|s| s.to_string()).collect();
+    say(format_args!("load: failed: {}", why.join(", ")));
+    ExitCode::from(FAILED)
 }
 
 /// An error and its sources, `: `-separated, on one line.
