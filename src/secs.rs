@@ -17,7 +17,7 @@ use std::time::Duration;
 pub(crate) const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Why a number of seconds was refused. Each message reads after clap's
-/// "invalid value '…' for '--flag <SECS>':".
+/// `invalid value '…' for '--flag <SECS>':`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SecsError {
     /// Not a number at all.

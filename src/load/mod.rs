@@ -7,17 +7,17 @@
 //! connections cost one thread, and the generator is rarely the
 //! bottleneck of the server it measures.
 //!
-//! | module | what it holds |
+//! | file | what it holds |
 //! |---|---|
-//! | [`args`] | the flags and the validated [`Plan`] |
-//! | [`client`] | one client thread's loop, and its stall checks |
-//! | [`conn`] | one connection: send, receive, verify, apply the rule |
-//! | [`pattern`] | pingpong, stream, idle, connect as rules |
-//! | [`verify`] | each connection's byte sequence and its check |
-//! | [`source`] | opening sockets, spread over source addresses |
-//! | [`report`] | counters, latency percentiles, table and JSON |
-//! | [`verdict`] | whether a completed run shows a working server |
-//! | [`out`] | stdout and stderr writes that cannot panic |
+//! | `args.rs` | the flags and the validated [`Plan`] |
+//! | `client.rs` | one client thread's loop, and its stall checks |
+//! | `conn.rs` | one connection: send, receive, verify, apply the rule |
+//! | `pattern.rs` | pingpong, stream, idle, connect as rules |
+//! | `verify.rs` | each connection's byte sequence and its check |
+//! | `source.rs` | opening sockets, spread over source addresses |
+//! | `report.rs` | counters, latency percentiles, table and JSON |
+//! | `verdict.rs` | whether a completed run shows a working server |
+//! | `out.rs` | stdout and stderr writes that cannot panic |
 //!
 //! The descriptor limit it needs comes from [`crate::rlimit`].
 //!
