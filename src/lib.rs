@@ -84,6 +84,7 @@ pub mod load;
 mod models;
 mod net;
 pub mod rlimit;
+mod secs;
 mod server;
 mod stats;
 

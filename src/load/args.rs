@@ -1,5 +1,6 @@
 //! Flags of `readyloop load`, and the [`Plan`] they describe.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -7,14 +8,30 @@ use clap::value_parser;
 
 use super::pattern::Pattern;
 use super::source::Sources;
-use crate::cli::parse_secs;
+use crate::secs::{at_least, parse_secs};
 
 /// How long the run lasts when neither `--duration` nor `--messages` is
 /// given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
+/// The shortest `--stall-timeout`: below it, scheduling noise would
+/// pass for a stall.
+const MIN_STALL: Duration = Duration::from_millis(1);
+
+/// Exit codes, as `readyloop load --help` shows them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the run completed and passed: messages completed, no error
+  1  it could not run (error: ..., e.g. too few file descriptors)
+  2  invalid flags
+  3  it ran and failed: errors (connects, broken connections,
+     mismatched echoes, stalls), no message completed, or (idle)
+     fewer connections held than asked; the report is still printed
+A reader that closes stdout early leaves the code as it was.";
+
 /// Flags of `readyloop load`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct LoadArgs {
     /// Server to drive (any address; the project's tests and benchmark
     /// only ever use loopback).
@@ -30,7 +47,7 @@ pub struct LoadArgs {
     /// hold the connections this long once all are established (giving
     /// up on establishing them after 30 s more).
     #[arg(long, value_name = "SECS", value_parser = parse_secs,
-          conflicts_with = "messages")]
+          allow_negative_numbers = true, conflicts_with = "messages")]
     pub duration: Option<Duration>,
 
     /// Stop after this many messages in all (round trips, streamed
@@ -43,6 +60,13 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 64, value_name = "BYTES",
           value_parser = value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub size: u64,
+
+    /// A connection that waits this many seconds for its connect or for
+    /// an echoed byte and gets nothing is counted as stalled (an error)
+    /// and closed (fractions allowed).
+    #[arg(long, default_value = "5", value_name = "SECS",
+          value_parser = at_least(MIN_STALL), allow_negative_numbers = true)]
+    pub stall_timeout: Duration,
 
     /// What each connection does.
     #[arg(long, value_enum, default_value_t = Pattern::Pingpong)]
@@ -95,18 +119,38 @@ pub struct Plan {
     pub threads: usize,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// How long a connection may wait without progress.
+    pub stall_timeout: Duration,
 }
+
+/// Flags that are each valid but make no sense together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// `--pattern idle` with `--messages N`.
+    IdleWithMessages(u64),
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::IdleWithMessages(n) => write!(
+                f,
+                "--pattern idle holds connections for --duration; \
+                 --messages {n} does not apply"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
 
 impl LoadArgs {
     /// The plan these flags describe, or why they make no sense together
     /// (a usage error: exit 2).
-    pub fn plan(&self) -> Result<Plan, String> {
+    pub fn plan(&self) -> Result<Plan, PlanError> {
         let stop = match (self.duration, self.messages) {
             (_, Some(n)) if self.pattern == Pattern::Idle => {
-                return Err(format!(
-                    "--pattern idle holds connections for --duration; \
-                     --messages {n} does not apply"
-                ))
+                return Err(PlanError::IdleWithMessages(n))
             }
             (_, Some(n)) => Stop::Messages(n),
             (Some(d), None) => Stop::After(d),
@@ -122,6 +166,7 @@ impl LoadArgs {
             sources: Sources::new(self.source.clone()),
             threads: usize::try_from(threads).unwrap_or(1),
             progress: !self.quiet,
+            stall_timeout: self.stall_timeout,
         })
     }
 }
@@ -139,7 +184,8 @@ mod tests {
 
     fn plan(line: &[&str]) -> Result<Plan, String> {
         let argv = std::iter::once("load").chain(line.iter().copied());
-        Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.args.plan()
+        let args = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?;
+        args.args.plan().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -158,6 +204,24 @@ mod tests {
         assert!(plan(&["--pattern", "idle", "--messages", "5"]).is_err());
         assert!(plan(&["--source", "127.0.0.1,nope"]).is_err());
         assert!(plan(&["--pattern", "chatty"]).is_err());
+        assert!(plan(&["--stall-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn bad_seconds_say_why() {
+        let err = plan(&["--duration", "-1"]).unwrap_err();
+        assert!(err.contains("seconds cannot be negative"), "{err}");
+        let err = plan(&["--stall-timeout", "-0.5"]).unwrap_err();
+        assert!(err.contains("seconds cannot be negative"), "{err}");
+        let err = plan(&["--duration", "1e19"]).unwrap_err();
+        assert!(err.contains("at most 3153600000 s"), "{err}");
+    }
+
+    #[test]
+    fn the_stall_timeout_defaults_to_five_seconds() {
+        assert_eq!(plan(&[]).unwrap().stall_timeout, Duration::from_secs(5));
+        let plan = plan(&["--stall-timeout", "0.5"]).unwrap();
+        assert_eq!(plan.stall_timeout, Duration::from_millis(500));
     }
 
     #[test]

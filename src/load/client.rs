@@ -25,8 +25,9 @@ const READ_BUF: usize = 64 * 1024;
 const MAX_OPENING: usize = 256;
 /// Longest a poll blocks, so the deadline is never overslept by much.
 const TICK: Duration = Duration::from_millis(100);
-/// A `--messages` run that makes no progress for this long gives up.
-const STALL: Duration = Duration::from_secs(10);
+/// Stalls are looked for this many times per `--stall-timeout` (at most
+/// once a [`TICK`]), so one is found at most this fraction late.
+const STALL_CHECKS: u32 = 8;
 
 /// One thread's share of the run.
 #[derive(Debug)]
@@ -72,7 +73,10 @@ pub(crate) fn run(
         hold: share.hold,
         count: share.count,
         settled: 0,
-        last_progress: Instant::now(),
+        now: Instant::now(),
+        check_every: (plan.stall_timeout / STALL_CHECKS).min(TICK),
+        next_check: Instant::now(),
+        stalled: Vec::new(),
     };
     worker.run()?;
     Ok(worker.finish())
@@ -97,7 +101,13 @@ struct Worker<'a> {
     /// Connections of this share, and how many are held or failed.
     count: u64,
     settled: u64,
-    last_progress: Instant,
+    /// When the last poll returned: the time of every event of a turn.
+    now: Instant,
+    /// How often, and when next, to look for stalled connections.
+    check_every: Duration,
+    next_check: Instant,
+    /// Keys of the stalled connections found by one check.
+    stalled: Vec<usize>,
 }
 
 impl Worker<'_> {
@@ -114,6 +124,7 @@ impl Worker<'_> {
                 true => self
                     .deadline
                     .map_or(TICK, |d| d.saturating_duration_since(now))
+                    .min(self.next_check.saturating_duration_since(now))
                     .min(TICK),
             };
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -121,7 +132,8 @@ impl Worker<'_> {
                 Err(e) if interrupted(&e) => continue, // trap 9
                 Err(e) => return Err(LoadError::setup("wait on a poll")(e)),
             }
-            let before = (self.tally.messages, self.tally.bytes);
+            let before = self.tally.messages;
+            self.now = Instant::now();
             for event in events.iter() {
                 let closing = event.is_read_closed() || event.is_error();
                 self.handle(event.token().0, closing);
@@ -129,9 +141,9 @@ impl Worker<'_> {
             for key in std::mem::take(&mut self.again) {
                 self.handle(key, true);
             }
-            Live::add(&self.live.messages, self.tally.messages - before.0);
-            if (self.tally.messages, self.tally.bytes) != before {
-                self.last_progress = Instant::now();
+            Live::add(&self.live.messages, self.tally.messages - before);
+            if self.now >= self.next_check {
+                self.close_stalled();
             }
             if self.settled >= self.count {
                 if let Some(hold) = self.hold.take() {
@@ -145,15 +157,8 @@ impl Worker<'_> {
         if self.deadline.is_some_and(|d| now >= d) {
             return true;
         }
-        if let Some(left) = self.quota {
-            if self.tally.messages >= left {
-                return true;
-            }
-            if now.duration_since(self.last_progress) > STALL {
-                self.tally.stalled = true;
-                Live::add(&self.live.errors, 1);
-                return true;
-            }
+        if self.quota.is_some_and(|left| self.tally.messages >= left) {
+            return true;
         }
         self.conns.is_empty() && self.to_open == 0
     }
@@ -165,7 +170,10 @@ impl Worker<'_> {
             let seed = self.next_seed;
             self.next_seed += self.step;
             if let Err(e) = self.open(seed) {
-                log_first_error(&mut self.tally, "connect", &e);
+                log_first_error(
+                    &self.tally,
+                    format_args!("connect failed: {e}"),
+                );
                 self.fail(Failure::Connect, false);
             }
         }
@@ -189,6 +197,7 @@ impl Worker<'_> {
             phase: Phase::Connecting,
             started: Instant::now(),
             rounds: 0,
+            since: Instant::now(),
         });
         self.opening += 1;
         Ok(())
@@ -200,6 +209,7 @@ impl Worker<'_> {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let was = conn.phase;
         let was_opening = conn.echoed == 0;
+        let (was_waiting, echoed) = (conn.waiting(), conn.echoed);
         let mut io = Io {
             buf: &mut self.buf,
             tally: &mut self.tally,
@@ -208,8 +218,12 @@ impl Worker<'_> {
         };
         let step = drive(conn, &mut io, closing);
         let now = conn.phase;
-        let gone = matches!(step, Step::Reconnect | Step::Failed(_));
-        if was_opening && (gone || conn.echoed > 0) {
+        // The stall clock runs while the connection waits, and starts
+        // again whenever what it waited for arrives.
+        if !was_waiting || now != was || conn.echoed != echoed {
+            conn.since = self.now;
+        }
+        if was_opening && conn.echoed > 0 {
             self.opening -= 1;
         }
         if was != Phase::Held && now == Phase::Held {
@@ -234,6 +248,30 @@ impl Worker<'_> {
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.echoed == 0 {
+            self.opening -= 1;
+        }
+    }
+
+    /// Closes, as stalls, the connections that have waited longer than
+    /// `--stall-timeout` (a server that stopped answering, or never
+    /// echoes). Held connections wait for nothing and never stall.
+    fn close_stalled(&mut self) {
+        self.next_check = self.now + self.check_every;
+        let limit = self.plan.stall_timeout;
+        self.stalled.extend(self.conns.iter().filter_map(|(key, c)| {
+            let late = self.now.saturating_duration_since(c.since) >= limit;
+            (c.waiting() && late).then_some(key)
+        }));
+        for key in std::mem::take(&mut self.stalled) {
+            let secs = limit.as_secs_f64();
+            log_first_error(
+                &self.tally,
+                format_args!("no progress for {secs} s (--stall-timeout)"),
+            );
+            self.close(key);
+            self.fail(Failure::Stall, false);
+        }
     }
 
     fn fail(&mut self, failure: Failure, was_held: bool) {
@@ -242,6 +280,7 @@ impl Worker<'_> {
             Failure::Connect => t.connect_errors += 1,
             Failure::Io => t.io_errors += 1,
             Failure::Mismatch => t.mismatches += 1,
+            Failure::Stall => t.stalls += 1,
         }
         Live::add(&self.live.errors, 1);
         match was_held {

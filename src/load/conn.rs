@@ -4,11 +4,13 @@
 //! edge-triggered readiness means every read and write goes on until
 //! `WouldBlock`, or the connection asks to be driven again this turn.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::out::say;
 use super::pattern::{AtGoal, Pattern};
 use super::report::Tally;
 use super::verify::Sequence;
@@ -46,6 +48,19 @@ pub(super) struct Conn {
     /// Round trips this connection completed (pingpong), for the
     /// fairness figure.
     pub(super) rounds: u64,
+    /// Since when it has been waiting without progress (see
+    /// [`Conn::waiting`]).
+    pub(super) since: Instant,
+}
+
+impl Conn {
+    /// Whether the connection waits for something from the server: its
+    /// connect to complete, or the echo of bytes it sent. Only then can
+    /// it stall. (A send that cannot go on always has unechoed bytes
+    /// behind it, so a blocked send is waiting for the echo too.)
+    pub(super) fn waiting(&self) -> bool {
+        self.phase == Phase::Connecting || self.echoed < self.sent
+    }
 }
 
 /// What the worker does with a connection after driving it.
@@ -70,6 +85,8 @@ pub(super) enum Failure {
     Io,
     /// The echo differed from what was sent.
     Mismatch,
+    /// No progress for `--stall-timeout`.
+    Stall,
 }
 
 /// What driving a connection may touch besides the connection.
@@ -82,9 +99,9 @@ pub(super) struct Io<'a> {
 
 /// Says why the first connection of a thread broke; later ones are only
 /// counted, so a dead server does not flood stderr.
-pub(super) fn log_first_error(tally: &mut Tally, what: &str, e: &io::Error) {
+pub(super) fn log_first_error(tally: &Tally, why: fmt::Arguments<'_>) {
     if tally.errors() == 0 {
-        eprintln!("load: {what} failed: {e}");
+        say(format_args!("load: {why}"));
     }
 }
 
@@ -97,7 +114,7 @@ pub(super) fn drive(conn: &mut Conn, io: &mut Io<'_>, closing: bool) -> Step {
             Ok(true) => conn.phase = Phase::Running,
             Ok(false) => return Step::Wait,
             Err(e) => {
-                log_first_error(io.tally, "connect", &e);
+                log_first_error(io.tally, format_args!("connect failed: {e}"));
                 return Step::Failed(Failure::Connect);
             }
         }
@@ -114,7 +131,7 @@ pub(super) fn drive(conn: &mut Conn, io: &mut Io<'_>, closing: bool) -> Step {
         let sent_all = match send(conn) {
             Ok(done) => done,
             Err(e) => {
-                log_first_error(io.tally, "write", &e);
+                log_first_error(io.tally, format_args!("write failed: {e}"));
                 return Step::Failed(Failure::Io);
             }
         };
@@ -186,14 +203,15 @@ fn receive(
         let n = match conn.stream.read(io.buf) {
             // The server closed a connection we still use.
             Ok(0) => {
-                log_first_error(io.tally, "read", &eof());
+                let why = "server closed the connection";
+                log_first_error(io.tally, format_args!("read failed: {why}"));
                 return Err(Failure::Io);
             }
             Ok(n) => n,
             Err(e) if would_block(&e) => return Ok(Received::Drained),
             Err(e) if interrupted(&e) => continue, // trap 9
             Err(e) => {
-                log_first_error(io.tally, "read", &e);
+                log_first_error(io.tally, format_args!("read failed: {e}"));
                 return Err(Failure::Io);
             }
         };
@@ -201,9 +219,8 @@ fn receive(
         let before = conn.echoed;
         // More back than was sent, or other bytes than were sent.
         if before + n as u64 > conn.sent || !conn.seq.matches(before, data) {
-            if io.tally.errors() == 0 {
-                eprintln!("load: echoed bytes differ from those sent");
-            }
+            let why = "echoed bytes differ from those sent";
+            log_first_error(io.tally, format_args!("{why}"));
             return Err(Failure::Mismatch);
         }
         conn.echoed += n as u64;
@@ -247,11 +264,4 @@ fn at_goal(conn: &mut Conn, io: &mut Io<'_>) -> bool {
             true
         }
     }
-}
-
-fn eof() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "server closed the connection",
-    )
 }

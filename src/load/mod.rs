@@ -7,29 +7,45 @@
 //! connections cost one thread, and the generator is rarely the
 //! bottleneck of the server it measures.
 //!
-//! | module | what it holds |
+//! | file | what it holds |
 //! |---|---|
-//! | [`args`] | the flags and the validated [`Plan`] |
-//! | [`client`] | one client thread's loop |
-//! | [`conn`] | one connection: send, receive, verify, apply the rule |
-//! | [`pattern`] | pingpong, stream, idle, connect as rules |
-//! | [`verify`] | each connection's byte sequence and its check |
-//! | [`source`] | opening sockets, spread over source addresses |
-//! | [`rlimit`] | enough file descriptors for C connections |
-//! | [`report`] | counters, latency percentiles, table and JSON |
+//! | `args.rs` | the flags and the validated [`Plan`] |
+//! | `client.rs` | one client thread's loop, and its stall checks |
+//! | `conn.rs` | one connection: send, receive, verify, apply the rule |
+//! | `pattern.rs` | pingpong, stream, idle, connect as rules |
+//! | `verify.rs` | each connection's byte sequence and its check |
+//! | `source.rs` | opening sockets, spread over source addresses |
+//! | `report.rs` | counters, latency percentiles, table and JSON |
+//! | `verdict.rs` | whether a completed run shows a working server |
+//! | `out.rs` | stdout and stderr writes that cannot panic |
 //!
-//! Exit codes: 0 when the run completed (even with errors: they are in
-//! the report), 1 when it could not run (`error: …`), 2 for invalid flags.
+//! The descriptor limit it needs comes from [`crate::rlimit`].
+//!
+//! # Exit codes
+//!
+//! | code | when |
+//! |---|---|
+//! | 0 | the run completed and passed: at least one message, no error |
+//! | 1 | it could not run (`error: …`: too few descriptors or client ports, a poll or thread that could not be created) |
+//! | 2 | invalid flags (clap's one-line error and the usage) |
+//! | 3 | it ran, and failed: errors (connects, broken connections, mismatched echoes, stalls), no message completed, or (idle) fewer connections held than asked; the report is printed all the same, and one stderr line says why |
+//!
+//! A reader that closes stdout before the report is written (`| head
+//! -c0`) does not change the code: the generator stops writing, says
+//! nothing, and exits with the run's own 0 or 3. Any other failure to
+//! write the report is exit 1.
 
 mod args;
 mod client;
 mod conn;
+mod out;
 mod pattern;
 mod report;
-
 mod source;
+mod verdict;
 mod verify;
 
+use std::error::Error;
 use std::fmt;
 use std::io;
 use std::process::ExitCode;
@@ -37,13 +53,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use args::{LoadArgs, Plan, Stop};
+pub use args::{LoadArgs, Plan, PlanError, Stop};
 pub use pattern::Pattern;
 pub use report::{Latency, Live, Report, Tally};
-pub use source::Sources;
+pub use source::{SourceError, Sources};
+pub use verdict::Shortfall;
 pub use verify::Sequence;
 
+use crate::rlimit::NofileError;
 use client::Share;
+use out::say;
 
 /// How long the idle pattern may take to establish its connections
 /// before it holds them for `--duration`.
@@ -52,12 +71,19 @@ const IDLE_PATIENCE: Duration = Duration::from_secs(30);
 /// Progress lines start after this long, then come once a second.
 const QUIET_START: Duration = Duration::from_secs(3);
 
+/// Exit code of a run that could not happen.
+const CANNOT_RUN: u8 = 1;
+/// Exit code of a run that completed and failed (see [`Shortfall`]).
+const FAILED: u8 = 3;
+
 /// Why a run could not happen (not errors of single connections: those
 /// are counted in the report).
 #[derive(Debug)]
 pub enum LoadError {
-    /// The machine cannot give what the plan needs; says what to change.
-    Resources(String),
+    /// The source addresses cannot carry the connections.
+    Sources(SourceError),
+    /// This process may not open enough descriptors.
+    Descriptors(NofileError),
     /// Creating or waiting on a poll, or starting a thread, failed.
     Setup {
         /// What was being done.
@@ -73,41 +99,79 @@ impl LoadError {
     }
 }
 
+/// What went wrong, without the [`source`](Error::source): print the
+/// chain (as [`main`] does) for the OS error behind it.
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Resources(why) => f.write_str(why),
-            LoadError::Setup { what, source } => {
-                write!(f, "cannot {what}: {source}")
-            }
+            LoadError::Sources(e) => e.fmt(f),
+            LoadError::Descriptors(e) => e.fmt(f),
+            LoadError::Setup { what, .. } => write!(f, "cannot {what}"),
         }
     }
 }
 
-impl std::error::Error for LoadError {}
+impl Error for LoadError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // Shown as these errors themselves, so their causes come next.
+            LoadError::Sources(e) => e.source(),
+            LoadError::Descriptors(e) => e.source(),
+            LoadError::Setup { source, .. } => Some(source),
+        }
+    }
+}
 
-/// Runs `readyloop load` and maps the outcome to an exit code.
+/// Runs `readyloop load`, prints the report, and maps the outcome to an
+/// exit code (see [Exit codes](self#exit-codes)).
 pub fn main(args: LoadArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(plan) => plan,
         Err(why) => clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
-            why + "\n",
+            format!("{why}\n"),
         )
         .exit(),
     };
-    match run(&plan) {
-        Ok(report) => {
-            match args.json {
-                true => println!("{}", report.json()),
-                false => print!("{report}"),
-            }
-            ExitCode::SUCCESS
-        }
+    let report = match run(&plan) {
+        Ok(report) => report,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
+            say(format_args!("error: {}", Chain(&e)));
+            return ExitCode::from(CANNOT_RUN);
         }
+    };
+    let printed = match args.json {
+        true => out::print(format_args!("{}\n", report.json())),
+        false => out::print(format_args!("{report}")),
+    };
+    match printed {
+        Err(e) if !out::reader_gone(&e) => {
+            say(format_args!("error: cannot write the report: {e}"));
+            return ExitCode::from(CANNOT_RUN);
+        }
+        _ => {}
+    }
+    let shortfalls = Shortfall::of(&report);
+    if shortfalls.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let why: Vec<String> = shortfalls.iter().map(|s| s.to_string()).collect();
+    say(format_args!("load: failed: {}", why.join(", ")));
+    ExitCode::from(FAILED)
+}
+
+/// An error and its sources, `: `-separated, on one line.
+struct Chain<'a>(&'a dyn Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -116,9 +180,9 @@ pub fn main(args: LoadArgs) -> ExitCode {
 pub fn run(plan: &Plan) -> Result<Report, LoadError> {
     plan.sources
         .check(plan.addr, plan.connections)
-        .map_err(LoadError::Resources)?;
+        .map_err(LoadError::Sources)?;
     crate::rlimit::ensure_nofile(plan.connections)
-        .map_err(LoadError::Resources)?;
+        .map_err(LoadError::Descriptors)?;
     let live = Live::default();
     let start = Instant::now();
     // Idle holds for the duration once every connection is held, and
@@ -194,22 +258,22 @@ fn watch(
             && settled >= plan.connections
         {
             announced = true;
-            eprintln!(
+            say(format_args!(
                 "load: holding {} of {} connections",
                 Live::get(&live.held),
                 plan.connections
-            );
+            ));
         }
         let now = Instant::now();
         if plan.progress && now >= next_progress {
             next_progress = now + Duration::from_secs(1);
-            eprintln!(
+            say(format_args!(
                 "load: {:.0} s, {} messages, {} held, {} errors",
                 now.duration_since(start).as_secs_f64(),
                 Live::get(&live.messages),
                 Live::get(&live.held),
                 Live::get(&live.errors),
-            );
+            ));
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -222,7 +286,7 @@ fn split(total: u64, parts: u64, i: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::*;
 
     #[test]
     fn shares_add_up() {
@@ -230,5 +294,16 @@ mod tests {
             let sum: u64 = (0..parts).map(|i| split(total, parts, i)).sum();
             assert_eq!(sum, total);
         }
+    }
+
+    #[test]
+    fn an_error_prints_with_its_cause_on_one_line() {
+        let e = LoadError::setup("create a poll")(
+            io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        let line = Chain(&e).to_string();
+        assert!(line.starts_with("cannot create a poll: "), "{line}");
+        assert!(line.contains("Too many open files"), "{line}");
+        assert_eq!(e.to_string(), "cannot create a poll");
     }
 }

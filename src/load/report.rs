@@ -31,8 +31,9 @@ pub struct Tally {
     pub io_errors: u64,
     /// Echoes whose content differed from what was sent.
     pub mismatches: u64,
-    /// Set when a `--messages` run made no progress for too long.
-    pub stalled: bool,
+    /// Connections that waited longer than `--stall-timeout` for their
+    /// connect or an echoed byte.
+    pub stalls: u64,
     /// Pingpong: round trips of the least and the most served connection
     /// still open at the end.
     pub rounds_min: Option<u64>,
@@ -51,7 +52,7 @@ impl Default for Tally {
             connect_errors: 0,
             io_errors: 0,
             mismatches: 0,
-            stalled: false,
+            stalls: 0,
             rounds_min: None,
             rounds_max: None,
             latency: histogram(),
@@ -68,20 +69,17 @@ impl Tally {
         self.connect_errors += other.connect_errors;
         self.io_errors += other.io_errors;
         self.mismatches += other.mismatches;
-        self.stalled |= other.stalled;
+        self.stalls += other.stalls;
         self.rounds_min = merge(self.rounds_min, other.rounds_min, u64::min);
         self.rounds_max = merge(self.rounds_max, other.rounds_max, u64::max);
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
     }
 
-    /// Every error: failed connects, broken connections, mismatches and a
-    /// stall.
+    /// Every error: failed connects, broken connections, mismatches and
+    /// stalls.
     pub fn errors(&self) -> u64 {
-        self.connect_errors
-            + self.io_errors
-            + self.mismatches
-            + u64::from(self.stalled)
+        self.connect_errors + self.io_errors + self.mismatches + self.stalls
     }
 }
 
@@ -217,13 +215,13 @@ impl Report {
         let _ = write!(
             out,
             ",\"held\":{},\"errors\":{},\"connect_errors\":{},\
-             \"io_errors\":{},\"mismatches\":{},\"stalled\":{}}}",
+             \"io_errors\":{},\"mismatches\":{},\"stalls\":{}}}",
             t.held,
             t.errors(),
             t.connect_errors,
             t.io_errors,
             t.mismatches,
-            t.stalled,
+            t.stalls,
         );
         out
     }
@@ -265,12 +263,12 @@ impl fmt::Display for Report {
             f,
             "errors",
             format!(
-                "{} (connect {}, io {}, mismatched echoes {}{})",
+                "{} (connect {}, io {}, mismatched echoes {}, stalls {})",
                 t.errors(),
                 t.connect_errors,
                 t.io_errors,
                 t.mismatches,
-                if t.stalled { ", stalled" } else { "" }
+                t.stalls,
             ),
         )
     }
@@ -324,6 +322,17 @@ mod tests {
         assert!(json.contains("\"p50_us\":500."), "{json}");
         assert!(json.contains("\"max_us\":1000."), "{json}");
         assert!(json.contains("\"errors\":0"), "{json}");
+        assert!(json.ends_with(",\"stalls\":0}"), "{json}");
+    }
+
+    #[test]
+    fn stalls_are_errors_of_their_own_kind() {
+        let mut r = report();
+        r.tally.stalls = 3;
+        assert_eq!(r.tally.errors(), 3);
+        assert!(r.json().contains("\"errors\":3"));
+        assert!(r.json().contains("\"stalls\":3"));
+        assert!(r.to_string().contains("stalls 3"), "{r}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! 4-tuple space (a plain `bind` to port 0 would reserve a port per
 //! socket across all destinations and refuse to reuse TIME_WAIT ones).
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -40,25 +41,17 @@ impl Sources {
         &self,
         dest: SocketAddr,
         connections: u64,
-    ) -> Result<(), String> {
-        if let Some(bad) =
+    ) -> Result<(), SourceError> {
+        if let Some(&source) =
             self.addrs.iter().find(|a| a.is_ipv4() != dest.is_ipv4())
         {
-            return Err(format!(
-                "source address {bad} and --addr {dest} are of different \
-                 IP families"
-            ));
+            return Err(SourceError::Family { source, dest });
         }
         let ports = local_ports().unwrap_or(28_232);
         let capacity = ports.saturating_mul(self.count() as u64);
         if connections > capacity {
             let want = connections.div_ceil(ports.max(1));
-            return Err(format!(
-                "{connections} connections need more client ports than \
-                 the {ports} of net.ipv4.ip_local_port_range per source \
-                 address; pass --source with at least {want} addresses \
-                 (e.g. 127.0.0.1,127.0.0.2,...)"
-            ));
+            return Err(SourceError::Ports { connections, ports, want });
         }
         Ok(())
     }
@@ -77,6 +70,48 @@ impl Sources {
         Ok(stream)
     }
 }
+
+/// Why the sources cannot carry the connections asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceError {
+    /// A source address is IPv4 and the server IPv6, or the reverse.
+    Family {
+        /// The source address.
+        source: IpAddr,
+        /// The server.
+        dest: SocketAddr,
+    },
+    /// One source address has too few client ports.
+    Ports {
+        /// Connections asked for.
+        connections: u64,
+        /// Client ports per source address.
+        ports: u64,
+        /// Source addresses that would be enough.
+        want: u64,
+    },
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::Family { source, dest } => write!(
+                f,
+                "source address {source} and --addr {dest} are of \
+                 different IP families"
+            ),
+            SourceError::Ports { connections, ports, want } => write!(
+                f,
+                "{connections} connections need more client ports than \
+                 the {ports} of net.ipv4.ip_local_port_range per source \
+                 address; pass --source with at least {want} addresses \
+                 (e.g. 127.0.0.1,127.0.0.2,...)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
 
 fn connect_from(source: IpAddr, dest: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(
@@ -138,7 +173,7 @@ mod tests {
     fn too_many_connections_for_one_source_ask_for_more_sources() {
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let one = Sources::default();
-        let err = one.check(dest, 10_000_000).unwrap_err();
+        let err = one.check(dest, 10_000_000).unwrap_err().to_string();
         assert!(err.contains("--source"), "{err}");
         assert!(one.check(dest, 1000).is_ok());
     }

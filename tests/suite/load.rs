@@ -21,8 +21,14 @@ fn load(args: &[&str]) -> Output {
 
 /// A successful run's report.
 fn report(out: &Output) -> LoadReport {
+    report_exiting(out, 0)
+}
+
+/// The report of a run that exited with `code` (3: it completed with
+/// errors).
+fn report_exiting(out: &Output, code: i32) -> LoadReport {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     LoadReport::parse(&String::from_utf8_lossy(&out.stdout))
         .unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"))
 }
@@ -69,8 +75,8 @@ fn the_json_reads_into_the_typed_report() {
     let lat: Vec<f64> = lat.iter().map(|l| l.expect("latency")).collect();
     assert!(lat[0] > 0.0 && lat.windows(2).all(|w| w[0] <= w[1]), "{r:?}");
     assert!(r.rounds_min <= r.rounds_max && r.rounds_min > Some(0));
-    let kinds = r.connect_errors + r.io_errors + r.mismatches;
-    assert_eq!(r.errors, kinds + u64::from(r.stalled), "{r:?}");
+    let kinds = r.connect_errors + r.io_errors + r.mismatches + r.stalls;
+    assert_eq!(r.errors, kinds, "{r:?}");
     let idle = run_pattern("idle", "3", &[]);
     assert_eq!((idle.p50_us, idle.rounds_min), (None, None), "{idle:?}");
 }
@@ -138,7 +144,8 @@ fn an_absent_server_is_counted_not_fatal() {
         l.local_addr().expect("address").port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let r = report(&load(&["--addr", &addr, "-c", "3", "--duration", "5"]));
+    let out = load(&["--addr", &addr, "-c", "3", "--duration", "5"]);
+    let r = report_exiting(&out, 3);
     assert_eq!(r.connect_errors, 3, "{r:?}");
     // The generator's own clock: it stopped early, not at its duration.
     assert!(r.elapsed_s < 4.0, "ends when all failed: {r:?}");
@@ -174,6 +181,7 @@ fn idle_counts_only_the_connections_the_server_kept() {
     let server = echo_server(&["--max-connections", "30"]);
     let addr = server.addr.to_string();
     let args = ["--addr", &addr, "--pattern", "idle", "-c", "40"];
-    let r = report(&load(&[&args[..], &["--duration", "0.2"]].concat()));
+    let out = load(&[&args[..], &["--duration", "0.2"]].concat());
+    let r = report_exiting(&out, 3);
     assert_eq!((r.held, r.io_errors), (30, 10), "{r:?}");
 }

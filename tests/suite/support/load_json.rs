@@ -30,13 +30,13 @@ pub struct LoadReport {
     pub rounds_max: Option<u64>,
     /// Connections open (and, for idle, proven) at the end.
     pub held: u64,
-    /// Every error: the three counts below and a stall.
+    /// Every error: the four counts below.
     pub errors: u64,
     pub connect_errors: u64,
     pub io_errors: u64,
     pub mismatches: u64,
-    #[serde(default)]
-    pub stalled: bool,
+    /// Connections closed for making no progress (`--stall-timeout`).
+    pub stalls: u64,
 }
 
 impl LoadReport {
