@@ -55,6 +55,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_connections: u64,
 
+    /// Open connections allowed per client address (IPv6: per /64); one
+    /// more from that address is accepted and closed at once, and counted
+    /// as rejected. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_connections_per_ip: u64,
+
     /// Close a connection after this many seconds without traffic
     /// (fractions allowed); 0 never closes idle connections.
     #[arg(long, default_value = "0", value_name = "SECS",
@@ -110,6 +117,8 @@ impl ServeArgs {
         config.model = self.model;
         config.max_connections =
             usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        config.max_connections_per_ip =
+            usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         config.backlog = self.backlog;

@@ -81,6 +81,10 @@ pub struct Config {
     pub model: Model,
     /// Open connections beyond this are accepted and closed at once.
     pub max_connections: usize,
+    /// Open connections allowed per client address (IPv6: per /64); one
+    /// more from that address is accepted and closed at once. 0: no
+    /// limit.
+    pub max_connections_per_ip: usize,
     /// Close a connection with no traffic for this long; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
@@ -101,6 +105,7 @@ impl Config {
             mode: Mode::Log,
             model: Model::Mio,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,

@@ -95,7 +95,7 @@ impl EventLoop {
             scratch: String::new(),
             idle,
             again: Vec::new(),
-            accept: Accept::new(config.max_connections),
+            accept: Accept::new(config),
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
@@ -162,6 +162,7 @@ impl EventLoop {
             let reason = Reason::Error(e);
             self.stats.closed(&reason);
             journal::closed(peer, &reason, self.connections.len());
+            self.accept.release(peer);
             return;
         }
         entry.insert(Connection::new(stream, peer));
@@ -214,6 +215,7 @@ impl EventLoop {
             if self.stopping.is_some() { Reason::Shutdown } else { reason };
         self.stats.closed(&reason);
         journal::closed(conn.peer(), &reason, self.connections.len());
+        self.accept.release(conn.peer());
         drop(conn);
         self.accept.freed();
     }

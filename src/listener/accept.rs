@@ -1,10 +1,12 @@
 //! The one accept state machine every model runs: a budget per turn,
 //! skippable errors, the pause when descriptors run out, and the
-//! rejection of a connection over `--max-connections`.
+//! rejection of a connection over `--max-connections` or
+//! `--max-connections-per-ip`.
 //!
 //! A model asks [`Accept::next`] for connections until it says the turn
-//! is over, and [`Accept::admits`] whether each may be served. Between
-//! turns, [`Accept::deadline`] says when the next turn is due.
+//! is over, and [`Accept::admits`] whether each may be served; it calls
+//! [`Accept::release`] when an admitted connection closes. Between turns,
+//! [`Accept::deadline`] says when the next turn is due.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 
+use crate::config::Config;
 use crate::journal::{self, RateLimited};
 use crate::net::would_block;
 use crate::net::{interrupted, out_of_descriptors, skip_on_accept};
 use crate::stats::Stats;
+
+use super::per_address::PerAddress;
 
 /// Trap 2 for the listener: connections accepted per turn, so a connect
 /// flood cannot starve the connections already open; the listener stays
@@ -32,6 +37,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) struct Accept {
     /// `--max-connections`.
     max: usize,
+    /// `--max-connections-per-ip`: open connections per address.
+    per_address: PerAddress,
     /// The listener may hold pending connections: an event said so, or a
     /// turn stopped before `WouldBlock` (trap 3, 5).
     ready: bool,
@@ -39,18 +46,21 @@ pub(crate) struct Accept {
     /// Connections taken in the current turn.
     taken: usize,
     rejections: RateLimited,
+    per_address_rejections: RateLimited,
     exhaustion: RateLimited,
 }
 
 impl Accept {
     /// Ready at once: connections may have queued before the first poll.
-    pub(crate) fn new(max: usize) -> Accept {
+    pub(crate) fn new(config: &Config) -> Accept {
         Accept {
-            max,
+            max: config.max_connections,
+            per_address: PerAddress::new(config.max_connections_per_ip),
             ready: true,
             paused_until: None,
             taken: 0,
             rejections: RateLimited::default(),
+            per_address_rejections: RateLimited::default(),
             exhaustion: RateLimited::default(),
         }
     }
@@ -129,20 +139,38 @@ impl Accept {
     }
 
     /// Whether a connection from `peer` may be served with `open` others
-    /// open. One over the limit is counted as rejected and warned about
-    /// at most once a second; the caller drops it, which closes it.
+    /// open. One over `--max-connections`, or over
+    /// `--max-connections-per-ip` for its address, is counted as rejected
+    /// and warned about at most once a second; the caller drops it, which
+    /// closes it. An admitted connection counts against its address
+    /// until [`Accept::release`].
     pub(crate) fn admits(
         &mut self,
         open: usize,
         peer: SocketAddr,
         stats: &Stats,
     ) -> bool {
-        if open < self.max {
-            return true;
+        if open >= self.max {
+            stats.rejected();
+            journal::rejected(&mut self.rejections, peer, self.max);
+            return false;
         }
-        stats.rejected();
-        journal::rejected(&mut self.rejections, peer, self.max);
-        false
+        if !self.per_address.admit(peer) {
+            stats.rejected();
+            journal::rejected_per_address(
+                &mut self.per_address_rejections,
+                peer,
+                self.per_address.max(),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A connection [`Accept::admits`] let in has closed: its address may
+    /// open another.
+    pub(crate) fn release(&mut self, peer: SocketAddr) {
+        self.per_address.release(peer);
     }
 
     /// Decides what follows a failed `accept`, and logs what an operator
