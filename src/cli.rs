@@ -62,6 +62,14 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub max_connections_per_ip: u64,
 
+    /// mio model: memory for output held for clients whose writes block
+    /// (bytes, or with a K, M or G suffix: 512K, 32M); past it those
+    /// clients are not read until they read. The blocking models hold no
+    /// output: a blocked write holds its thread or process.
+    #[arg(long, default_value = "32M", value_name = "BYTES",
+          value_parser = parse_bytes)]
+    pub max_output_memory: u64,
+
     /// Close a connection after this many seconds without traffic
     /// (fractions allowed); 0 never closes idle connections.
     #[arg(long, default_value = "0", value_name = "SECS",
@@ -119,6 +127,8 @@ impl ServeArgs {
             usize::try_from(self.max_connections).unwrap_or(usize::MAX);
         config.max_connections_per_ip =
             usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
+        config.max_output_memory =
+            usize::try_from(self.max_output_memory).unwrap_or(usize::MAX);
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         config.backlog = self.backlog;
@@ -156,6 +166,22 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
+/// Parses a size in bytes: a whole number with an optional K, M or G
+/// suffix (binary: 1K = 1024), as `32M` or `65536`.
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, shift) = match trimmed.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&trimmed[..i], 10),
+        Some((i, 'm' | 'M')) => (&trimmed[..i], 20),
+        Some((i, 'g' | 'G')) => (&trimmed[..i], 30),
+        _ => (trimmed, 0),
+    };
+    let bad =
+        || format!("not a size in bytes (like 65536, 512K, 32M): {text}");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
 /// Parses a non-negative number of seconds, fractions allowed.
 pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -173,6 +199,18 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes_and_reject_nonsense() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("32M"), Ok(32 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in ["", "M", "-1", "1.5M", "32MB", "lots", "99999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub struct Config {
     /// more from that address is accepted and closed at once. 0: no
     /// limit.
     pub max_connections_per_ip: usize,
+    /// The mio model's budget, in bytes, for output held for clients
+    /// whose writes block; past it those clients stop being read. The
+    /// blocking models hold no output (a blocked write holds the thread
+    /// or process instead).
+    pub max_output_memory: usize,
     /// Close a connection with no traffic for this long; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
@@ -106,6 +111,7 @@ impl Config {
             model: Model::Mio,
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            max_output_memory: 32 << 20,
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,
