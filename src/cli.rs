@@ -70,6 +70,12 @@ pub struct ServeArgs {
           value_parser = parse_bytes)]
     pub max_output_memory: u64,
 
+    /// SO_SNDBUF of accepted sockets (bytes, or K/M suffix), bounding the
+    /// kernel memory a client that does not read can hold; the kernel
+    /// doubles it for its bookkeeping. Unset: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES", value_parser = parse_send_buffer)]
+    pub send_buffer: Option<u64>,
+
     /// Close a connection after this many seconds without traffic
     /// (fractions allowed); 0 never closes idle connections.
     #[arg(long, default_value = "0", value_name = "SECS",
@@ -129,6 +135,8 @@ impl ServeArgs {
             usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
         config.max_output_memory =
             usize::try_from(self.max_output_memory).unwrap_or(usize::MAX);
+        config.send_buffer =
+            self.send_buffer.and_then(|b| usize::try_from(b).ok());
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         config.backlog = self.backlog;
@@ -182,6 +190,15 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
+/// `--send-buffer`: a size the kernel's `int` option can take.
+fn parse_send_buffer(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("--send-buffer must be at least 1 byte".into()),
+        n if n > 1 << 30 => Err(format!("--send-buffer above 1G: {text}")),
+        n => Ok(n),
+    }
+}
+
 /// Parses a non-negative number of seconds, fractions allowed.
 pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -211,6 +228,8 @@ mod tests {
         for bad in ["", "M", "-1", "1.5M", "32MB", "lots", "99999999999G"] {
             assert!(parse_bytes(bad).is_err(), "{bad:?}");
         }
+        assert!(parse_send_buffer("0").is_err());
+        assert!(parse_send_buffer("2G").is_err());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Config {
     /// blocking models hold no output (a blocked write holds the thread
     /// or process instead).
     pub max_output_memory: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
+    /// kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// Close a connection with no traffic for this long; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
@@ -112,6 +115,7 @@ impl Config {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             max_output_memory: 32 << 20,
+            send_buffer: None,
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,

@@ -1,6 +1,6 @@
 //! The one accept state machine every model runs: a budget per turn,
-//! skippable errors, the pause when descriptors run out, and the
-//! rejection of a connection over `--max-connections` or
+//! skippable errors, the pause when descriptors run out, `--send-buffer`,
+//! and the rejection of a connection over `--max-connections` or
 //! `--max-connections-per-ip`.
 //!
 //! A model asks [`Accept::next`] for connections until it says the turn
@@ -39,6 +39,8 @@ pub(crate) struct Accept {
     max: usize,
     /// `--max-connections-per-ip`: open connections per address.
     per_address: PerAddress,
+    /// `--send-buffer`: SO_SNDBUF of accepted sockets.
+    send_buffer: Option<usize>,
     /// The listener may hold pending connections: an event said so, or a
     /// turn stopped before `WouldBlock` (trap 3, 5).
     ready: bool,
@@ -48,6 +50,7 @@ pub(crate) struct Accept {
     rejections: RateLimited,
     per_address_rejections: RateLimited,
     exhaustion: RateLimited,
+    send_buffer_failures: RateLimited,
 }
 
 impl Accept {
@@ -56,12 +59,14 @@ impl Accept {
         Accept {
             max: config.max_connections,
             per_address: PerAddress::new(config.max_connections_per_ip),
+            send_buffer: config.send_buffer,
             ready: true,
             paused_until: None,
             taken: 0,
             rejections: RateLimited::default(),
             per_address_rejections: RateLimited::default(),
             exhaustion: RateLimited::default(),
+            send_buffer_failures: RateLimited::default(),
         }
     }
 
@@ -96,11 +101,36 @@ impl Accept {
         now: Instant,
     ) -> Option<(TcpStream, SocketAddr)> {
         let got = self.take(socket, now);
-        match got {
-            Some(_) => self.taken += 1,
+        match &got {
+            Some((stream, peer)) => {
+                self.taken += 1;
+                self.size_send_buffer(stream, *peer, now);
+            }
             None => self.taken = 0,
         }
         got
+    }
+
+    /// `--send-buffer`: a fixed SO_SNDBUF bounds the kernel memory a
+    /// client that does not read can hold (and turns off the kernel's
+    /// autotuning for that socket).
+    fn size_send_buffer(
+        &mut self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(size) = self.send_buffer else { return };
+        if let Err(e) =
+            socket2::SockRef::from(stream).set_send_buffer_size(size)
+        {
+            if let Some(folded) = self.send_buffer_failures.admit(now) {
+                log::warn!(
+                    "{peer}: cannot set the send buffer to {size} bytes: \
+                     {e} ({folded} more since the last line)"
+                );
+            }
+        }
     }
 
     fn take(
@@ -212,4 +242,26 @@ enum Failed {
     /// Out of descriptors (trap 4) or an unexpected error: accept nothing
     /// before this instant.
     Pause(Instant),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--send-buffer` reaches every accepted socket (Linux doubles the
+    /// value for its bookkeeping and reports the doubled size).
+    #[test]
+    fn accepted_sockets_get_the_send_buffer_asked_for() {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let listener = TcpListener::from_std(std_listener);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let mut config = Config::new(addr);
+        config.send_buffer = Some(8192);
+        let mut accept = Accept::new(&config);
+        let (stream, _) = accept.next(&listener, Instant::now()).unwrap();
+        let size = socket2::SockRef::from(&stream).send_buffer_size();
+        assert_eq!(size.unwrap(), 2 * 8192);
+    }
 }
