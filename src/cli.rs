@@ -162,8 +162,13 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     config.handle_signals = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
-    if let Err(e) = crate::rlimit::raise_to_hard() {
-        eprintln!("warning: cannot raise the descriptor limit: {e}");
+    match crate::rlimit::raise_to_hard() {
+        Ok(limit) => {
+            if let Some(warning) = descriptor_shortfall(&config, limit) {
+                log::warn!("{warning}");
+            }
+        }
+        Err(e) => eprintln!("warning: cannot raise the descriptor limit: {e}"),
     }
     match crate::bind(config).and_then(crate::Server::run) {
         Ok(_) => ExitCode::SUCCESS,
@@ -172,6 +177,38 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Descriptors a server process needs besides its connections: stdio,
+/// the listener, the poll, the waker, the signal pipes, and room to spare.
+const SPARE_FDS: u64 = 32;
+
+/// A one-line warning when `--max-connections` needs more descriptors
+/// than RLIMIT_NOFILE (`limit`, already raised to the hard limit) allows:
+/// the connections past it would wait unserved in the backlog. The limit
+/// stays as asked (an operator may raise the descriptor limit of a
+/// running process); the line says what to change. The process model's
+/// parent keeps no client socket open and each child holds one, and the
+/// iterative model holds one connection, so only the mio and thread
+/// models can run short.
+pub(crate) fn descriptor_shortfall(
+    config: &Config,
+    limit: u64,
+) -> Option<String> {
+    let connections = match config.model {
+        Model::Mio | Model::Thread => config.max_connections as u64,
+        Model::Iterative | Model::Process => 1,
+    };
+    let need = connections.saturating_add(SPARE_FDS);
+    (need > limit).then(|| {
+        format!(
+            "--max-connections {connections} needs about {need} open files \
+             but RLIMIT_NOFILE is {limit}: clients past about {} would \
+             wait unserved in the backlog; raise the limit (ulimit -Hn, \
+             LimitNOFILE=) or lower --max-connections",
+            limit.saturating_sub(SPARE_FDS)
+        )
+    })
 }
 
 /// Parses a size in bytes: a whole number with an optional K, M or G
@@ -230,6 +267,19 @@ mod tests {
         }
         assert!(parse_send_buffer("0").is_err());
         assert!(parse_send_buffer("2G").is_err());
+    }
+
+    #[test]
+    fn too_few_descriptors_for_max_connections_are_named() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        config.max_connections = 10_000;
+        let warning = descriptor_shortfall(&config, 1024).unwrap();
+        assert!(warning.contains("RLIMIT_NOFILE is 1024"), "{warning}");
+        assert!(warning.contains("--max-connections"), "{warning}");
+        assert!(!warning.contains('\n'));
+        assert_eq!(descriptor_shortfall(&config, 20_000), None);
+        config.model = Model::Process;
+        assert_eq!(descriptor_shortfall(&config, 1024), None);
     }
 
     #[test]
