@@ -56,6 +56,27 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_connections: u64,
 
+    /// Open connections allowed per client address (IPv6: per /64); one
+    /// more from that address is accepted and closed at once, and counted
+    /// as rejected. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_connections_per_ip: u64,
+
+    /// mio model: memory for output held for clients whose writes block
+    /// (bytes, or with a K, M or G suffix: 512K, 32M); past it those
+    /// clients are not read until they read. The blocking models hold no
+    /// output: a blocked write holds its thread or process.
+    #[arg(long, default_value = "32M", value_name = "BYTES",
+          value_parser = parse_bytes)]
+    pub max_output_memory: u64,
+
+    /// SO_SNDBUF of accepted sockets (bytes, or K/M suffix), bounding the
+    /// kernel memory a client that does not read can hold; the kernel
+    /// doubles it for its bookkeeping. Unset: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES", value_parser = parse_send_buffer)]
+    pub send_buffer: Option<u64>,
+
     /// Close a connection after this many seconds without traffic
     /// (fractions allowed); 0 never closes idle connections.
     #[arg(long, default_value = "0", value_name = "SECS",
@@ -112,6 +133,12 @@ impl ServeArgs {
         config.model = self.model;
         config.max_connections =
             usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        config.max_connections_per_ip =
+            usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
+        config.max_output_memory =
+            usize::try_from(self.max_output_memory).unwrap_or(usize::MAX);
+        config.send_buffer =
+            self.send_buffer.and_then(|b| usize::try_from(b).ok());
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         config.backlog = self.backlog;
@@ -137,8 +164,13 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     config.handle_signals = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
-    if let Err(e) = crate::rlimit::raise_to_hard() {
-        eprintln!("warning: cannot raise the descriptor limit: {e}");
+    match crate::rlimit::raise_to_hard() {
+        Ok(limit) => {
+            if let Some(warning) = descriptor_shortfall(&config, limit) {
+                log::warn!("{warning}");
+            }
+        }
+        Err(e) => eprintln!("warning: cannot raise the descriptor limit: {e}"),
     }
     match crate::bind(config).and_then(crate::Server::run) {
         Ok(_) => ExitCode::SUCCESS,
@@ -146,6 +178,63 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Descriptors a server process needs besides its connections: stdio,
+/// the listener, the poll, the waker, the signal pipes, and room to spare.
+const SPARE_FDS: u64 = 32;
+
+/// A one-line warning when `--max-connections` needs more descriptors
+/// than RLIMIT_NOFILE (`limit`, already raised to the hard limit) allows:
+/// the connections past it would wait unserved in the backlog. The limit
+/// stays as asked (an operator may raise the descriptor limit of a
+/// running process); the line says what to change. The process model's
+/// parent keeps no client socket open and each child holds one, and the
+/// iterative model holds one connection, so only the mio and thread
+/// models can run short.
+pub(crate) fn descriptor_shortfall(
+    config: &Config,
+    limit: u64,
+) -> Option<String> {
+    let connections = match config.model {
+        Model::Mio | Model::Thread => config.max_connections as u64,
+        Model::Iterative | Model::Process => 1,
+    };
+    let need = connections.saturating_add(SPARE_FDS);
+    (need > limit).then(|| {
+        format!(
+            "--max-connections {connections} needs about {need} open files \
+             but RLIMIT_NOFILE is {limit}: clients past about {} would \
+             wait unserved in the backlog; raise the limit (ulimit -Hn, \
+             LimitNOFILE=) or lower --max-connections",
+            limit.saturating_sub(SPARE_FDS)
+        )
+    })
+}
+
+/// Parses a size in bytes: a whole number with an optional K, M or G
+/// suffix (binary: 1K = 1024), as `32M` or `65536`.
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, shift) = match trimmed.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&trimmed[..i], 10),
+        Some((i, 'm' | 'M')) => (&trimmed[..i], 20),
+        Some((i, 'g' | 'G')) => (&trimmed[..i], 30),
+        _ => (trimmed, 0),
+    };
+    let bad =
+        || format!("not a size in bytes (like 65536, 512K, 32M): {text}");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// `--send-buffer`: a size the kernel's `int` option can take.
+fn parse_send_buffer(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("--send-buffer must be at least 1 byte".into()),
+        n if n > 1 << 30 => Err(format!("--send-buffer above 1G: {text}")),
+        n => Ok(n),
     }
 }
 
@@ -157,5 +246,32 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes_and_reject_nonsense() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_bytes("32M"), Ok(32 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in ["", "M", "-1", "1.5M", "32MB", "lots", "99999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_send_buffer("0").is_err());
+        assert!(parse_send_buffer("2G").is_err());
+    }
+
+    #[test]
+    fn too_few_descriptors_for_max_connections_are_named() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        config.max_connections = 10_000;
+        let warning = descriptor_shortfall(&config, 1024).unwrap();
+        assert!(warning.contains("RLIMIT_NOFILE is 1024"), "{warning}");
+        assert!(warning.contains("--max-connections"), "{warning}");
+        assert!(!warning.contains('\n'));
+        assert_eq!(descriptor_shortfall(&config, 20_000), None);
+        config.model = Model::Process;
+        assert_eq!(descriptor_shortfall(&config, 1024), None);
     }
 }

@@ -81,6 +81,18 @@ pub struct Config {
     pub model: Model,
     /// Open connections beyond this are accepted and closed at once.
     pub max_connections: usize,
+    /// Open connections allowed per client address (IPv6: per /64); one
+    /// more from that address is accepted and closed at once. 0: no
+    /// limit.
+    pub max_connections_per_ip: usize,
+    /// The mio model's budget, in bytes, for output held for clients
+    /// whose writes block; past it those clients stop being read. The
+    /// blocking models hold no output (a blocked write holds the thread
+    /// or process instead).
+    pub max_output_memory: usize,
+    /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
+    /// kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// Close a connection with no traffic for this long; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
@@ -101,6 +113,9 @@ impl Config {
             mode: Mode::Log,
             model: Model::Mio,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_output_memory: 32 << 20,
+            send_buffer: None,
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,

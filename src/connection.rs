@@ -23,6 +23,11 @@ pub const OUT_CAP: usize = 64 * 1024 - 64;
 /// The first output buffer of a connection whose write blocked.
 const FIRST_OUT: usize = 4 * 1024;
 
+/// A read while the output budget (`--max-output-memory`) cannot hold a
+/// full chunk: small, because if the echo of it blocks, the rest must be
+/// kept, and that is what a connection can add past the budget.
+const OVER_BUDGET_STEP: usize = 512;
+
 /// Trap 2: reads per connection per turn, so a fast client cannot starve
 /// the others (redis reads 16 KiB per event, libuv 32 reads).
 const READS_PER_TURN: usize = 4;
@@ -70,7 +75,8 @@ impl Ready {
 }
 
 /// What a handler may use besides its own connection: the loop's one
-/// shared read buffer, the log scratch string and the counters.
+/// shared read buffer, the log scratch string, the counters and its share
+/// of the output budget.
 #[derive(Debug)]
 pub struct Io<'a> {
     /// The read buffer shared by all connections.
@@ -83,6 +89,10 @@ pub struct Io<'a> {
     pub mode: Mode,
     /// Set when any byte moved in either direction (idle bookkeeping).
     pub moved: bool,
+    /// Bytes of output buffer this connection may still allocate: what
+    /// is left of `--max-output-memory`. The loop accounts for what was
+    /// allocated from [`Connection::held`] before and after.
+    pub allowance: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +115,9 @@ pub struct Connection {
     /// Unsent output, allocated only while a write would block (trap 7).
     out: Option<Box<OutBuf>>,
     phase: Phase,
-    /// Reading stopped at [`OUT_CAP`] with input possibly still queued.
+    /// Reading stopped at [`OUT_CAP`] or at the output budget with input
+    /// possibly still queued. Either way output is pending, so the
+    /// WRITABLE edge that comes when the client reads resumes it.
     paused: bool,
     /// An event said the peer closed its write side. Sticky, because the
     /// edge that said so is gone once seen: a later resume (budget retry,
@@ -134,6 +146,14 @@ impl Connection {
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Bytes of memory its pending output holds (the buffer's capacity
+    /// and its box), for the output budget.
+    pub fn held(&self) -> usize {
+        self.out.as_ref().map_or(0, |out| {
+            std::mem::size_of::<OutBuf>() + out.data.capacity()
+        })
     }
 
     /// Handles readiness and reports what the loop should do next.
@@ -173,13 +193,14 @@ impl Connection {
         let mut reads = 0;
         while reads < READS_PER_TURN {
             let room = match io.mode {
-                Mode::Echo => OUT_CAP - self.pending(),
+                Mode::Echo => self.echo_room(io.allowance),
                 Mode::Log | Mode::Discard => io.buf.len(),
             }
             .min(io.buf.len());
             if room == 0 {
-                // Echo backpressure: the client is not reading; leave its
-                // input in the kernel until the output drains.
+                // Echo backpressure: the client is not reading, and its
+                // output reached OUT_CAP or the budget; leave its input in
+                // the kernel until the output drains.
                 self.paused = true;
                 return Progress::Waiting;
             }
@@ -211,6 +232,23 @@ impl Connection {
         Progress::More
     }
 
+    /// How much an echo read may take: no more than the output buffer
+    /// can hold, within [`OUT_CAP`] and the budget's `allowance`.
+    fn echo_room(&self, allowance: usize) -> usize {
+        match &self.out {
+            // Writes block: everything read now is buffered.
+            Some(out) => {
+                let held = out.pending().len();
+                (OUT_CAP - held).min(out.spare() + allowance)
+            }
+            // Writes go through, but this one may block, and then what
+            // is left of the read must be kept: a full chunk while the
+            // budget can hold it, past that a small step.
+            None if allowance >= OUT_CAP => OUT_CAP,
+            None => allowance.max(OVER_BUDGET_STEP),
+        }
+    }
+
     fn consume(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
         match io.mode {
             Mode::Log => {
@@ -227,7 +265,7 @@ impl Connection {
     fn echo(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
         let data = &io.buf[..n];
         if let Some(out) = &mut self.out {
-            out.push(data);
+            out.push(data, &mut io.allowance);
             return Ok(());
         }
         let sent = write_some(&mut self.stream, data, io.traffic)?;
@@ -235,7 +273,7 @@ impl Connection {
             // Trap 7: `write_all` would lose this on WouldBlock; keep it
             // and finish on the WRITABLE event.
             let mut out = Box::new(OutBuf::default());
-            out.push(&data[sent..]);
+            out.push(&data[sent..], &mut io.allowance);
             self.out = Some(out);
         }
         io.moved |= sent > 0;
@@ -252,10 +290,6 @@ impl Connection {
             self.out = None;
         }
         Ok(())
-    }
-
-    fn pending(&self) -> usize {
-        self.out.as_ref().map_or(0, |out| out.pending().len())
     }
 
     fn close_when_flushed(&self, reason: Reason) -> Progress {
@@ -338,25 +372,38 @@ impl OutBuf {
         &self.data[self.sent..]
     }
 
-    /// Appends. Most blocked writes leave a little behind, which a small
-    /// first allocation holds; a client that keeps not reading fills the
-    /// buffer to the cap, so the second step goes straight there: one
+    /// Room left in the buffer without growing it.
+    fn spare(&self) -> usize {
+        self.data.capacity() - self.pending().len()
+    }
+
+    /// Appends, growing the buffer by at most `allowance` beyond what the
+    /// bytes need, and takes the growth off `allowance`.
+    ///
+    /// Most blocked writes leave a little behind, which a small first
+    /// allocation holds; a client that keeps not reading fills the buffer
+    /// to the cap, so the second step goes straight there: one
     /// reallocation instead of a ladder of them, whose freed steps would
     /// fragment the heap (measured: 68 KiB of RSS per stalled client with
-    /// doubling, against the 64 KiB the cap promises).
-    fn push(&mut self, bytes: &[u8]) {
+    /// doubling, against the 64 KiB the cap promises). Past the budget,
+    /// only what must be kept is allocated.
+    fn push(&mut self, bytes: &[u8], allowance: &mut usize) {
         if self.sent > 0 {
             self.data.drain(..self.sent);
             self.sent = 0;
         }
         let need = self.data.len() + bytes.len();
-        if need > self.data.capacity() {
-            let target = match need <= FIRST_OUT {
+        let capacity = self.data.capacity();
+        if need > capacity {
+            let wanted = match need <= FIRST_OUT {
                 true => FIRST_OUT,
                 false => OUT_CAP.max(need),
             };
+            let target = wanted.min(capacity + *allowance).max(need);
             self.data.reserve_exact(target - self.data.len());
         }
+        let grown = self.data.capacity() - capacity;
+        *allowance = allowance.saturating_sub(grown);
         self.data.extend_from_slice(bytes);
     }
 
@@ -394,6 +441,7 @@ mod tests {
             traffic: &mut traffic,
             mode,
             moved: false,
+            allowance: usize::MAX,
         };
         conn.on_ready(&mut io, ready)
     }
@@ -424,10 +472,47 @@ mod tests {
             traffic: &mut traffic,
             mode: Mode::Discard,
             moved: false,
+            allowance: usize::MAX,
         };
         let progress = conn.on_ready(&mut io, Ready::ANY);
         assert!(matches!(progress, Progress::More), "{progress:?}");
         assert_eq!(traffic.bytes_in, (READS_PER_TURN * chunk) as u64);
+    }
+
+    /// Past the output budget (no allowance left), a connection whose
+    /// echo blocks keeps only what its last small read left over, then
+    /// stops reading: it cannot add a full buffer past the budget.
+    #[test]
+    fn past_the_budget_a_blocked_echo_holds_only_a_small_step() {
+        let (mut client, mut conn) = pair();
+        let small = 4096;
+        socket2::SockRef::from(&conn.stream)
+            .set_send_buffer_size(small)
+            .unwrap();
+        socket2::SockRef::from(&client).set_recv_buffer_size(small).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let chunk = [1u8; 16 * 1024];
+        let mut buf = vec![0; 64 * 1024];
+        let mut scratch = String::new();
+        let mut traffic = Traffic::default();
+        for _ in 0..10_000 {
+            let _ = client.write(&chunk); // what it takes; never reads
+            let mut io = Io {
+                buf: &mut buf,
+                scratch: &mut scratch,
+                traffic: &mut traffic,
+                mode: Mode::Echo,
+                moved: false,
+                allowance: 0,
+            };
+            conn.on_ready(&mut io, Ready::ANY);
+            if conn.paused {
+                break;
+            }
+        }
+        assert!(conn.paused, "never stopped reading");
+        let most = std::mem::size_of::<OutBuf>() + OVER_BUDGET_STEP;
+        assert!(conn.held() <= most, "holds {} > {most}", conn.held());
     }
 
     /// Trap 1: once an event said the peer closed, a later wake-up

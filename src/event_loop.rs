@@ -4,8 +4,11 @@
 //!
 //! Cost per connection: a 48-byte slab entry, 24 bytes of idle
 //! bookkeeping when `--idle-timeout` is set, and an output buffer only
-//! while a write is blocked. It breaks down only when one core cannot keep
-//! up with the total traffic.
+//! while a write is blocked. Those buffers share one budget
+//! (`--max-output-memory`): past it, a connection whose writes block
+//! stops being read, so clients that never read cost the budget, not
+//! their number times [`OUT_CAP`](crate::OUT_CAP). It breaks down only
+//! when one core cannot keep up with the total traffic.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -75,6 +78,10 @@ struct EventLoop {
     /// this batch, and the next poll does not block while any wait.
     again: Vec<usize>,
     accept: Accept,
+    /// Bytes the connections' output buffers hold now.
+    out_held: usize,
+    /// `--max-output-memory`.
+    out_budget: usize,
     stopping: Option<Instant>,
     start: Instant,
     now_ms: u64,
@@ -95,7 +102,9 @@ impl EventLoop {
             scratch: String::new(),
             idle,
             again: Vec::new(),
-            accept: Accept::new(config.max_connections),
+            accept: Accept::new(config),
+            out_held: 0,
+            out_budget: config.max_output_memory,
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
@@ -162,6 +171,7 @@ impl EventLoop {
             let reason = Reason::Error(e);
             self.stats.closed(&reason);
             journal::closed(peer, &reason, self.connections.len());
+            self.accept.release(peer);
             return;
         }
         entry.insert(Connection::new(stream, peer));
@@ -180,14 +190,19 @@ impl EventLoop {
         // happen after the batch), so a vacant slot is the whole check;
         // a wake-up that finds nothing to do is harmless.
         let Some(conn) = self.connections.get_mut(key) else { return };
+        let held = conn.held();
         let mut io = Io {
             buf: &mut self.buf,
             scratch: &mut self.scratch,
             traffic: &mut self.traffic,
             mode: self.mode,
             moved: false,
+            allowance: self.out_budget.saturating_sub(self.out_held),
         };
         let progress = conn.on_ready(&mut io, ready);
+        // The budget is kept here, in one place, from what the buffer
+        // holds before and after; the allowance only bounds the growth.
+        self.out_held = self.out_held - held + conn.held();
         if io.moved {
             if let Some(idle) = &mut self.idle {
                 idle.touch(key, self.now_ms);
@@ -214,6 +229,8 @@ impl EventLoop {
             if self.stopping.is_some() { Reason::Shutdown } else { reason };
         self.stats.closed(&reason);
         journal::closed(conn.peer(), &reason, self.connections.len());
+        self.out_held -= conn.held();
+        self.accept.release(conn.peer());
         drop(conn);
         self.accept.freed();
     }

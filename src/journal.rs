@@ -85,6 +85,21 @@ pub fn rejected(limiter: &mut RateLimited, peer: SocketAddr, max: usize) {
     }
 }
 
+/// A connection over `--max-connections-per-ip` was closed at once.
+pub fn rejected_per_address(
+    limiter: &mut RateLimited,
+    peer: SocketAddr,
+    max: usize,
+) {
+    if let Some(folded) = limiter.admit(Instant::now()) {
+        warn!(
+            "{peer} rejected: its address has {max} connections open \
+             (max-connections-per-ip); {folded} more rejected since the \
+             last line"
+        );
+    }
+}
+
 /// Installs `logger` (its levels decide what is shown) so that each line
 /// reaches stderr in one `write(2)`.
 ///

@@ -1,10 +1,12 @@
 //! The one accept state machine every model runs: a budget per turn,
-//! skippable errors, the pause when descriptors run out, and the
-//! rejection of a connection over `--max-connections`.
+//! skippable errors, the pause when descriptors run out, `--send-buffer`,
+//! and the rejection of a connection over `--max-connections` or
+//! `--max-connections-per-ip`.
 //!
 //! A model asks [`Accept::next`] for connections until it says the turn
-//! is over, and [`Accept::admits`] whether each may be served. Between
-//! turns, [`Accept::deadline`] says when the next turn is due.
+//! is over, and [`Accept::admits`] whether each may be served; it calls
+//! [`Accept::release`] when an admitted connection closes. Between turns,
+//! [`Accept::deadline`] says when the next turn is due.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 
+use crate::config::Config;
 use crate::journal::{self, RateLimited};
 use crate::net::would_block;
 use crate::net::{interrupted, out_of_descriptors, skip_on_accept};
 use crate::stats::Stats;
+
+use super::per_address::PerAddress;
 
 /// Trap 2 for the listener: connections accepted per turn, so a connect
 /// flood cannot starve the connections already open; the listener stays
@@ -32,6 +37,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) struct Accept {
     /// `--max-connections`.
     max: usize,
+    /// `--max-connections-per-ip`: open connections per address.
+    per_address: PerAddress,
+    /// `--send-buffer`: SO_SNDBUF of accepted sockets.
+    send_buffer: Option<usize>,
     /// The listener may hold pending connections: an event said so, or a
     /// turn stopped before `WouldBlock` (trap 3, 5).
     ready: bool,
@@ -39,19 +48,25 @@ pub(crate) struct Accept {
     /// Connections taken in the current turn.
     taken: usize,
     rejections: RateLimited,
+    per_address_rejections: RateLimited,
     exhaustion: RateLimited,
+    send_buffer_failures: RateLimited,
 }
 
 impl Accept {
     /// Ready at once: connections may have queued before the first poll.
-    pub(crate) fn new(max: usize) -> Accept {
+    pub(crate) fn new(config: &Config) -> Accept {
         Accept {
-            max,
+            max: config.max_connections,
+            per_address: PerAddress::new(config.max_connections_per_ip),
+            send_buffer: config.send_buffer,
             ready: true,
             paused_until: None,
             taken: 0,
             rejections: RateLimited::default(),
+            per_address_rejections: RateLimited::default(),
             exhaustion: RateLimited::default(),
+            send_buffer_failures: RateLimited::default(),
         }
     }
 
@@ -86,11 +101,36 @@ impl Accept {
         now: Instant,
     ) -> Option<(TcpStream, SocketAddr)> {
         let got = self.take(socket, now);
-        match got {
-            Some(_) => self.taken += 1,
+        match &got {
+            Some((stream, peer)) => {
+                self.taken += 1;
+                self.size_send_buffer(stream, *peer, now);
+            }
             None => self.taken = 0,
         }
         got
+    }
+
+    /// `--send-buffer`: a fixed SO_SNDBUF bounds the kernel memory a
+    /// client that does not read can hold (and turns off the kernel's
+    /// autotuning for that socket).
+    fn size_send_buffer(
+        &mut self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(size) = self.send_buffer else { return };
+        if let Err(e) =
+            socket2::SockRef::from(stream).set_send_buffer_size(size)
+        {
+            if let Some(folded) = self.send_buffer_failures.admit(now) {
+                log::warn!(
+                    "{peer}: cannot set the send buffer to {size} bytes: \
+                     {e} ({folded} more since the last line)"
+                );
+            }
+        }
     }
 
     fn take(
@@ -129,20 +169,38 @@ impl Accept {
     }
 
     /// Whether a connection from `peer` may be served with `open` others
-    /// open. One over the limit is counted as rejected and warned about
-    /// at most once a second; the caller drops it, which closes it.
+    /// open. One over `--max-connections`, or over
+    /// `--max-connections-per-ip` for its address, is counted as rejected
+    /// and warned about at most once a second; the caller drops it, which
+    /// closes it. An admitted connection counts against its address
+    /// until [`Accept::release`].
     pub(crate) fn admits(
         &mut self,
         open: usize,
         peer: SocketAddr,
         stats: &Stats,
     ) -> bool {
-        if open < self.max {
-            return true;
+        if open >= self.max {
+            stats.rejected();
+            journal::rejected(&mut self.rejections, peer, self.max);
+            return false;
         }
-        stats.rejected();
-        journal::rejected(&mut self.rejections, peer, self.max);
-        false
+        if !self.per_address.admit(peer) {
+            stats.rejected();
+            journal::rejected_per_address(
+                &mut self.per_address_rejections,
+                peer,
+                self.per_address.max(),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A connection [`Accept::admits`] let in has closed: its address may
+    /// open another.
+    pub(crate) fn release(&mut self, peer: SocketAddr) {
+        self.per_address.release(peer);
     }
 
     /// Decides what follows a failed `accept`, and logs what an operator
@@ -184,4 +242,26 @@ enum Failed {
     /// Out of descriptors (trap 4) or an unexpected error: accept nothing
     /// before this instant.
     Pause(Instant),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--send-buffer` reaches every accepted socket (Linux doubles the
+    /// value for its bookkeeping and reports the doubled size).
+    #[test]
+    fn accepted_sockets_get_the_send_buffer_asked_for() {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let listener = TcpListener::from_std(std_listener);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let mut config = Config::new(addr);
+        config.send_buffer = Some(8192);
+        let mut accept = Accept::new(&config);
+        let (stream, _) = accept.next(&listener, Instant::now()).unwrap();
+        let size = socket2::SockRef::from(&stream).send_buffer_size();
+        assert_eq!(size.unwrap(), 2 * 8192);
+    }
 }

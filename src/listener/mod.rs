@@ -5,6 +5,7 @@
 //! a [`Listener`] and never see the public `Server`.
 
 pub(crate) mod accept;
+mod per_address;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};

@@ -4,8 +4,10 @@
 //! (a [`Handle`](crate::Handle)'s waker, SIGINT, SIGTERM) is just another
 //! event and never a flag checked in a race (trap 13). Each accepted
 //! socket is counted, logged, switched to blocking mode and handed to the
-//! model's [`Dispatch`]; one over `--max-connections` is accepted and
-//! closed at once.
+//! model's [`Dispatch`]; one over `--max-connections` or
+//! `--max-connections-per-ip` is accepted and closed at once. The model
+//! reports which connections have closed since it was last asked, so the
+//! per-address counts follow without a lock per close.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -30,8 +32,10 @@ pub(crate) trait Dispatch {
     /// The counters the connections add to.
     fn stats(&self) -> &Stats;
 
-    /// Connections being served now, for `--max-connections`.
-    fn live(&mut self) -> usize;
+    /// Connections being served now, for `--max-connections`; appends
+    /// to `departed` the client of every connection that has closed
+    /// since the last call, for `--max-connections-per-ip`.
+    fn live(&mut self, departed: &mut Vec<SocketAddr>) -> usize;
 
     /// Serves `stream` (blocking, already counted and logged as
     /// accepted), or hands it to a thread or process that will.
@@ -116,7 +120,8 @@ pub(crate) fn run<D: Dispatch>(
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
     };
-    let mut accept = Accept::new(config.max_connections);
+    let mut accept = Accept::new(config);
+    let mut departed = Vec::new();
     while !gate.stopping {
         let now = Instant::now();
         let model_due = model.timeout().map(|t| now + t);
@@ -134,30 +139,42 @@ pub(crate) fn run<D: Dispatch>(
             else {
                 break;
             };
-            if accept.admits(model.live(), peer, model.stats()) {
-                admit(&mut gate, model, stream, peer);
+            let live = model.live(&mut departed);
+            for peer in departed.drain(..) {
+                accept.release(peer);
+            }
+            if accept.admits(live, peer, model.stats()) {
+                if let Err(peer) = admit(&mut gate, model, stream, peer) {
+                    accept.release(peer);
+                }
             }
         }
     }
     gate.listener.stop_listening();
-    log::info!("stopping: {} connections open", model.live());
+    log::info!("stopping: {} connections open", model.live(&mut departed));
     Ok(gate)
 }
 
 /// Counts and logs an accepted connection, makes it blocking and hands it
-/// to the model.
+/// to the model; `Err(peer)` if it closed before the model saw it.
 fn admit<D: Dispatch>(
     gate: &mut Gate,
     model: &mut D,
     stream: mio::net::TcpStream,
     peer: SocketAddr,
-) {
+) -> Result<(), SocketAddr> {
     let stream = TcpStream::from(stream);
     let stats = model.stats();
     stats.accepted();
     journal::accepted(peer, blocking::open(stats));
     match stream.set_nonblocking(false) {
-        Ok(()) => model.dispatch(gate, stream, peer),
-        Err(e) => blocking::finish(peer, &Reason::Error(e), stats),
+        Ok(()) => {
+            model.dispatch(gate, stream, peer);
+            Ok(())
+        }
+        Err(e) => {
+            blocking::finish(peer, &Reason::Error(e), stats);
+            Err(peer)
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! serves them all. It breaks down as soon as two clients overlap: the
 //! second waits until the first is done, however long that takes, so one
 //! slow or idle client stalls everyone (`--idle-timeout` bounds it).
-//! `--max-connections` never applies: at most one connection is open.
+//! `--max-connections` and `--max-connections-per-ip` never refuse a
+//! client: at most one connection is open, and the next waits for it.
 //!
 //! A stop arrives as an event on the server's poll, which nobody waits on
 //! while a connection is served, so the connection's blocking calls wait
@@ -40,6 +41,7 @@ pub(crate) fn run(
         scratch: String::new(),
         mode: config.mode,
         idle: config.idle_timeout,
+        served: None,
     };
     // Connections are served inside the accept loop, so when it returns
     // every one of them has closed.
@@ -53,6 +55,8 @@ struct Iterative {
     scratch: String,
     mode: Mode,
     idle: Option<Duration>,
+    /// The client served last, until the accept loop hears it is gone.
+    served: Option<SocketAddr>,
 }
 
 impl Dispatch for Iterative {
@@ -60,7 +64,8 @@ impl Dispatch for Iterative {
         &self.stats
     }
 
-    fn live(&mut self) -> usize {
+    fn live(&mut self, departed: &mut Vec<SocketAddr>) -> usize {
+        departed.extend(self.served.take());
         0 // the previous connection is done before the next is accepted
     }
 
@@ -78,6 +83,7 @@ impl Dispatch for Iterative {
             idle: self.idle,
         };
         blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
+        self.served = Some(peer);
     }
 }
 

@@ -64,27 +64,42 @@ pub(crate) fn run(
 struct Shared {
     stats: Stats,
     stopping: AtomicBool,
-    /// The sockets being served, so a stop can wake their threads.
-    live: Mutex<Slab<Arc<TcpStream>>>,
+    /// The connections being served, and those that left.
+    live: Mutex<Live>,
     /// Signalled whenever a connection leaves `live`.
     left: Condvar,
+}
+
+/// What the connection threads and the accept thread share under one
+/// lock, taken once when a connection leaves and once per accept.
+#[derive(Default)]
+struct Live {
+    /// The sockets being served, so a stop can wake their threads.
+    streams: Slab<(Arc<TcpStream>, SocketAddr)>,
+    /// Clients whose connections closed since the accept thread last
+    /// looked (it releases their per-address counts).
+    departed: Vec<SocketAddr>,
 }
 
 impl Shared {
     /// The live sockets; a poisoned lock only means a connection thread
     /// panicked, and the slab is still consistent.
-    fn live(&self) -> MutexGuard<'_, Slab<Arc<TcpStream>>> {
+    fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn leave(&self, key: usize) {
-        self.live().try_remove(key);
+        let mut live = self.live();
+        if let Some((_, peer)) = live.streams.try_remove(key) {
+            live.departed.push(peer);
+        }
+        drop(live);
         self.left.notify_all();
     }
 
     /// Shuts down every live socket in `how`.
     fn shut_all(&self, how: Shutdown) {
-        for (_, stream) in self.live().iter() {
+        for (_, (stream, _)) in self.live().streams.iter() {
             let _ = stream.shutdown(how);
         }
     }
@@ -92,7 +107,7 @@ impl Shared {
     /// Waits until no connection is live or `deadline` passes.
     fn wait_empty(&self, deadline: Instant) {
         let mut live = self.live();
-        while !live.is_empty() {
+        while !live.streams.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
@@ -158,13 +173,15 @@ impl Dispatch for Threads {
         &self.shared.stats
     }
 
-    fn live(&mut self) -> usize {
+    fn live(&mut self, departed: &mut Vec<SocketAddr>) -> usize {
         // Forget the handles of finished threads once they double, so they
         // do not pile up, at O(1) amortised per connection.
         if self.threads.len() >= self.prune_at {
             self.prune();
         }
-        self.shared.live().len()
+        let mut live = self.shared.live();
+        departed.append(&mut live.departed);
+        live.streams.len()
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -181,7 +198,8 @@ impl Dispatch for Threads {
 
     fn dispatch(&mut self, _: &mut Gate, stream: TcpStream, peer: SocketAddr) {
         let stream = Arc::new(stream);
-        let key = self.shared.live().insert(Arc::clone(&stream));
+        let key =
+            self.shared.live().streams.insert((Arc::clone(&stream), peer));
         let shared = Arc::clone(&self.shared);
         let (mode, idle) = (self.mode, self.idle);
         let spawned =

@@ -75,6 +75,7 @@ pub(crate) fn run(
         stats,
         chld,
         children: HashMap::new(),
+        departed: Vec::new(),
         stopping: false,
         config: config.clone(),
     };
@@ -102,6 +103,9 @@ struct Processes {
     chld: Signals,
     /// Live children and the client each serves.
     children: HashMap<pid_t, SocketAddr>,
+    /// Clients whose children were reaped (or never forked) since the
+    /// accept loop last asked.
+    departed: Vec<SocketAddr>,
     stopping: bool,
     config: Config,
 }
@@ -125,6 +129,7 @@ impl Processes {
     /// so that every accepted connection ends in exactly one count.
     fn reaped(&mut self, pid: pid_t, status: c_int) {
         let Some(peer) = self.children.remove(&pid) else { return };
+        self.departed.push(peer);
         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == SERVED {
             return;
         }
@@ -185,9 +190,10 @@ impl Dispatch for Processes {
         &self.stats
     }
 
-    fn live(&mut self) -> usize {
+    fn live(&mut self, departed: &mut Vec<SocketAddr>) -> usize {
         // A child that just exited must not count against the limit.
         self.reap();
+        departed.append(&mut self.departed);
         self.children.len()
     }
 
@@ -221,6 +227,7 @@ impl Dispatch for Processes {
                 stop_signals.apply(libc::SIG_UNBLOCK);
                 let e = io::Error::last_os_error();
                 blocking::finish(peer, &Reason::Error(e), &self.stats);
+                self.departed.push(peer);
             }
             0 => child(
                 gate.listener(),

@@ -1,0 +1,567 @@
+//! Limits for small hosts, against the real binary: one address cannot
+//! take every slot (`--max-connections-per-ip`), clients that never read
+//! cost the output budget and not their number (`--max-output-memory`),
+//! and a `--max-connections` the descriptor limit cannot honour is named
+//! at start.
+//!
+//! Standalone (std and libc only, its own helpers) so that it can move
+//! into the one test binary as a module.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in these tests may take before it fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The "one address" of the per-address tests, and another one.
+const ONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+// ---------------------------------------------------------------- helpers
+
+/// `readyloop serve` in echo mode on a free loopback port, with its
+/// stderr read line by line.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        Server::start_command(Server::command(args))
+    }
+
+    fn command(args: &[&str]) -> Command {
+        Server::command_at("127.0.0.1:0", args)
+    }
+
+    fn command_at(addr: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
+        cmd.args(["serve", "--addr", addr, "--mode", "echo"])
+            .args(["--log-level", "warn"])
+            .args(args);
+        cmd
+    }
+
+    fn start_command(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn readyloop");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = io::BufReader::new(stderr);
+            let mut line = String::new();
+            while io::BufRead::read_line(&mut reader, &mut line)
+                .is_ok_and(|n| n > 0)
+            {
+                if tx.send(line.trim_end().to_string()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines,
+            log: Vec::new(),
+        };
+        let line = server.wait_line("listening on ");
+        server.addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?}; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, then the summary's counters by name; asserts exit 0.
+    fn stop(mut self) -> (HashMap<String, u64>, Vec<String>) {
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let line = self.wait_line("summary ");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "exit {status}; log:\n{:?}", self.log);
+        let rest = &line[line.find("summary ").unwrap() + 8..];
+        let counts = rest
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect();
+        (counts, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A TCP connection from `src` (any 127.0.0.0/8 address is this host)
+/// to `to`, optionally with small socket buffers set before connecting
+/// so that a client that does not read holds little kernel memory.
+fn connect_from(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    bufs: Option<i32>,
+) -> TcpStream {
+    let SocketAddr::V4(to) = to else { panic!("IPv4 only: {to}") };
+    // SAFETY: socket(2) returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    };
+    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+    // SAFETY: `fd` is a new socket nobody else owns; the stream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    if let Some(size) = bufs {
+        for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // SAFETY: `size` is a c_int that outlives the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const i32).cast(),
+                    std::mem::size_of::<i32>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "setsockopt: {}", io::Error::last_os_error());
+        }
+    }
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let local = sockaddr(src, 0);
+    // SAFETY: `local` is a valid sockaddr_in of `len` bytes.
+    let r = unsafe {
+        libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len)
+    };
+    assert_eq!(r, 0, "bind {src}: {}", io::Error::last_os_error());
+    let remote = sockaddr(*to.ip(), to.port());
+    loop {
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                (&remote as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        assert_eq!(e.kind(), ErrorKind::Interrupted, "connect {to}: {e}");
+    }
+    stream
+}
+
+/// Writes `data` and reads it back; panics unless the echo is exact.
+fn assert_echoes(stream: &mut TcpStream, data: &[u8]) {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(data).expect("write");
+    let mut back = vec![0; data.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    assert_eq!(back, data);
+}
+
+/// The server closed the connection at once without sending anything:
+/// the next read ends (EOF or reset) instead of timing out.
+fn assert_closed_at_once(mut stream: TcpStream) {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the server to close, got {other:?}"),
+    }
+}
+
+/// Half-closes and reads to the server's EOF: once this returns, the
+/// server has closed its side.
+fn close_and_wait(mut stream: TcpStream) {
+    stream.shutdown(Shutdown::Write).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("read to the server's EOF");
+}
+
+/// Retries `check` every few milliseconds until it holds or PATIENCE
+/// runs out.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Children of `pid` not yet reaped by it.
+fn children(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path).map_or(0, |s| s.split_whitespace().count())
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Bytes client `i` sends at `offset` onwards: different for every
+/// client and position, so a byte delivered to the wrong client or out
+/// of order is caught.
+fn pattern(i: usize, offset: usize, out: &mut [u8]) {
+    for (j, b) in out.iter_mut().enumerate() {
+        let x = (offset + j) as u64 ^ ((i as u64) << 32);
+        *b = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+    }
+}
+
+/// Raises this process's soft descriptor limit to the hard limit.
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write one struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+// ------------------------------------------------------ per-address limit
+
+/// Allowed per address in the per-address tests, and one more each.
+const PER_IP: usize = 3;
+const OVER: usize = 2;
+
+/// One address over `--max-connections-per-ip` in a concurrent model: the
+/// connections past the limit are closed at once and counted in
+/// `rejected`, another address is still served, and closing some frees
+/// exactly that many slots for the first address again.
+fn one_address_cannot_take_every_slot(model: &str) {
+    let per_ip = PER_IP.to_string();
+    let mut server = Server::start(&[
+        "--model",
+        model,
+        "--max-connections-per-ip",
+        &per_ip,
+    ]);
+    let addr = server.addr;
+    let mut held: Vec<TcpStream> = (0..PER_IP)
+        .map(|i| {
+            let mut s = connect_from(ONE, addr, None);
+            assert_echoes(&mut s, format!("held {i}").as_bytes());
+            s
+        })
+        .collect();
+    for _ in 0..OVER {
+        assert_closed_at_once(connect_from(ONE, addr, None));
+    }
+    server.wait_line("max-connections-per-ip");
+    let mut other = connect_from(OTHER, addr, None);
+    assert_echoes(&mut other, b"another address is served");
+
+    // Close two of the first address's connections: two may come back.
+    for s in held.drain(..2) {
+        close_and_wait(s);
+    }
+    if model == "process" {
+        // The parent learns of a close when it reaps the child, which
+        // may come just after the client saw the child's FIN.
+        let pid = server.pid();
+        eventually("the closed children to be reaped", || {
+            children(pid) == held.len() + 1
+        });
+    }
+    for i in 0..2 {
+        let mut s = connect_from(ONE, addr, None);
+        assert_echoes(&mut s, format!("again {i}").as_bytes());
+        held.push(s);
+    }
+    // At the limit again: exactly as many as were freed came back.
+    assert_closed_at_once(connect_from(ONE, addr, None));
+    for s in held {
+        close_and_wait(s);
+    }
+    close_and_wait(other);
+    let (counts, log) = server.stop();
+    assert_eq!(counts["rejected"], OVER as u64 + 1, "{counts:?}");
+    assert_eq!(counts["accepted"], PER_IP as u64 + 3, "{counts:?}");
+    assert!(
+        log.iter().all(|l| !l.contains("(max-connections)")),
+        "the global limit was never reached: {log:?}"
+    );
+}
+
+/// mio: an address over its limit is rejected; others are served.
+#[test]
+fn per_address_limit_mio() {
+    one_address_cannot_take_every_slot("mio");
+}
+
+/// thread: the accept thread learns of closes from the connection
+/// threads and frees exactly those slots.
+#[test]
+fn per_address_limit_thread() {
+    one_address_cannot_take_every_slot("thread");
+}
+
+/// process: the parent frees a slot when it reaps the child.
+#[test]
+fn per_address_limit_process() {
+    one_address_cannot_take_every_slot("process");
+}
+
+/// iterative: one connection is open at a time, so the limit never
+/// refuses anyone; what it must do is free the address's count when a
+/// connection ends, or the address's next client would be refused. With
+/// a limit of 1, a second client of the same address waits in the
+/// backlog while the first is served, and is served after it.
+#[test]
+fn per_address_limit_iterative() {
+    let server = Server::start(&[
+        "--model",
+        "iterative",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    let addr = server.addr;
+    let mut first = connect_from(ONE, addr, None);
+    assert_echoes(&mut first, b"first");
+    let mut second = connect_from(ONE, addr, None);
+    second.write_all(b"second").unwrap();
+    close_and_wait(first);
+    let mut back = [0u8; 6];
+    second.set_read_timeout(Some(PATIENCE)).unwrap();
+    second.read_exact(&mut back).expect("the second client is served");
+    assert_eq!(&back, b"second");
+    close_and_wait(second);
+    for i in 0..3 {
+        let mut s = connect_from(ONE, addr, None);
+        assert_echoes(&mut s, format!("next {i}").as_bytes());
+        close_and_wait(s);
+    }
+    let (counts, _) = server.stop();
+    assert_eq!(counts["rejected"], 0, "{counts:?}");
+    assert_eq!(counts["accepted"], 5, "{counts:?}");
+}
+
+/// IPv6 addresses are counted too (per /64; over loopback the one /64
+/// is ::1): the second connection from ::1 over a limit of 1 is closed.
+#[test]
+fn per_address_limit_ipv6() {
+    if let Err(e) = TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: this host has no IPv6 loopback ({e})");
+        return;
+    }
+    let cmd =
+        Server::command_at("[::1]:0", &["--max-connections-per-ip", "1"]);
+    let mut server = Server::start_command(cmd);
+    let mut first = TcpStream::connect(server.addr).unwrap();
+    assert_echoes(&mut first, b"v6");
+    assert_closed_at_once(TcpStream::connect(server.addr).unwrap());
+    server.wait_line("max-connections-per-ip");
+    close_and_wait(first);
+    let mut again = TcpStream::connect(server.addr).unwrap();
+    assert_echoes(&mut again, b"v6 again");
+    close_and_wait(again);
+    let (counts, _) = server.stop();
+    assert_eq!(counts["rejected"], 1, "{counts:?}");
+}
+
+// ------------------------------------------------------------ non-readers
+
+/// Clients that send and never read.
+const NON_READERS: usize = 2_000;
+/// The output budget of the non-reader test, in MiB.
+const BUDGET_MIB: u64 = 4;
+/// What each client may send at most.
+const SEND_CAP: usize = 1 << 20;
+/// Client socket buffers: small, so 2,000 stalled clients hold little
+/// kernel memory on a shared test host.
+const CLIENT_BUF: i32 = 16 * 1024;
+
+/// 2,000 clients that send and never read grow the mio server by less
+/// than `--max-output-memory` plus a small margin (without the budget
+/// each would hold up to 64 KiB), and once they read, each receives
+/// exactly the bytes it sent.
+#[test]
+fn non_readers_cost_the_budget_not_their_number() {
+    raise_nofile();
+    let budget = format!("{BUDGET_MIB}M");
+    let server = Server::start(&[
+        "--model",
+        "mio",
+        "--max-output-memory",
+        &budget,
+        "--send-buffer",
+        "16K",
+    ]);
+    let pid = server.pid();
+    let mut warm = connect_from(ONE, server.addr, None);
+    assert_echoes(&mut warm, &[7; 100_000]);
+    close_and_wait(warm);
+    let base = status_kib(pid, "VmRSS");
+
+    let mut clients: Vec<TcpStream> = (0..NON_READERS)
+        .map(|_| {
+            let s = connect_from(ONE, server.addr, Some(CLIENT_BUF));
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let sent = fill(&mut clients);
+    let total: usize = sent.iter().sum();
+    let peak = status_kib(pid, "VmHWM");
+    let growth = peak.saturating_sub(base);
+    // The budget, plus what each connection may add past it (a small
+    // read's leftover and its box) and the loop's own per-connection
+    // bookkeeping, plus 2 MiB for the allocator.
+    let margin = NON_READERS as u64 + 2 * 1024;
+    let cap = BUDGET_MIB * 1024 + margin;
+    eprintln!(
+        "{NON_READERS} non-readers sent {} MiB; server rss {base} KiB -> \
+         peak {peak} KiB (+{growth} KiB, cap +{cap} KiB)",
+        total >> 20
+    );
+    assert!(growth <= cap, "grew {growth} KiB > {cap} KiB");
+
+    // Now every client reads: each gets exactly what it sent.
+    let mut expected = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        client.set_nonblocking(false).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        expected.resize(sent[i], 0);
+        pattern(i, 0, &mut expected);
+        let mut got = Vec::with_capacity(sent[i]);
+        let mut client = client;
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        client.read_to_end(&mut got).expect("read the echo");
+        assert!(
+            got == expected,
+            "client {i}: got {} of {} bytes, or wrong ones",
+            got.len(),
+            sent[i]
+        );
+    }
+    let (counts, _) = server.stop();
+    assert_eq!(counts["closed_eof"], NON_READERS as u64 + 1, "{counts:?}");
+}
+
+/// Writes each client's pattern until the server stops taking input:
+/// passes over every client until none of them could write for a while
+/// (or each sent [`SEND_CAP`]). Returns the bytes each sent.
+fn fill(clients: &mut [TcpStream]) -> Vec<usize> {
+    let mut sent = vec![0; clients.len()];
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + PATIENCE * 3;
+    let mut quiet_passes = 0;
+    while quiet_passes < 50 {
+        assert!(Instant::now() < deadline, "the clients never stalled");
+        let mut moved = 0;
+        for (i, client) in clients.iter_mut().enumerate() {
+            while sent[i] < SEND_CAP {
+                let n = chunk.len().min(SEND_CAP - sent[i]);
+                pattern(i, sent[i], &mut chunk[..n]);
+                match client.write(&chunk[..n]) {
+                    Ok(n) => {
+                        sent[i] += n;
+                        moved += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => panic!("client {i}: {e}"),
+                }
+            }
+        }
+        // Stalled: a pass that moved nothing, many times over, with a
+        // pause for the server to catch up before each retry.
+        quiet_passes = if moved == 0 { quiet_passes + 1 } else { 0 };
+        thread::sleep(Duration::from_millis(10));
+    }
+    sent
+}
+
+// ------------------------------------------------- descriptor limit
+
+/// `--max-connections` above what RLIMIT_NOFILE allows is named in one
+/// warning line at start; one the limit allows is not.
+#[test]
+fn max_connections_beyond_the_descriptor_limit_is_warned() {
+    for (max, warned) in [("1000", true), ("100", false)] {
+        let mut cmd = Server::command(&["--max-connections", max]);
+        // SAFETY: setrlimit is async-signal-safe and touches only the
+        // child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+                match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                }
+            });
+        }
+        let server = Server::start_command(cmd);
+        let (_, log) = server.stop();
+        let warnings: Vec<&String> =
+            log.iter().filter(|l| l.contains("RLIMIT_NOFILE")).collect();
+        match warned {
+            true => {
+                assert_eq!(warnings.len(), 1, "{log:?}");
+                assert!(warnings[0].contains("--max-connections"), "{log:?}");
+            }
+            false => assert!(warnings.is_empty(), "{log:?}"),
+        }
+    }
+}
