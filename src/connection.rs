@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr};
 use mio::net::TcpStream;
 
 use crate::config::Mode;
-use crate::journal;
+use crate::journal::{self, ChunkLimit};
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Traffic};
 
@@ -81,6 +81,8 @@ pub struct Io<'a> {
     pub traffic: &'a mut Traffic,
     /// What to do with input.
     pub mode: Mode,
+    /// In log mode, the rate limits of this connection's chunk lines.
+    pub limit: Option<ChunkLimit<'a>>,
     /// Set when any byte moved in either direction (idle bookkeeping).
     pub moved: bool,
 }
@@ -214,7 +216,9 @@ impl Connection {
     fn consume(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
         match io.mode {
             Mode::Log => {
-                journal::chunk(self.peer, &io.buf[..n], io.scratch);
+                if let Some(limit) = &mut io.limit {
+                    journal::chunk(self.peer, &io.buf[..n], io.scratch, limit);
+                }
                 Ok(())
             }
             Mode::Discard => Ok(()),
@@ -393,6 +397,7 @@ mod tests {
             scratch: &mut scratch,
             traffic: &mut traffic,
             mode,
+            limit: None,
             moved: false,
         };
         conn.on_ready(&mut io, ready)
@@ -423,6 +428,7 @@ mod tests {
             scratch: &mut scratch,
             traffic: &mut traffic,
             mode: Mode::Discard,
+            limit: None,
             moved: false,
         };
         let progress = conn.on_ready(&mut io, Ready::ANY);

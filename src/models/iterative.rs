@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::{Config, Mode};
 use crate::error::Error;
 use crate::listener::Listener;
+use crate::log_limit::Limits;
 use crate::stats::{Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
@@ -40,6 +41,7 @@ pub(crate) fn run(
         scratch: String::new(),
         mode: config.mode,
         idle: config.idle_timeout,
+        limits: Limits::of(config),
     };
     // Connections are served inside the accept loop, so when it returns
     // every one of them has closed.
@@ -53,6 +55,7 @@ struct Iterative {
     scratch: String,
     mode: Mode,
     idle: Option<Duration>,
+    limits: Limits,
 }
 
 impl Dispatch for Iterative {
@@ -76,6 +79,7 @@ impl Dispatch for Iterative {
             stats: &self.stats,
             mode: self.mode,
             idle: self.idle,
+            limits: self.limits,
         };
         blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
     }
