@@ -25,7 +25,8 @@
 //!
 //! The unsafe code of this model is all in this module: fork and waitpid
 //! here, signals in `child`, mmap in `shared` (the crate's other unsafe
-//! code is `rlimit` and one socket option of the load generator).
+//! code is `rlimit`, `poll` in `sink` and one socket option of the load
+//! generator).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
