@@ -95,6 +95,25 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub thread_stack_kib: u64,
 
+    /// Log mode: chunk lines per second each connection may log once its
+    /// burst is spent; the rest are counted (`log_suppressed`) and
+    /// reported. 0: no limit.
+    #[arg(long, default_value_t = 20, value_name = "LINES_PER_SEC",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub log_rate: u32,
+
+    /// Log mode: chunk lines a connection may log at once (a pasted
+    /// screen) before `--log-rate` applies.
+    #[arg(long, default_value_t = 200, value_name = "LINES",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_burst: u32,
+
+    /// Log mode: chunk lines per second for all connections together
+    /// (with one second of it as a burst). 0: no limit.
+    #[arg(long, default_value_t = 500, value_name = "LINES_PER_SEC",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub log_total_rate: u32,
+
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -144,6 +163,9 @@ impl ServeArgs {
         config.backlog = self.backlog;
         config.thread_stack_kib =
             usize::try_from(self.thread_stack_kib).unwrap_or(usize::MAX);
+        config.log_rate = self.log_rate;
+        config.log_burst = self.log_burst;
+        config.log_total_rate = self.log_total_rate;
         config
     }
 }

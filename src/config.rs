@@ -99,6 +99,13 @@ pub struct Config {
     pub backlog: u32,
     /// Stack size of each connection thread in the thread model, in KiB.
     pub thread_stack_kib: usize,
+    /// Log mode: chunk lines per second per connection; 0: no limit.
+    pub log_rate: u32,
+    /// Log mode: chunk lines a connection may log at once.
+    pub log_burst: u32,
+    /// Log mode: chunk lines per second for the whole server; 0: no
+    /// limit.
+    pub log_total_rate: u32,
     /// Handle SIGINT and SIGTERM as a request to stop. The binary sets it;
     /// in-process servers in tests leave it off and stop through a
     /// [`Handle`](crate::Handle).
@@ -119,6 +126,9 @@ impl Config {
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,
+            log_rate: 20,
+            log_burst: 200,
+            log_total_rate: 500,
             handle_signals: false,
         }
     }

@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr};
 use mio::net::TcpStream;
 
 use crate::config::Mode;
-use crate::journal;
+use crate::journal::{self, ChunkLimit};
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Traffic};
 
@@ -87,6 +87,8 @@ pub struct Io<'a> {
     pub traffic: &'a mut Traffic,
     /// What to do with input.
     pub mode: Mode,
+    /// In log mode, the rate limits of this connection's chunk lines.
+    pub limit: Option<ChunkLimit<'a>>,
     /// Set when any byte moved in either direction (idle bookkeeping).
     pub moved: bool,
     /// Bytes of output buffer this connection may still allocate: what
@@ -252,7 +254,9 @@ impl Connection {
     fn consume(&mut self, io: &mut Io<'_>, n: usize) -> io::Result<()> {
         match io.mode {
             Mode::Log => {
-                journal::chunk(self.peer, &io.buf[..n], io.scratch);
+                if let Some(limit) = &mut io.limit {
+                    journal::chunk(self.peer, &io.buf[..n], io.scratch, limit);
+                }
                 Ok(())
             }
             Mode::Discard => Ok(()),
@@ -440,6 +444,7 @@ mod tests {
             scratch: &mut scratch,
             traffic: &mut traffic,
             mode,
+            limit: None,
             moved: false,
             allowance: usize::MAX,
         };
@@ -471,6 +476,7 @@ mod tests {
             scratch: &mut scratch,
             traffic: &mut traffic,
             mode: Mode::Discard,
+            limit: None,
             moved: false,
             allowance: usize::MAX,
         };

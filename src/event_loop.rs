@@ -3,12 +3,13 @@
 //! client and returns what should happen next.
 //!
 //! Cost per connection: a 48-byte slab entry, 24 bytes of idle
-//! bookkeeping when `--idle-timeout` is set, and an output buffer only
-//! while a write is blocked. Those buffers share one budget
-//! (`--max-output-memory`): past it, a connection whose writes block
-//! stops being read, so clients that never read cost the budget, not
-//! their number times [`OUT_CAP`](crate::OUT_CAP). It breaks down only
-//! when one core cannot keep up with the total traffic.
+//! bookkeeping when `--idle-timeout` is set, 16 bytes of log rate limit
+//! in log mode, and an output buffer only while a write is blocked. Those
+//! buffers share one budget (`--max-output-memory`): past it, a
+//! connection whose writes block stops being read, so clients that never
+//! read cost the budget, not their number times
+//! [`OUT_CAP`](crate::OUT_CAP). It breaks down only when one core cannot
+//! keep up with the total traffic.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,9 +22,10 @@ use crate::config::{Config, Mode};
 use crate::connection::{Connection, Io, Progress, Ready};
 use crate::error::Error;
 use crate::idle::IdleList;
-use crate::journal;
+use crate::journal::{self, ChunkLimit};
 use crate::listener::accept::Accept;
 use crate::listener::{Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW};
+use crate::log_limit::{Bucket, Limits};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
 /// The one read buffer every connection shares.
@@ -57,6 +59,7 @@ pub(crate) fn run(
             }
         }
         lp.after_events(now);
+        journal::flush();
         if lp.finished(now) {
             lp.stats.add(lp.traffic);
             return Ok(lp.stats.summary());
@@ -74,6 +77,8 @@ struct EventLoop {
     buf: Box<[u8]>,
     scratch: String,
     idle: Option<IdleList>,
+    /// Log mode's rate limit state; `None` in the other modes.
+    log: Option<LogBuckets>,
     /// Connections whose read budget ran out (trap 2): driven again after
     /// this batch, and the next poll does not block while any wait.
     again: Vec<usize>,
@@ -101,6 +106,10 @@ impl EventLoop {
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
+            log: (config.mode == Mode::Log).then(|| LogBuckets {
+                limits: Limits::of(config),
+                buckets: Vec::new(),
+            }),
             again: Vec::new(),
             accept: Accept::new(config),
             out_held: 0,
@@ -135,7 +144,8 @@ impl EventLoop {
             None => self.accept.deadline(now),
             Some(_) => None,
         };
-        [idle, accept, self.stopping].into_iter().flatten().min()
+        let log = journal::retry_at(now);
+        [idle, accept, self.stopping, log].into_iter().flatten().min()
     }
 
     /// Work that follows each batch of events: accept, retry connections
@@ -179,6 +189,9 @@ impl EventLoop {
         if let Some(idle) = &mut self.idle {
             idle.insert(key, self.now_ms);
         }
+        if let Some(log) = &mut self.log {
+            *log.bucket(key) = Bucket::default();
+        }
         journal::accepted(peer, self.connections.len());
     }
 
@@ -196,6 +209,7 @@ impl EventLoop {
             scratch: &mut self.scratch,
             traffic: &mut self.traffic,
             mode: self.mode,
+            limit: self.log.as_mut().map(|log| log.limit(key, &self.stats)),
             moved: false,
             allowance: self.out_budget.saturating_sub(self.out_held),
         };
@@ -228,6 +242,9 @@ impl EventLoop {
         let reason =
             if self.stopping.is_some() { Reason::Shutdown } else { reason };
         self.stats.closed(&reason);
+        if let Some(log) = &mut self.log {
+            journal::suppressed(conn.peer(), log.bucket(key));
+        }
         journal::closed(conn.peer(), &reason, self.connections.len());
         self.out_held -= conn.held();
         self.accept.release(conn.peer());
@@ -282,6 +299,38 @@ impl EventLoop {
             }
         }
         self.connections.is_empty()
+    }
+}
+
+/// Log mode's rate limits: the server's, and a bucket per slab key. They
+/// live beside the slab rather than in [`Connection`], so the other modes
+/// pay nothing for them.
+struct LogBuckets {
+    limits: Limits,
+    buckets: Vec<Bucket>,
+}
+
+impl LogBuckets {
+    /// The bucket of slab key `key`, made on first use.
+    fn bucket(&mut self, key: usize) -> &mut Bucket {
+        if self.buckets.len() <= key {
+            self.buckets.resize(key + 1, Bucket::default());
+        }
+        &mut self.buckets[key]
+    }
+
+    /// What decides whether connection `key` may log a chunk line.
+    fn limit<'a>(
+        &'a mut self,
+        key: usize,
+        stats: &'a Stats,
+    ) -> ChunkLimit<'a> {
+        self.bucket(key);
+        ChunkLimit {
+            limits: &self.limits,
+            bucket: &mut self.buckets[key],
+            stats,
+        }
     }
 }
 

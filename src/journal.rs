@@ -4,8 +4,12 @@
 //! Two lines are part of the machine-readable contract and go to the
 //! [`STATUS`] target, which the binary always shows whatever the
 //! `--log-level`: `listening on …` first, `summary …` last.
+//!
+//! Lines reach stderr through [`sink`](crate::sink), which never blocks
+//! the caller: what it cannot write soon enough it drops and counts
+//! (`log_dropped`). In log mode, chunk lines also pass the rate limits
+//! of [`log_limit`](crate::log_limit) (`log_suppressed`).
 
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +18,18 @@ use simple_logger::SimpleLogger;
 
 use crate::config::{Mode, Model};
 use crate::escape::{escape_into, LOG_LIMIT};
-use crate::stats::{Reason, Summary};
+use crate::log_limit::{Bucket, Limits, Verdict};
+use crate::sink;
+use crate::stats::{Reason, Stats, Summary};
+
+pub(crate) use crate::sink::{after_fork, flush, own_fd, retry_at, settle};
+
+/// How long the end of a run may wait for a stalled stderr: first for
+/// the lines still pending, then for the summary line itself.
+const FINAL_WAIT: Duration = Duration::from_secs(1);
+/// The part of [`FINAL_WAIT`] that pending lines may use; the rest is
+/// the summary's alone.
+const PENDING_WAIT: Duration = Duration::from_millis(400);
 
 /// Log target of the lines that are always shown.
 pub const STATUS: &str = "readyloop::status";
@@ -24,9 +39,16 @@ pub fn listening(addr: SocketAddr, model: Model, mode: Mode) {
     info!(target: STATUS, "listening on {addr} (model={model}, mode={mode})");
 }
 
-/// The `summary …` line, the last one.
-pub fn summary(summary: &Summary) {
+/// Ends the log of a run: writes what is pending (dropping what stderr
+/// does not take in time), adds this process's dropped lines to
+/// `summary`, and writes the `summary …` line, the last one, waiting
+/// for stderr a bounded time, so a stalled sink never keeps the process
+/// from exiting.
+pub fn finish(summary: &mut Summary) {
+    let start = Instant::now();
+    summary.log_dropped += sink::settle(start + PENDING_WAIT);
     info!(target: STATUS, "{summary}");
+    sink::drain(start + FINAL_WAIT);
 }
 
 /// A connection was accepted; `open` counts it.
@@ -39,15 +61,54 @@ pub fn closed(peer: SocketAddr, reason: &Reason, open: usize) {
     info!("{peer} closed: {reason} ({open} open)");
 }
 
+/// What decides whether a connection's chunk line is logged: the
+/// server's limits, the connection's bucket, and the counters that hold
+/// the shared total and count what is suppressed.
+#[derive(Debug)]
+pub struct ChunkLimit<'a> {
+    /// The server's `--log-rate`, `--log-burst` and `--log-total-rate`.
+    pub limits: &'a Limits,
+    /// This connection's bucket.
+    pub bucket: &'a mut Bucket,
+    /// The server's counters.
+    pub stats: &'a Stats,
+}
+
 /// In log mode, one chunk read from `peer`, escaped and cut at
-/// [`LOG_LIMIT`] bytes. `scratch` is reused so logging does not allocate.
-pub fn chunk(peer: SocketAddr, bytes: &[u8], scratch: &mut String) {
+/// [`LOG_LIMIT`] bytes, if the rate limits admit it (else it is counted
+/// as suppressed). `scratch` is reused so logging does not allocate.
+pub fn chunk(
+    peer: SocketAddr,
+    bytes: &[u8],
+    scratch: &mut String,
+    limit: &mut ChunkLimit<'_>,
+) {
     if !log_enabled!(Level::Info) {
         return;
+    }
+    let total = limit.stats.log_total();
+    let verdict = limit.limits.admit(limit.bucket, total, Instant::now());
+    match verdict {
+        Verdict::Suppress => return limit.stats.log_suppressed(),
+        Verdict::Log { resumed: 0 } => {}
+        Verdict::Log { resumed } => report_suppressed(peer, resumed),
     }
     scratch.clear();
     escape_into(scratch, bytes, LOG_LIMIT);
     info!("{peer} sent {} bytes: {scratch}", bytes.len());
+}
+
+/// Reports the chunk lines of `peer` suppressed and not yet reported;
+/// called as it closes.
+pub fn suppressed(peer: SocketAddr, bucket: &mut Bucket) {
+    match bucket.take_suppressed() {
+        0 => {}
+        n => report_suppressed(peer, n),
+    }
+}
+
+fn report_suppressed(peer: SocketAddr, n: u32) {
+    info!("{peer}: {n} chunk lines suppressed (log-rate)");
 }
 
 /// Limits a warning to one line a second however often it happens, and
@@ -101,7 +162,7 @@ pub fn rejected_per_address(
 }
 
 /// Installs `logger` (its levels decide what is shown) so that each line
-/// reaches stderr in one `write(2)`.
+/// reaches stderr in one `write(2)`, through the sink that never blocks.
 ///
 /// simple_logger prints a line as two writes, the text and then its
 /// newline. Within one process stderr's lock keeps lines whole, but the
@@ -110,6 +171,7 @@ pub fn rejected_per_address(
 /// ones. One write of a line shorter than `PIPE_BUF` (a logged chunk is
 /// at most about 1.1 KB) is never split or interleaved on a pipe.
 pub fn init(logger: SimpleLogger) -> Result<(), log::SetLoggerError> {
+    sink::open();
     log::set_max_level(logger.max_level());
     log::set_boxed_logger(Box::new(OneWrite(logger)))
 }
@@ -137,10 +199,12 @@ impl Log for OneWrite {
             record.level().as_str(),
             record.args()
         );
-        let _ = io::stderr().lock().write_all(line.as_bytes());
+        sink::line(line.as_bytes());
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        sink::flush();
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@
 //! | leaves | `config` | [`Config`], [`Mode`], [`Model`]: plain data |
 //! | | `stats` | counters, [`Reason`], the [`Summary`] line |
 //! | | `journal` | the log lines all models share |
+//! | | `sink` | stderr without blocking: a bounded buffer, drops counted |
+//! | | `log_limit` | log mode's rate limits: per connection and in total |
 //! | | [`escape`] | makes client bytes safe to log |
 //! | | `net` | socket set-up and error predicates |
 //! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
@@ -68,7 +70,8 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // Unsafe code only where the OS leaves no choice: `models::forked`
-// (fork), `rlimit` (setrlimit) and one socket option in `load::source`.
+// (fork), `rlimit` (setrlimit), `sink` (poll) and one socket option in
+// `load::source`.
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -81,11 +84,13 @@ mod idle;
 mod journal;
 mod listener;
 pub mod load;
+mod log_limit;
 mod models;
 mod net;
 pub mod rlimit;
 mod secs;
 mod server;
+mod sink;
 mod stats;
 
 pub use config::{Config, Mode, Model};

@@ -54,13 +54,13 @@ impl Server {
     pub fn run(self) -> Result<Summary, Error> {
         let Server { config, listener } = self;
         journal::listening(listener.local_addr(), config.model, config.mode);
-        let summary = match config.model {
+        let mut summary = match config.model {
             Model::Mio => event_loop::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,
             Model::Thread => models::threaded::run(listener, &config)?,
             Model::Process => models::forked::run(listener, &config)?,
         };
-        journal::summary(&summary);
+        journal::finish(&mut summary);
         Ok(summary)
     }
 

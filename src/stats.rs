@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::log_limit::Total;
+
 /// Why a connection ended. Every accepted connection ends with exactly one.
 #[derive(Debug)]
 pub enum Reason {
@@ -74,6 +76,10 @@ pub struct Stats {
     rejected: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    log_dropped: AtomicU64,
+    log_suppressed: AtomicU64,
+    /// The `--log-total-rate` bucket, shared like the counters.
+    log_total: Total,
 }
 
 impl Stats {
@@ -115,6 +121,22 @@ impl Stats {
         self.bytes_out.fetch_add(traffic.bytes_out, Relaxed);
     }
 
+    /// `n` log lines were dropped by a process (a forked child) whose
+    /// own count would otherwise be lost with it.
+    pub fn log_dropped(&self, n: u64) {
+        self.log_dropped.fetch_add(n, Relaxed);
+    }
+
+    /// A chunk line was suppressed by the log rate limits.
+    pub fn log_suppressed(&self) {
+        self.log_suppressed.fetch_add(1, Relaxed);
+    }
+
+    /// The server's `--log-total-rate` bucket.
+    pub fn log_total(&self) -> &Total {
+        &self.log_total
+    }
+
     /// A copy of the counters as they are now.
     pub fn summary(&self) -> Summary {
         Summary {
@@ -127,6 +149,8 @@ impl Stats {
             rejected: self.rejected.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            log_dropped: self.log_dropped.load(Relaxed),
+            log_suppressed: self.log_suppressed.load(Relaxed),
         }
     }
 }
@@ -144,6 +168,8 @@ pub struct Summary {
     pub rejected: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub log_dropped: u64,
+    pub log_suppressed: u64,
 }
 
 impl Summary {
@@ -174,6 +200,8 @@ impl Summary {
                 "rejected" => &mut s.rejected,
                 "bytes_in" => &mut s.bytes_in,
                 "bytes_out" => &mut s.bytes_out,
+                "log_dropped" => &mut s.log_dropped,
+                "log_suppressed" => &mut s.log_suppressed,
                 _ => return None,
             };
             *field = value;
@@ -188,7 +216,7 @@ impl fmt::Display for Summary {
             f,
             "summary accepted={} closed_eof={} closed_reset={} \
              closed_error={} closed_idle={} closed_shutdown={} rejected={} \
-             bytes_in={} bytes_out={}",
+             bytes_in={} bytes_out={} log_dropped={} log_suppressed={}",
             self.accepted,
             self.closed_eof,
             self.closed_reset,
@@ -197,7 +225,9 @@ impl fmt::Display for Summary {
             self.closed_shutdown,
             self.rejected,
             self.bytes_in,
-            self.bytes_out
+            self.bytes_out,
+            self.log_dropped,
+            self.log_suppressed
         )
     }
 }
@@ -216,13 +246,15 @@ mod tests {
         stats.rejected();
         stats.read(10);
         stats.wrote(7);
+        stats.log_dropped(3);
+        stats.log_suppressed();
         let s = stats.summary();
         let line = s.to_string();
         assert_eq!(
             line,
             "summary accepted=2 closed_eof=1 closed_reset=1 closed_error=0 \
              closed_idle=0 closed_shutdown=0 rejected=1 bytes_in=10 \
-             bytes_out=7"
+             bytes_out=7 log_dropped=3 log_suppressed=1"
         );
         assert_eq!(Summary::parse(&format!("INFO  [x] {line}")), Some(s));
         assert_eq!(s.closed(), 2);

@@ -125,9 +125,13 @@ pub(crate) fn run<D: Dispatch>(
     while !gate.stopping {
         let now = Instant::now();
         let model_due = model.timeout().map(|t| now + t);
-        let deadline =
-            [accept.deadline(now), model_due].into_iter().flatten().min();
+        let log_due = journal::retry_at(now);
+        let deadline = [accept.deadline(now), model_due, log_due]
+            .into_iter()
+            .flatten()
+            .min();
         let tokens = gate.wait(deadline)?;
+        journal::flush();
         if tokens.contains(&LISTENER) {
             accept.on_event();
         }

@@ -12,8 +12,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::config::Mode;
-use crate::journal;
+use crate::journal::{self, ChunkLimit};
 use crate::listener::STOP_WINDOW;
+use crate::log_limit::{Bucket, Limits};
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Stats};
 
@@ -47,6 +48,8 @@ pub(crate) struct Context<'a> {
     pub mode: Mode,
     /// `--idle-timeout`.
     pub idle: Option<Duration>,
+    /// Log mode's rate limits, made once per server (before any fork).
+    pub limits: Limits,
 }
 
 /// Serves one accepted blocking socket until it ends, then counts and
@@ -57,13 +60,29 @@ pub(crate) fn serve(
     cx: &mut Context<'_>,
     watch: &mut dyn Watch,
 ) {
+    let reason = serve_to_close(stream, peer, cx, watch);
+    finish(peer, &reason, cx.stats);
+}
+
+/// Serves one accepted blocking socket until it ends and says why,
+/// without counting or logging the close (the process model's parent
+/// counts its children's).
+pub(crate) fn serve_to_close(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    cx: &mut Context<'_>,
+    watch: &mut dyn Watch,
+) -> Reason {
     let mut conn = Conn::new(stream, cx.idle, watch);
     let reason = conn.run(peer, cx);
+    journal::suppressed(peer, &mut conn.bucket);
     // As in the mio model, whatever was open when the stop began closes
     // as `shutdown`.
-    let reason =
-        if conn.noticed_stop(true) { Reason::Shutdown } else { reason };
-    finish(peer, &reason, cx.stats);
+    if conn.noticed_stop(true) {
+        Reason::Shutdown
+    } else {
+        reason
+    }
 }
 
 /// Counts and logs a connection that ended with `reason`.
@@ -93,6 +112,8 @@ struct Conn<'s> {
     stop_by: Option<Instant>,
     /// The read and write timeout set on the socket now.
     armed: Option<Duration>,
+    /// Log mode's rate limit of this connection's chunk lines.
+    bucket: Bucket,
 }
 
 impl<'s> Conn<'s> {
@@ -110,6 +131,7 @@ impl<'s> Conn<'s> {
             next_ask: now,
             stop_by: None,
             armed: None,
+            bucket: Bucket::default(),
         }
     }
 
@@ -135,7 +157,14 @@ impl<'s> Conn<'s> {
             self.last = Instant::now();
             let chunk = &cx.buf[..n];
             match cx.mode {
-                Mode::Log => journal::chunk(peer, chunk, cx.scratch),
+                Mode::Log => {
+                    let mut limit = ChunkLimit {
+                        limits: &cx.limits,
+                        bucket: &mut self.bucket,
+                        stats: cx.stats,
+                    };
+                    journal::chunk(peer, chunk, cx.scratch, &mut limit);
+                }
                 Mode::Discard => {}
                 Mode::Echo => {
                     if let Err(reason) = self.send(chunk, cx.stats) {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::config::{Config, Mode};
 use crate::error::Error;
 use crate::listener::Listener;
+use crate::log_limit::Limits;
 use crate::stats::{Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
@@ -42,6 +43,7 @@ pub(crate) fn run(
         mode: config.mode,
         idle: config.idle_timeout,
         served: None,
+        limits: Limits::of(config),
     };
     // Connections are served inside the accept loop, so when it returns
     // every one of them has closed.
@@ -57,6 +59,7 @@ struct Iterative {
     idle: Option<Duration>,
     /// The client served last, until the accept loop hears it is gone.
     served: Option<SocketAddr>,
+    limits: Limits,
 }
 
 impl Dispatch for Iterative {
@@ -81,6 +84,7 @@ impl Dispatch for Iterative {
             stats: &self.stats,
             mode: self.mode,
             idle: self.idle,
+            limits: self.limits,
         };
         blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
         self.served = Some(peer);

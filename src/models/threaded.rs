@@ -24,6 +24,7 @@ use slab::Slab;
 use crate::config::{Config, Mode};
 use crate::error::Error;
 use crate::listener::{Listener, STOP_WINDOW};
+use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
@@ -52,6 +53,7 @@ pub(crate) fn run(
         pruned: Instant::now(),
         mode: config.mode,
         idle: config.idle_timeout,
+        limits: Limits::of(config),
         stack: config.thread_stack_kib.saturating_mul(1024),
     };
     let _gate = acceptor::run(listener, config, &mut model)?;
@@ -129,6 +131,7 @@ struct Threads {
     pruned: Instant,
     mode: Mode,
     idle: Option<Duration>,
+    limits: Limits,
     stack: usize,
 }
 
@@ -201,7 +204,7 @@ impl Dispatch for Threads {
         let key =
             self.shared.live().streams.insert((Arc::clone(&stream), peer));
         let shared = Arc::clone(&self.shared);
-        let (mode, idle) = (self.mode, self.idle);
+        let (mode, idle, limits) = (self.mode, self.idle, self.limits);
         let spawned =
             thread::Builder::new().stack_size(self.stack).spawn(move || {
                 let mut buf = vec![0; READ_BUF];
@@ -212,6 +215,7 @@ impl Dispatch for Threads {
                     stats: &shared.stats,
                     mode,
                     idle,
+                    limits,
                 };
                 let mut watch = Flag(&shared.stopping);
                 blocking::serve(&stream, peer, &mut cx, &mut watch);

@@ -1,25 +1,60 @@
 //! The child side of the process model: from fork to `_exit`.
 
+use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::time::Instant;
 
 use libc::c_int;
 use signal_hook::consts::SIGCHLD;
 
 use crate::config::Config;
+use crate::journal;
 use crate::listener::Listener;
-use crate::stats::Stats;
+use crate::log_limit::Limits;
+use crate::stats::{Reason, Stats};
 
-use super::SERVED;
 use crate::models::blocking::{self, Context, Watch};
 
 /// Each child's read buffer.
 const READ_BUF: usize = 64 * 1024;
 /// Exit status of a child whose serving panicked.
 const PANICKED: c_int = 70;
+
+/// How a child tells its parent why its connection closed: its exit
+/// status. Only the parent counts closes, once per child it reaps, so a
+/// child killed after it logged its close is still counted once.
+const CLOSED_BY: [(c_int, fn() -> Reason); 5] = [
+    (0, || Reason::Eof),
+    (1, || Reason::Reset),
+    (2, || Reason::Error(io::Error::other("reported by the child"))),
+    (3, || Reason::Idle),
+    (4, || Reason::Shutdown),
+];
+
+/// The exit status that reports `reason`.
+fn exit_status(reason: &Reason) -> c_int {
+    match reason {
+        Reason::Eof => 0,
+        Reason::Reset => 1,
+        Reason::Error(_) => 2,
+        Reason::Idle => 3,
+        Reason::Shutdown => 4,
+    }
+}
+
+/// The close a child reported in its wait status, if it exited normally
+/// (it logged it already); `None` if it was killed or crashed.
+pub(super) fn reported(status: c_int) -> Option<Reason> {
+    if !libc::WIFEXITED(status) {
+        return None;
+    }
+    let code = libc::WEXITSTATUS(status);
+    CLOSED_BY.iter().find(|(c, _)| *c == code).map(|(_, reason)| reason())
+}
 
 /// Set by the child's SIGTERM/SIGINT handler.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -34,8 +69,11 @@ pub(super) fn child(
     stream: &TcpStream,
     peer: SocketAddr,
     stats: &Stats,
+    limits: Limits,
     stop_signals: SignalMask,
 ) -> ! {
+    // The parent writes and counts its own pending log lines.
+    journal::after_fork();
     let fd = stream.as_raw_fd();
     close_inherited(listener, fd);
     CONN_FD.store(fd, SeqCst);
@@ -54,22 +92,41 @@ pub(super) fn child(
                 stats,
                 mode: config.mode,
                 idle: config.idle_timeout,
+                limits,
             };
-            blocking::serve(stream, peer, &mut cx, &mut SignalWatch);
+            blocking::serve_to_close(stream, peer, &mut cx, &mut SignalWatch)
         }));
-    let status = if served.is_ok() { SERVED } else { PANICKED };
+    let status = match served {
+        Ok(reason) => {
+            // Not counted yet: the parent counts it when it reaps us.
+            let open = blocking::open(stats).saturating_sub(1);
+            journal::closed(peer, &reason, open);
+            exit_status(&reason)
+        }
+        Err(_) => PANICKED,
+    };
+    // Lines this child could not write die with it; the shared count
+    // keeps the number. A child never waits for stderr.
+    stats.log_dropped(journal::settle(Instant::now()));
     // SAFETY: _exit(2) ends the process at once without running atexit
     // handlers or destructors, which belong to the parent.
     unsafe { libc::_exit(status) }
 }
 
-/// Closes every descriptor the child inherited except stdio and its
-/// connection: the listener, the waker, the signal pipes and above all
-/// the epoll descriptor, whose registrations it shares with the parent.
-/// Closing is safe for the parent (its descriptors stay open); using or
-/// changing them from the child would not be.
-fn close_inherited(listener: &Listener, keep: c_int) {
-    let ranges = [(3, keep - 1), (keep + 1, c_int::MAX)];
+/// Closes every descriptor the child inherited except stdio, its
+/// connection and the log sink's own stderr: the listener, the waker,
+/// the signal pipes and above all the epoll descriptor, whose
+/// registrations it shares with the parent. Closing is safe for the
+/// parent (its descriptors stay open); using or changing them from the
+/// child would not be.
+fn close_inherited(listener: &Listener, conn: c_int) {
+    let mut keep = [conn, journal::own_fd().unwrap_or(conn)];
+    keep.sort_unstable();
+    let ranges = [
+        (3, keep[0] - 1),
+        (keep[0] + 1, keep[1] - 1),
+        (keep[1] + 1, c_int::MAX),
+    ];
     let mut ok = true;
     for (first, last) in ranges {
         if first > last {

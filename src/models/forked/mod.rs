@@ -10,9 +10,13 @@
 //! idle client. What it buys is isolation: a crash ends one connection.
 //!
 //! The counters live in a shared anonymous mapping created before the
-//! first fork, so the children add to the numbers the parent prints. A
-//! child that dies without counting its close (killed, crashed) is
-//! counted by the parent when it reaps it, so the summary stays exact.
+//! first fork, so the children add the bytes they move (and the log
+//! lines they drop) to the numbers the parent prints. Closes are counted
+//! by the parent alone: a child logs its close and reports its reason in
+//! its exit status, and the parent, which reaps each child exactly once,
+//! counts it then; a child that is killed or crashes is counted as
+//! `shutdown` or `error`. However a child ends (killed after it logged,
+//! say, while stderr stalled), its connection is counted once.
 //! On a stop the parent forwards SIGTERM to every child; a child's
 //! handler shuts its socket's read side down, which wakes a blocked read
 //! (a blocked write returns with EINTR), and the child winds down as the
@@ -21,7 +25,8 @@
 //!
 //! The unsafe code of this model is all in this module: fork and waitpid
 //! here, signals in `child`, mmap in `shared` (the crate's other unsafe
-//! code is `rlimit` and one socket option of the load generator).
+//! code is `rlimit`, `poll` in `sink` and one socket option of the load
+//! generator).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -37,11 +42,12 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listener::{Listener, FIRST_CONNECTION, STOP_WINDOW};
+use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
 use super::blocking;
-use child::{child, SignalMask};
+use child::{child, reported, SignalMask};
 use shared::SharedStats;
 
 mod child;
@@ -54,8 +60,6 @@ const CHILDREN: Token = Token(FIRST_CONNECTION);
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// How long past the stop window children get before they are killed.
 const GRACE: Duration = Duration::from_secs(1);
-/// Exit status of a child that counted and logged its close.
-pub(super) const SERVED: c_int = 0;
 
 /// Runs the process model until it is stopped.
 pub(crate) fn run(
@@ -78,6 +82,7 @@ pub(crate) fn run(
         departed: Vec::new(),
         stopping: false,
         config: config.clone(),
+        limits: Limits::of(config),
     };
     let mut gate = acceptor::run(listener, config, &mut model)?;
     model.stop(&mut gate)?;
@@ -108,6 +113,9 @@ struct Processes {
     departed: Vec<SocketAddr>,
     stopping: bool,
     config: Config,
+    /// Log mode's limits, made before the first fork: every child counts
+    /// from the same instant.
+    limits: Limits,
 }
 
 impl Processes {
@@ -125,12 +133,15 @@ impl Processes {
         }
     }
 
-    /// A child is gone. If it did not count its own close, count it here,
-    /// so that every accepted connection ends in exactly one count.
+    /// A child is gone: count its connection's close, which it reported
+    /// (and logged) in its exit status, or, if it was killed or crashed,
+    /// count and log it here. Every accepted connection ends in exactly
+    /// one count.
     fn reaped(&mut self, pid: pid_t, status: c_int) {
         let Some(peer) = self.children.remove(&pid) else { return };
         self.departed.push(peer);
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == SERVED {
+        if let Some(reason) = reported(status) {
+            self.stats.closed(&reason);
             return;
         }
         let reason = match self.stopping {
@@ -235,6 +246,7 @@ impl Dispatch for Processes {
                 &stream,
                 peer,
                 &self.stats,
+                self.limits,
                 stop_signals,
             ),
             pid => {

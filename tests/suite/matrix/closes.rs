@@ -200,6 +200,8 @@ fn summary_counts_match_a_mixed_workload(model: Model) {
         rejected: 2,
         bytes_in: bytes,
         bytes_out: bytes,
+        log_dropped: 0,
+        log_suppressed: 0,
     };
     assert_eq!(s, want, "\n got {s}\nwant {want}");
     drop(held);

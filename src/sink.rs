@@ -1,0 +1,429 @@
+//! Where log lines go: stderr, without ever blocking the caller (trap 16).
+//!
+//! A `write(2)` to stderr blocks as soon as whatever reads it stalls (a
+//! log shipper that fell behind, `2>&1 | less` not scrolled): 64 KiB of
+//! log later the loop stops serving, and the stop signal with it. So
+//! lines go to a bounded buffer ([`CAPACITY`]) and leave it with writes
+//! that never block; when the buffer is full a new line is dropped whole
+//! and counted, and once the sink drains one line says how many went.
+//!
+//! How a write is kept from blocking depends on what stderr is:
+//!
+//! - a pipe, FIFO or terminal: reopened through `/proc/self/fd/2`, which
+//!   gives this process its own open file description, and O_NONBLOCK is
+//!   set on that one. The inherited description is shared with the shell
+//!   or the parent; its flags are never touched.
+//! - a socket (systemd's journal stream): `send` with `MSG_DONTWAIT`.
+//! - a regular file: plain writes, which do not wait on a reader.
+//! - anything that cannot be reopened: written only when `poll` says
+//!   there is room.
+//!
+//! A line is never split across writes on a pipe: writes carry whole
+//! lines, at most `PIPE_BUF` bytes, which a pipe takes atomically, so the
+//! process model's children can share it. There is no thread (the process
+//! model forks, and must stay single-threaded): pending lines go out on
+//! the next line, or on [`flush`], which the loops call every turn
+//! (a relaxed load when nothing is pending).
+#![allow(unsafe_code)] // poll(2), in `poll_writable` only
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::net::{interrupted, would_block};
+
+/// Bytes of log held while the sink cannot take them.
+pub(crate) const CAPACITY: usize = 64 * 1024;
+/// A pipe takes a write of at most this many bytes whole or not at all.
+const PIPE_BUF: usize = libc::PIPE_BUF;
+/// How soon a loop with lines pending tries the sink again.
+const RETRY: Duration = Duration::from_millis(100);
+/// The target of the line that reports drops, as `journal` logs.
+const TARGET: &str = "readyloop::journal";
+
+static SINK: Mutex<Sink> = Mutex::new(Sink::new(Out::Guarded));
+/// Lines are waiting in [`SINK`]: the cheap check of [`flush`].
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Points the sink at stderr, choosing how to write without blocking.
+pub(crate) fn open() {
+    let out = match std::fs::metadata("/proc/self/fd/2") {
+        Ok(m) if m.file_type().is_socket() => Out::Socket,
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() => {
+            reopen().map_or(Out::Guarded, Out::Own)
+        }
+        Ok(_) => Out::Plain,
+        Err(_) => Out::Guarded,
+    };
+    sink().out = out;
+}
+
+/// stderr's pipe or terminal again, as a new open file description of
+/// our own whose O_NONBLOCK affects nobody else (O_CLOEXEC is std's
+/// default). A FIFO without a reader fails (ENXIO) and stays guarded.
+fn reopen() -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open("/proc/self/fd/2")
+}
+
+/// Writes `line` (newline included) now, or buffers it, or drops it.
+pub(crate) fn line(line: &[u8]) {
+    let mut sink = sink();
+    sink.line(line);
+    PENDING.store(sink.pending(), Relaxed);
+}
+
+/// Writes what is pending, if the sink takes it now.
+pub(crate) fn flush() {
+    if PENDING.load(Relaxed) {
+        let mut sink = sink();
+        sink.flush();
+        PENDING.store(sink.pending(), Relaxed);
+    }
+}
+
+/// When a loop should call [`flush`] again: soon while lines are
+/// pending, otherwise never.
+pub(crate) fn retry_at(now: Instant) -> Option<Instant> {
+    PENDING.load(Relaxed).then_some(now + RETRY)
+}
+
+/// Waits until `deadline` at most for pending lines to be written, then
+/// drops what is left; returns every line dropped by this process.
+pub(crate) fn settle(deadline: Instant) -> u64 {
+    let mut sink = sink();
+    if !sink.drain(deadline) {
+        sink.discard();
+    }
+    PENDING.store(false, Relaxed);
+    sink.dropped
+}
+
+/// Waits until `deadline` at most for pending lines to be written.
+pub(crate) fn drain(deadline: Instant) {
+    let mut sink = sink();
+    sink.drain(deadline);
+    PENDING.store(sink.pending(), Relaxed);
+}
+
+/// In a forked child: forgets the parent's pending lines and counts (the
+/// parent writes and counts those) and starts counting its own.
+pub(crate) fn after_fork() {
+    let mut sink = sink();
+    sink.buf.clear();
+    sink.sent = 0;
+    sink.unreported = 0;
+    sink.dropped = 0;
+    PENDING.store(false, Relaxed);
+}
+
+/// The sink's own descriptor, which a forked child must keep open.
+pub(crate) fn own_fd() -> Option<RawFd> {
+    match &sink().out {
+        Out::Own(file) => Some(file.as_raw_fd()),
+        _ => None,
+    }
+}
+
+fn sink() -> MutexGuard<'static, Sink> {
+    // A panic while logging leaves the buffer consistent (whole lines).
+    SINK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How lines reach stderr without blocking.
+#[derive(Debug)]
+enum Out {
+    /// Our own nonblocking description of stderr's pipe or terminal.
+    Own(File),
+    /// stderr is a socket: `send(MSG_DONTWAIT)`.
+    Socket,
+    /// stderr is a file: writes do not wait for a reader.
+    Plain,
+    /// stderr could not be reopened: write only when poll says it can.
+    Guarded,
+}
+
+impl Out {
+    fn write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Own(file) => (&*file).write(data),
+            Out::Socket => socket2::SockRef::from(&io::stderr())
+                .send_with_flags(
+                    data,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                ),
+            Out::Plain => io::stderr().lock().write(data),
+            Out::Guarded => match poll_writable(2, Duration::ZERO) {
+                true => io::stderr().lock().write(data),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            },
+        }
+    }
+
+    /// Waits until the sink may take a write, or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        match self {
+            Out::Own(file) => drop(poll_writable(file.as_raw_fd(), timeout)),
+            Out::Socket | Out::Guarded => drop(poll_writable(2, timeout)),
+            Out::Plain => {}
+        }
+    }
+}
+
+/// Whether `fd` can take a write within `timeout`. An error or hang-up
+/// counts as writable: the write then fails at once and says why.
+fn poll_writable(fd: RawFd, timeout: Duration) -> bool {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: `pfd` is one valid, writable pollfd and the count is 1;
+    // poll(2) only writes its `revents`.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    ready > 0 && pfd.revents & (libc::POLLOUT | libc::POLLERR) != 0
+}
+
+/// The buffer between the loggers and stderr: `buf[sent..]` is pending,
+/// always whole lines except for the rest of one partly written.
+#[derive(Debug)]
+struct Sink {
+    out: Out,
+    buf: Vec<u8>,
+    sent: usize,
+    /// Lines dropped because the sink was full, not yet reported.
+    unreported: u64,
+    /// Every line this process dropped.
+    dropped: u64,
+}
+
+impl Sink {
+    const fn new(out: Out) -> Sink {
+        Sink { out, buf: Vec::new(), sent: 0, unreported: 0, dropped: 0 }
+    }
+
+    fn pending(&self) -> bool {
+        self.sent < self.buf.len() || self.unreported > 0
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if !self.pending() {
+            // The common case: straight out, nothing copied.
+            match write_once(&self.out, line) {
+                Ok(n) if n == line.len() => return,
+                Ok(n) => return self.buf.extend_from_slice(&line[n..]),
+                Err(e) if would_block(&e) => {}
+                Err(_) => return self.dropped += 1,
+            }
+        }
+        self.push(line);
+        self.flush();
+    }
+
+    /// Buffers `line`, or drops it whole if it does not fit.
+    fn push(&mut self, line: &[u8]) {
+        if self.buf.len() - self.sent + line.len() > CAPACITY {
+            self.unreported += 1;
+            self.dropped += 1;
+            return;
+        }
+        if self.buf.len() + line.len() > CAPACITY {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        if self.buf.capacity() < CAPACITY {
+            self.buf.reserve_exact(CAPACITY - self.buf.len());
+        }
+        self.buf.extend_from_slice(line);
+    }
+
+    /// Writes pending lines until none is left or the sink is full; once
+    /// it drained, reports what was dropped. True when nothing is left.
+    fn flush(&mut self) -> bool {
+        loop {
+            if self.sent == self.buf.len() {
+                self.buf.clear();
+                self.sent = 0;
+                if self.unreported == 0 {
+                    return true;
+                }
+                let report = format!(
+                    "{:<5} [{TARGET}] log sink was full: {} lines dropped\n",
+                    "WARN",
+                    std::mem::take(&mut self.unreported)
+                );
+                self.buf.extend_from_slice(report.as_bytes());
+            }
+            let batch = batch(&self.buf[self.sent..]);
+            match write_once(&self.out, batch) {
+                Ok(0) => {
+                    self.discard();
+                    return true;
+                }
+                Ok(n) => self.sent += n,
+                Err(e) if would_block(&e) => return false,
+                // The sink is gone (EPIPE, EBADF, …): nothing will be
+                // written, so nothing is kept; the count says what went.
+                Err(_) => {
+                    self.discard();
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Flushes, waiting for the sink until `deadline` at most; true when
+    /// nothing is left.
+    fn drain(&mut self, deadline: Instant) -> bool {
+        loop {
+            if self.flush() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.out.wait(left);
+        }
+    }
+
+    /// Drops every pending line, counting them.
+    fn discard(&mut self) {
+        let pending = &self.buf[self.sent..];
+        let lines = pending.iter().filter(|&&b| b == b'\n').count();
+        self.dropped += lines as u64;
+        self.buf.clear();
+        self.sent = 0;
+    }
+}
+
+/// One write, retried if a signal interrupted it (trap 9).
+fn write_once(out: &Out, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match out.write(data) {
+            Err(e) if interrupted(&e) => {}
+            result => return result,
+        }
+    }
+}
+
+/// The longest run of whole lines at the start of `pending` that a pipe
+/// takes in one atomic write, or the first line alone if it is longer.
+fn batch(pending: &[u8]) -> &[u8] {
+    let first = pending
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(pending.len(), |i| i + 1);
+    if first >= PIPE_BUF {
+        return &pending[..first];
+    }
+    let window = &pending[..pending.len().min(PIPE_BUF)];
+    let end =
+        window.iter().rposition(|&b| b == b'\n').map_or(first, |i| i + 1);
+    &pending[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// A pipe whose write end is nonblocking, wrapped as a sink.
+    fn pipe_sink() -> (File, Sink) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+        let r = unsafe {
+            libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC)
+        };
+        assert_eq!(r, 0);
+        // SAFETY: both descriptors are new and owned by nobody else.
+        let (read, write) = unsafe {
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        };
+        (File::from(read), Sink::new(Out::Own(File::from(write))))
+    }
+
+    fn read_all(pipe: &mut File) -> String {
+        let mut all = Vec::new();
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(all).unwrap()
+    }
+
+    #[test]
+    fn a_full_pipe_buffers_then_drops_whole_lines_and_reports_them() {
+        let (mut reader, mut sink) = pipe_sink();
+        let line = format!("{}\n", "x".repeat(99));
+        let mut written = 0;
+        while !sink.pending() {
+            sink.line(line.as_bytes());
+            written += 1;
+        }
+        // The pipe is full; the buffer takes CAPACITY more, then drops.
+        let fits = CAPACITY / line.len();
+        for _ in 0..fits + 10 {
+            sink.line(line.as_bytes());
+        }
+        // The line that found the pipe full was buffered, so the buffer
+        // took it and `fits - 1` more: 11 dropped.
+        assert_eq!(sink.dropped, 11);
+        assert_eq!(sink.unreported, 11);
+        let mut text = String::new();
+        while sink.pending() {
+            text.push_str(&read_all(&mut reader));
+            sink.flush();
+        }
+        text.push_str(&read_all(&mut reader));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), written - 1 + fits + 1);
+        assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 99));
+        assert_eq!(
+            lines[lines.len() - 1],
+            "WARN  [readyloop::journal] log sink was full: 11 lines dropped"
+        );
+        assert_eq!(sink.unreported, 0);
+        assert_eq!(sink.dropped, 11);
+    }
+
+    #[test]
+    fn a_stalled_sink_is_settled_by_its_deadline_and_counted() {
+        let (_reader, mut sink) = pipe_sink();
+        while !sink.pending() {
+            sink.line(b"fill\n");
+        }
+        sink.line(b"one more\n");
+        let start = Instant::now();
+        assert!(!sink.drain(start + Duration::from_millis(50)));
+        sink.discard();
+        assert!(sink.dropped >= 2, "{}", sink.dropped);
+        assert!(!sink.pending() || sink.unreported > 0);
+    }
+
+    #[test]
+    fn a_closed_reader_drops_and_counts_without_reporting() {
+        let (reader, mut sink) = pipe_sink();
+        drop(reader);
+        sink.line(b"nobody reads this\n");
+        sink.line(b"nor this\n");
+        assert_eq!((sink.dropped, sink.unreported), (2, 0));
+        assert!(!sink.pending());
+    }
+
+    #[test]
+    fn batches_are_whole_lines_within_pipe_buf() {
+        let short = b"ab\ncd\n";
+        assert_eq!(batch(short), short);
+        let many = "y\n".repeat(PIPE_BUF);
+        assert_eq!(batch(many.as_bytes()).len(), PIPE_BUF);
+        let long = format!("{}\nz\n", "l".repeat(PIPE_BUF + 10));
+        assert_eq!(batch(long.as_bytes()).len(), PIPE_BUF + 11);
+        assert_eq!(batch(b"partial"), b"partial");
+    }
+}
