@@ -509,6 +509,7 @@ mod tests {
                 traffic: &mut traffic,
                 mode: Mode::Echo,
                 moved: false,
+                limit: None,
                 allowance: 0,
             };
             conn.on_ready(&mut io, Ready::ANY);
