@@ -145,6 +145,12 @@ impl Connection {
         &mut self.stream
     }
 
+    /// Whether the client sent input the server has not read yet.
+    pub fn has_input(&self) -> bool {
+        let mut byte = [0; 1];
+        matches!(self.stream.peek(&mut byte), Ok(1))
+    }
+
     /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer

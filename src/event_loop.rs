@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::idle::IdleList;
 use crate::journal::{self, ChunkLimit};
 use crate::listener::accept::Accept;
-use crate::listener::{Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW};
+use crate::listener::{Control, Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW};
 use crate::log_limit::{Bucket, Limits};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
@@ -48,14 +48,15 @@ pub(crate) fn run(
         for event in events.iter() {
             match event.token() {
                 LISTENER => lp.accept.on_event(),
-                token if lp.listener.is_stop(token) => lp.begin_stop(now),
-                // A signal token with no signal pending falls through here
-                // and is ignored: spurious wake-ups are harmless.
-                Token(t) => {
-                    if let Some(key) = t.checked_sub(FIRST_CONNECTION) {
-                        lp.drive(key, Ready::of(event));
+                token => match lp.listener.control(token) {
+                    Some(control) => lp.on_control(control, now),
+                    None => {
+                        if let Some(key) = token.0.checked_sub(FIRST_CONNECTION)
+                        {
+                            lp.drive(key, Ready::of(event));
+                        }
                     }
-                }
+                },
             }
         }
         lp.after_events(now);
@@ -256,19 +257,48 @@ impl EventLoop {
         while let Some(key) =
             self.idle.as_ref().and_then(|l| l.expired(self.now_ms))
         {
-            match self.connections.contains(key) {
-                true => self.close(key, Reason::Idle),
+            let queued = match self.connections.get(key) {
+                Some(conn) => conn.has_input(),
                 // Never expected; unlink so the loop cannot spin on it.
-                false => {
+                None => {
                     if let Some(idle) = &mut self.idle {
                         idle.remove(key);
                     }
+                    continue;
                 }
+            };
+            match queued {
+                // Input waits that the loop has not read yet (a budget
+                // retry, a pause): the client was not idle; serve it.
+                true => {
+                    if let Some(idle) = &mut self.idle {
+                        idle.touch(key, self.now_ms);
+                    }
+                    self.again.push(key);
+                }
+                false => self.close(key, Reason::Idle),
             }
         }
     }
 
     /// Stops accepting and starts winding every connection down.
+    /// Acts on what the waker or a signal asked.
+    fn on_control(&mut self, control: Control, now: Instant) {
+        if control.stats {
+            let mut summary = self.stats.summary();
+            summary.bytes_in += self.traffic.bytes_in;
+            summary.bytes_out += self.traffic.bytes_out;
+            journal::stats(&summary, self.connections.len());
+        }
+        if control.stop {
+            self.begin_stop(now);
+        }
+        if control.now {
+            // The stop window ends now: `finished` closes the rest.
+            self.stopping = Some(now);
+        }
+    }
+
     fn begin_stop(&mut self, now: Instant) {
         if self.stopping.is_some() {
             return;

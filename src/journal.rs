@@ -51,6 +51,14 @@ pub fn finish(summary: &mut Summary) {
     sink::drain(start + FINAL_WAIT);
 }
 
+/// `stats open=N accepted=…`: the counters so far (SIGUSR1), always
+/// shown, with the same fields as the summary.
+pub fn stats(summary: &Summary, open: usize) {
+    let line = summary.to_string();
+    let fields = line.strip_prefix("summary ").unwrap_or(&line);
+    info!(target: STATUS, "stats open={open} {fields}");
+}
+
 /// A connection was accepted; `open` counts it.
 pub fn accepted(peer: SocketAddr, open: usize) {
     info!("{peer} accepted ({open} open)");

@@ -86,9 +86,14 @@ pub(crate) fn at_least(
 pub(crate) fn zero_or_at_least(
     min: Duration,
 ) -> impl Fn(&str) -> Result<Duration, SecsError> + Clone + Send + Sync {
-    move |text| match parse_secs(text)? {
-        d if !d.is_zero() && d < min => Err(SecsError::TooSmall(min)),
-        d => Ok(d),
+    move |text| {
+        let d = parse_secs(text)?;
+        // `1e-10` is not zero, even though it rounds to zero nanoseconds.
+        let asked = text.trim().parse::<f64>().is_ok_and(|s| s > 0.0);
+        match asked && d < min {
+            true => Err(SecsError::TooSmall(min)),
+            false => Ok(d),
+        }
     }
 }
 

@@ -14,18 +14,23 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::error::Error;
+use crate::journal::RateLimited;
 use crate::net;
+
+pub(crate) use signals::{all as handled_signals, Control};
+
+mod signals;
+pub(crate) mod wake;
 
 /// Trap 14: the fixed tokens sit below every connection token (slab key +
 /// [`FIRST_CONNECTION`]), so they can never collide.
 pub(crate) const LISTENER: Token = Token(0);
 /// The token of the waker a `Handle` uses to stop the server.
 pub(crate) const WAKER: Token = Token(1);
-/// The token of SIGINT/SIGTERM (trap 13: signals are events on the Poll).
+/// The token of the signals (trap 13: signals are events on the Poll).
 pub(crate) const SIGNALS: Token = Token(2);
 /// Connection tokens are slab keys plus this offset.
 pub(crate) const FIRST_CONNECTION: usize = 3;
@@ -42,6 +47,9 @@ pub(crate) struct Listener {
     signals: Option<Signals>,
     waker: Arc<Waker>,
     local_addr: SocketAddr,
+    /// A stop was asked for already: the next stop signal means "now".
+    stop_asked: bool,
+    ignored: RateLimited,
 }
 
 impl std::fmt::Debug for Listener {
@@ -55,7 +63,7 @@ impl std::fmt::Debug for Listener {
 
 impl Listener {
     /// Binds `addr` and registers the listener, a waker and (when
-    /// `signals` is set) SIGINT and SIGTERM on a new poll.
+    /// `signals` is set) the signals of [`signals`] on a new poll.
     pub(crate) fn bind(
         addr: SocketAddr,
         backlog: u32,
@@ -73,7 +81,7 @@ impl Listener {
         let waker = Waker::new(registry, WAKER)
             .map_err(Error::setup("create the waker"))?;
         let signals = match signals {
-            true => Some(stop_signals(registry)?),
+            true => Some(signals::register(registry)?),
             false => None,
         };
         Ok(Listener {
@@ -82,6 +90,8 @@ impl Listener {
             signals,
             waker: Arc::new(waker),
             local_addr,
+            stop_asked: false,
+            ignored: RateLimited::default(),
         })
     }
 
@@ -111,23 +121,64 @@ impl Listener {
         [self.poll.as_raw_fd(), self.socket.as_raw_fd()]
     }
 
-    /// Whether `token` asks the server to stop (the waker or a signal);
-    /// drains the signals so their edge is consumed.
-    pub(crate) fn is_stop(&mut self, token: Token) -> bool {
+    /// What `token` asks of the server, if it is the waker's or the
+    /// signals' (draining the signals, so their edge is consumed); `None`
+    /// for any other token. A wake-up with no signal pending asks
+    /// nothing: spurious wake-ups are harmless.
+    pub(crate) fn control(&mut self, token: Token) -> Option<Control> {
         match token {
-            WAKER => true,
+            WAKER => Some(self.ask_stop(false)),
             SIGNALS => {
-                let mut any = false;
-                if let Some(signals) = &mut self.signals {
-                    for signal in signals.pending() {
-                        log::info!("received signal {signal}, stopping");
-                        any = true;
-                    }
+                let mut control = Control::default();
+                let pending: Vec<i32> = match &mut self.signals {
+                    Some(signals) => signals.pending().collect(),
+                    None => Vec::new(),
+                };
+                for signal in pending {
+                    control.merge(self.on_signal(signal));
                 }
-                any
+                Some(control)
             }
-            _ => false,
+            _ => None,
         }
+    }
+
+    fn on_signal(&mut self, signal: i32) -> Control {
+        let name = signals::name(signal);
+        match signals::meaning(signal) {
+            signals::Meaning::Stop => {
+                let control = self.ask_stop(false);
+                match control.now {
+                    true => log::info!(
+                        "received {name} again: stopping now, without \
+                         waiting for connections"
+                    ),
+                    false => log::info!("received {name}, stopping"),
+                }
+                control
+            }
+            signals::Meaning::StopNow => {
+                log::info!("received {name}: stopping now");
+                self.ask_stop(true)
+            }
+            signals::Meaning::Stats => Control { stats: true, ..Control::default() },
+            signals::Meaning::Ignore => {
+                if let Some(folded) = self.ignored.admit(Instant::now()) {
+                    log::info!(
+                        "received {name}: ignored ({folded} more ignored \
+                         signals since the last line)"
+                    );
+                }
+                Control::default()
+            }
+        }
+    }
+
+    /// A stop (the waker, SIGINT, SIGTERM, SIGHUP); a second one while
+    /// stopping, or `now`, stops at once.
+    fn ask_stop(&mut self, now: bool) -> Control {
+        let again = std::mem::replace(&mut self.stop_asked, true);
+        Control { stop: true, now: now || again, stats: false }
     }
 
     /// Stops accepting for good: deregisters the listener and shuts it
@@ -168,13 +219,4 @@ impl Listener {
 fn ceil_ms(d: Duration) -> Duration {
     let ms = d.as_nanos().div_ceil(1_000_000);
     Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
-}
-
-fn stop_signals(registry: &Registry) -> Result<Signals, Error> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(Error::setup("install the signal handlers"))?;
-    registry
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(Error::setup("register the signals"))?;
-    Ok(signals)
 }

@@ -64,6 +64,10 @@ pub(crate) struct Gate {
     events: Events,
     tokens: Vec<Token>,
     stopping: bool,
+    /// A second stop, or SIGQUIT: no more flushing or lingering.
+    now: bool,
+    /// SIGUSR1 arrived and the counters are not logged yet.
+    stats: bool,
 }
 
 impl Gate {
@@ -82,13 +86,28 @@ impl Gate {
         self.tokens.clear();
         for event in self.events.iter() {
             let token = event.token();
-            if self.listener.is_stop(token) {
-                self.stopping = true;
-            } else {
-                self.tokens.push(token);
+            match self.listener.control(token) {
+                Some(control) => {
+                    self.stopping |= control.stop;
+                    self.now |= control.now;
+                    self.stats |= control.stats;
+                }
+                None => self.tokens.push(token),
             }
         }
         Ok(&self.tokens)
+    }
+
+    /// Whether the stop must happen now (a second stop signal, SIGQUIT).
+    pub(crate) fn stop_now(&self) -> bool {
+        self.now
+    }
+
+    /// Logs the counters if SIGUSR1 asked for them since the last call.
+    pub(crate) fn report_stats(&mut self, stats: &Stats) {
+        if std::mem::take(&mut self.stats) {
+            journal::stats(&stats.summary(), blocking::open(stats));
+        }
     }
 
     /// Whether a stop has arrived, without blocking. For a model that
@@ -119,6 +138,8 @@ pub(crate) fn run<D: Dispatch>(
         events: Events::with_capacity(EVENTS),
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
+        now: false,
+        stats: false,
     };
     let mut accept = Accept::new(config);
     let mut departed = Vec::new();
@@ -136,6 +157,7 @@ pub(crate) fn run<D: Dispatch>(
             accept.on_event();
         }
         model.turn(tokens);
+        gate.report_stats(model.stats());
         let now = Instant::now();
         while !gate.stopping {
             let Some((stream, peer)) =

@@ -20,6 +20,22 @@ use crate::stats::{Reason, Stats};
 
 /// The shortest socket timeout std accepts is above zero.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// How far the socket timeout in force may be from the time left to the
+/// nearest deadline before it is set again (a syscall): close enough that
+/// a deadline is never missed by more, far enough that the steady state
+/// sets nothing.
+const REARM_SLACK: Duration = Duration::from_millis(5);
+
+/// How far a server's stop has come, as a connection sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stop {
+    /// Serving.
+    No,
+    /// Stopping: flush, then linger until the end of the stop window.
+    Window,
+    /// Stopping now: close at once.
+    Now,
+}
 
 /// How a connection blocked in `read` or `write` learns the server is
 /// stopping.
@@ -31,8 +47,8 @@ pub(crate) trait Watch {
         None
     }
 
-    /// Whether the server has been told to stop.
-    fn stopping(&mut self) -> bool;
+    /// Whether the server has been told to stop, and how.
+    fn stopping(&mut self) -> Stop;
 }
 
 /// What serving a connection may use, sized by the model.
@@ -108,8 +124,11 @@ struct Conn<'s> {
     last: Instant,
     /// When to ask the watch again, for watches with a slice.
     next_ask: Instant,
-    /// The end of the stop window, once a stop was noticed.
+    /// The end of the stop window, once a stop was noticed (now, for a
+    /// stop at once).
     stop_by: Option<Instant>,
+    /// The stop seen so far.
+    stop: Stop,
     /// The read and write timeout set on the socket now.
     armed: Option<Duration>,
     /// Log mode's rate limit of this connection's chunk lines.
@@ -130,6 +149,7 @@ impl<'s> Conn<'s> {
             last: now,
             next_ask: now,
             stop_by: None,
+            stop: Stop::No,
             armed: None,
             bucket: Bucket::default(),
         }
@@ -209,20 +229,30 @@ impl<'s> Conn<'s> {
     }
 
     /// Whether a stop was seen; asks the watch at most once a slice
-    /// unless `now` is forced. Starts the stop window when it first is.
+    /// unless `force`d. Starts the stop window when a stop first is seen,
+    /// and ends it when the watch says to stop now.
     fn noticed_stop(&mut self, force: bool) -> bool {
-        if self.stop_by.is_some() {
+        if self.stop == Stop::Now {
             return true;
         }
         let now = Instant::now();
-        if let Some(slice) = self.watch.slice() {
-            if !force && now < self.next_ask {
-                return false;
+        let ask = match self.watch.slice() {
+            Some(slice) if force || now >= self.next_ask => {
+                self.next_ask = now + slice;
+                true
             }
-            self.next_ask = now + slice;
-        }
-        if self.watch.stopping() {
-            self.stop_by = Some(now + STOP_WINDOW);
+            Some(_) => false,
+            None => true,
+        };
+        if ask {
+            let stop = self.watch.stopping();
+            if stop > self.stop {
+                self.stop_by = match stop {
+                    Stop::Now => Some(now),
+                    _ => Some(now + STOP_WINDOW),
+                };
+                self.stop = stop;
+            }
         }
         self.stop_by.is_some()
     }
@@ -241,18 +271,28 @@ impl<'s> Conn<'s> {
         }
     }
 
-    /// Sets the socket's read and write timeouts to the nearest thing
-    /// that must interrupt a blocking call: the watch's slice, the idle
-    /// timeout, the end of the stop window. Only changes cost a syscall.
+    /// Sets the socket's read and write timeouts to the time left to the
+    /// nearest thing that must interrupt a blocking call: the watch's
+    /// slice, the idle deadline, the end of the stop window. Trap 15: a
+    /// call interrupted by SIGSTOP/SIGCONT returns EINTR and is retried
+    /// with what is left, not the full timeout again, so pulses of job
+    /// control cannot keep a deadline from arriving. Only a timeout that
+    /// moved by more than [`REARM_SLACK`] costs a syscall.
     fn arm(&mut self) -> io::Result<()> {
-        let window =
-            self.stop_by.map(|t| t.saturating_duration_since(Instant::now()));
-        let wanted = [self.watch.slice(), self.idle, window]
+        let now = Instant::now();
+        let left = |t: Instant| t.saturating_duration_since(now);
+        let idle = self.idle.map(|idle| left(self.last + idle));
+        let window = self.stop_by.map(left);
+        let wanted = [self.watch.slice(), idle, window]
             .into_iter()
             .flatten()
             .min()
             .map(|t| t.max(MIN_TIMEOUT));
-        if wanted != self.armed {
+        let close_enough = match (wanted, self.armed) {
+            (Some(w), Some(a)) => w.abs_diff(a) <= REARM_SLACK,
+            (w, a) => w == a,
+        };
+        if !close_enough {
             self.stream.set_read_timeout(wanted)?;
             self.stream.set_write_timeout(wanted)?;
             self.armed = wanted;
@@ -264,9 +304,7 @@ impl<'s> Conn<'s> {
     /// only when all went). If the client left input unread, a close()
     /// would send an RST that makes its kernel drop the output already
     /// sent, so, as the mio model does, send our FIN first and discard
-    /// input until the client's EOF or the end of the window. (Where the
-    /// model woke this connection by shutting its read side down, reads
-    /// return 0 once the queue is empty, so the linger ends there.)
+    /// input until the client's EOF or the end of the window (trap 17).
     fn wind_down(&mut self, cx: &mut Context<'_>) -> Reason {
         let unread = self.drain_queued(cx);
         if !unread {

@@ -24,7 +24,7 @@ use crate::log_limit::Limits;
 use crate::stats::{Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Watch};
+use super::blocking::{self, Context, Stop, Watch};
 
 /// How long a blocked read or write waits before it checks for a stop.
 const SLICE: Duration = Duration::from_millis(100);
@@ -99,7 +99,11 @@ impl Watch for PollWatch<'_> {
         Some(SLICE)
     }
 
-    fn stopping(&mut self) -> bool {
-        self.0.poll_stop()
+    fn stopping(&mut self) -> Stop {
+        match (self.0.poll_stop(), self.0.stop_now()) {
+            (false, _) => Stop::No,
+            (true, false) => Stop::Window,
+            (true, true) => Stop::Now,
+        }
     }
 }

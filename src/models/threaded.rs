@@ -7,14 +7,16 @@
 //! thousand connections: memory and scheduler work grow with every idle
 //! client, and thread creation sits on the accept path.
 //!
-//! A stop shuts every live socket's read side down, which wakes the
-//! threads blocked in `read`; after the stop window the rest are shut
-//! down completely (which wakes blocked writers too) and every thread is
-//! joined before the summary.
+//! A stop sets a flag and interrupts every connection thread's blocking
+//! call with a signal (`listener::wake`), so each flushes and lingers as
+//! the mio model does; after the stop window the rest are shut down
+//! completely (which wakes writers blocked on a client that does not
+//! read) and every thread is joined before the summary.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,13 @@ use slab::Slab;
 
 use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::listener::{Listener, STOP_WINDOW};
+use crate::journal::RateLimited;
+use crate::listener::{wake, Listener, STOP_WINDOW};
 use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Watch};
+use super::blocking::{self, Context, Stop, Watch};
 
 /// Each thread's read buffer, on the heap: the stack is small.
 const READ_BUF: usize = 16 * 1024;
@@ -40,12 +43,16 @@ const PRUNE_MIN: usize = 64;
 const JOIN_EVERY: Duration = Duration::from_secs(1);
 /// How long after a full shutdown the threads get to return.
 const LAST_CALL: Duration = Duration::from_secs(1);
+/// How often a stop interrupts the threads again, for any that checked
+/// the flag just before they blocked.
+const REWAKE: Duration = Duration::from_millis(50);
 
 /// Runs the thread model until it is stopped.
 pub(crate) fn run(
     listener: Listener,
     config: &Config,
 ) -> Result<Summary, Error> {
+    wake::install().map_err(Error::setup("install the wake-up signal"))?;
     let mut model = Threads {
         shared: Arc::new(Shared::default()),
         threads: Vec::new(),
@@ -55,9 +62,10 @@ pub(crate) fn run(
         idle: config.idle_timeout,
         limits: Limits::of(config),
         stack: config.thread_stack_kib.saturating_mul(1024),
+        spawn_failed: RateLimited::default(),
     };
-    let _gate = acceptor::run(listener, config, &mut model)?;
-    model.stop();
+    let mut gate = acceptor::run(listener, config, &mut model)?;
+    model.stop(&mut gate)?;
     Ok(model.shared.stats.summary())
 }
 
@@ -65,22 +73,31 @@ pub(crate) fn run(
 #[derive(Default)]
 struct Shared {
     stats: Stats,
-    stopping: AtomicBool,
+    /// How far the stop has come: a [`Stop`] as its discriminant.
+    stopping: AtomicU8,
     /// The connections being served, and those that left.
     live: Mutex<Live>,
-    /// Signalled whenever a connection leaves `live`.
-    left: Condvar,
 }
 
 /// What the connection threads and the accept thread share under one
 /// lock, taken once when a connection leaves and once per accept.
 #[derive(Default)]
 struct Live {
-    /// The sockets being served, so a stop can wake their threads.
-    streams: Slab<(Arc<TcpStream>, SocketAddr)>,
+    /// The sockets being served, their clients and (once spawned) their
+    /// threads, so a stop can wake them.
+    streams: Slab<Served>,
     /// Clients whose connections closed since the accept thread last
     /// looked (it releases their per-address counts).
     departed: Vec<SocketAddr>,
+}
+
+/// One connection being served.
+struct Served {
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    /// Its thread, not joined while it is in [`Live::streams`] (it
+    /// removes itself before it returns).
+    thread: Option<libc::pthread_t>,
 }
 
 impl Shared {
@@ -92,33 +109,36 @@ impl Shared {
 
     fn leave(&self, key: usize) {
         let mut live = self.live();
-        if let Some((_, peer)) = live.streams.try_remove(key) {
-            live.departed.push(peer);
-        }
-        drop(live);
-        self.left.notify_all();
-    }
-
-    /// Shuts down every live socket in `how`.
-    fn shut_all(&self, how: Shutdown) {
-        for (_, (stream, _)) in self.live().streams.iter() {
-            let _ = stream.shutdown(how);
+        if let Some(served) = live.streams.try_remove(key) {
+            live.departed.push(served.peer);
         }
     }
 
-    /// Waits until no connection is live or `deadline` passes.
-    fn wait_empty(&self, deadline: Instant) {
-        let mut live = self.live();
-        while !live.streams.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
+    /// Tells every connection thread how far the stop has come, and
+    /// interrupts the blocking call each may be in, so it looks. Not by
+    /// shutting the read side down, after which reads return 0 and a
+    /// connection can no longer drain and linger (trap 17). A thread
+    /// that checked the flag just before it blocked misses this signal;
+    /// the caller repeats it until the thread is gone.
+    fn wake_all(&self, stop: Stop) {
+        self.stopping.store(stop as u8, SeqCst);
+        for (_, served) in self.live().streams.iter() {
+            if let Some(thread) = served.thread {
+                wake::interrupt(thread);
             }
-            live = match self.left.wait_timeout(live, left) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
         }
+    }
+
+    /// Shuts every live socket down: wakes writers blocked on a client
+    /// that does not read, once the window is over.
+    fn shut_all(&self) {
+        for (_, served) in self.live().streams.iter() {
+            let _ = served.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live().streams.is_empty()
     }
 }
 
@@ -133,6 +153,7 @@ struct Threads {
     idle: Option<Duration>,
     limits: Limits,
     stack: usize,
+    spawn_failed: RateLimited,
 }
 
 impl Threads {
@@ -151,23 +172,38 @@ impl Threads {
         self.pruned = Instant::now();
     }
 
-    /// Wakes every connection, gives them the stop window to finish, then
-    /// cuts off the rest and joins every thread.
-    fn stop(&mut self) {
+    /// Wakes every connection and gives them the stop window to finish
+    /// (less if a second stop says now), then cuts off the rest and joins
+    /// every thread.
+    fn stop(&mut self, gate: &mut Gate) -> Result<(), Error> {
         let shared = &self.shared;
-        // The flag first: a thread that checks it just before blocking in
-        // `read` still finds its read side shut down and returns at once.
-        shared.stopping.store(true, SeqCst);
-        shared.shut_all(Shutdown::Read);
-        shared.wait_empty(Instant::now() + STOP_WINDOW);
+        let mut stop = Stop::Window;
+        let deadline = Instant::now() + STOP_WINDOW;
+        loop {
+            if gate.stop_now() {
+                stop = Stop::Now;
+            }
+            shared.wake_all(stop);
+            let now = Instant::now();
+            if shared.is_empty() || stop == Stop::Now || now >= deadline {
+                break;
+            }
+            gate.wait(Some(deadline.min(now + REWAKE)))?;
+            gate.report_stats(&shared.stats);
+        }
         // Writers blocked on a client that does not read wake only now.
-        shared.shut_all(Shutdown::Both);
-        shared.wait_empty(Instant::now() + LAST_CALL);
+        shared.shut_all();
+        let last_call = Instant::now() + LAST_CALL;
+        while !shared.is_empty() && Instant::now() < last_call {
+            shared.wake_all(Stop::Now);
+            gate.wait(Some(Instant::now() + REWAKE))?;
+        }
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 log::error!("a connection thread panicked");
             }
         }
+        Ok(())
     }
 }
 
@@ -201,8 +237,8 @@ impl Dispatch for Threads {
 
     fn dispatch(&mut self, _: &mut Gate, stream: TcpStream, peer: SocketAddr) {
         let stream = Arc::new(stream);
-        let key =
-            self.shared.live().streams.insert((Arc::clone(&stream), peer));
+        let served = Served { stream: Arc::clone(&stream), peer, thread: None };
+        let key = self.shared.live().streams.insert(served);
         let shared = Arc::clone(&self.shared);
         let (mode, idle, limits) = (self.mode, self.idle, self.limits);
         let spawned =
@@ -218,13 +254,30 @@ impl Dispatch for Threads {
                     limits,
                 };
                 let mut watch = Flag(&shared.stopping);
+                // Interrupted calls (the wake-up signal) return EINTR.
                 blocking::serve(&stream, peer, &mut cx, &mut watch);
                 shared.leave(key);
             });
         match spawned {
-            Ok(thread) => self.threads.push(thread),
+            Ok(thread) => {
+                // Only this thread inserts, so if `key` is still there it
+                // is this connection's.
+                if let Some(served) = self.shared.live().streams.get_mut(key)
+                {
+                    served.thread = Some(thread.as_pthread_t());
+                }
+                self.threads.push(thread);
+            }
             Err(e) => {
                 self.shared.leave(key);
+                if let Some(folded) = self.spawn_failed.admit(Instant::now())
+                {
+                    log::warn!(
+                        "{peer}: cannot start a connection thread: {e} \
+                         ({folded} more since the last line; see \
+                         --thread-stack-kib, ulimit -u)"
+                    );
+                }
                 blocking::finish(peer, &Reason::Error(e), &self.shared.stats);
             }
         }
@@ -232,10 +285,14 @@ impl Dispatch for Threads {
 }
 
 /// The stop flag; [`Threads::stop`] wakes blocked threads itself.
-struct Flag<'a>(&'a AtomicBool);
+struct Flag<'a>(&'a AtomicU8);
 
 impl Watch for Flag<'_> {
-    fn stopping(&mut self) -> bool {
-        self.0.load(SeqCst)
+    fn stopping(&mut self) -> Stop {
+        match self.0.load(SeqCst) {
+            0 => Stop::No,
+            1 => Stop::Window,
+            _ => Stop::Now,
+        }
     }
 }

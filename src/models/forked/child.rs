@@ -13,11 +13,11 @@ use signal_hook::consts::SIGCHLD;
 
 use crate::config::Config;
 use crate::journal;
-use crate::listener::Listener;
+use crate::listener::{handled_signals, Listener};
 use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats};
 
-use crate::models::blocking::{self, Context, Watch};
+use crate::models::blocking::{self, Context, Stop, Watch};
 
 /// Each child's read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -58,8 +58,14 @@ pub(super) fn reported(status: c_int) -> Option<Reason> {
 
 /// Set by the child's SIGTERM/SIGINT handler.
 static STOP: AtomicBool = AtomicBool::new(false);
-/// The child's connection, for the handler to shut down.
-static CONN_FD: AtomicI32 = AtomicI32::new(-1);
+/// The parent's pid, noted before the first fork, to tell whether it
+/// died before the child asked to die with it.
+static PARENT: AtomicI32 = AtomicI32::new(0);
+
+/// Notes this process as the parent of the children it forks.
+pub(super) fn note_parent() {
+    PARENT.store(std::process::id() as i32, SeqCst);
+}
 
 /// Serves the connection in the child and exits; never returns, so no
 /// destructor of the parent's state (the server, its poll) runs here.
@@ -76,11 +82,17 @@ pub(super) fn child(
     journal::after_fork();
     let fd = stream.as_raw_fd();
     close_inherited(listener, fd);
-    CONN_FD.store(fd, SeqCst);
     let on_stop = on_stop as extern "C" fn(c_int);
+    // The parent answers every other signal the server handles (a
+    // SIGHUP or SIGQUIT sent to the whole process group, say) and tells
+    // its children what to do.
+    for signal in handled_signals() {
+        set_handler(signal, libc::SIG_IGN);
+    }
     set_handler(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
     set_handler(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
     set_handler(SIGCHLD, libc::SIG_DFL);
+    die_with_parent();
     stop_signals.apply(libc::SIG_UNBLOCK);
     let served =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -149,17 +161,27 @@ fn close_inherited(listener: &Listener, conn: c_int) {
     }
 }
 
-/// The child's SIGTERM/SIGINT handler: note the stop and wake a blocked
-/// read. Only async-signal-safe calls: atomics and shutdown(2).
+/// The child's SIGTERM/SIGINT handler: note the stop. Installed without
+/// SA_RESTART, so a blocked read or write returns EINTR and the serve
+/// loop looks at the flag; the socket stays whole, so the child can
+/// still drain and linger (trap 17). Only an atomic store: async-signal
+/// safe.
 extern "C" fn on_stop(_: c_int) {
     STOP.store(true, SeqCst);
-    // SAFETY: shutdown(2) is async-signal-safe and the descriptor stays
-    // open until the child exits; errno is saved and restored so the
-    // interrupted code sees its own.
-    unsafe {
-        let errno = *libc::__errno_location();
-        libc::shutdown(CONN_FD.load(SeqCst), libc::SHUT_RD);
-        *libc::__errno_location() = errno;
+}
+
+/// Asks the kernel for SIGTERM when the parent dies (killed, out of
+/// memory), so no child goes on serving as an orphan; if the parent died
+/// before the request, stops at once.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches
+    // no memory; getppid cannot fail.
+    let parent = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        libc::getppid()
+    };
+    if parent != PARENT.load(SeqCst) {
+        STOP.store(true, SeqCst);
     }
 }
 
@@ -180,8 +202,11 @@ fn set_handler(signal: c_int, handler: libc::sighandler_t) {
 struct SignalWatch;
 
 impl Watch for SignalWatch {
-    fn stopping(&mut self) -> bool {
-        STOP.load(SeqCst)
+    fn stopping(&mut self) -> Stop {
+        match STOP.load(SeqCst) {
+            false => Stop::No,
+            true => Stop::Window,
+        }
     }
 }
 

@@ -40,6 +40,7 @@ use signal_hook::consts::SIGCHLD;
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::journal::RateLimited;
 use crate::error::Error;
 use crate::listener::{Listener, FIRST_CONNECTION, STOP_WINDOW};
 use crate::log_limit::Limits;
@@ -58,6 +59,8 @@ mod shared;
 const CHILDREN: Token = Token(FIRST_CONNECTION);
 /// Reap at least this often, should a SIGCHLD ever go unseen.
 const REAP_EVERY: Duration = Duration::from_secs(1);
+/// How often a stop is signalled again to the children still running.
+const RESIGNAL: Duration = Duration::from_millis(100);
 /// How long past the stop window children get before they are killed.
 const GRACE: Duration = Duration::from_secs(1);
 
@@ -67,6 +70,7 @@ pub(crate) fn run(
     config: &Config,
 ) -> Result<Summary, Error> {
     single_threaded()?;
+    child::note_parent();
     let stats =
         SharedStats::new().map_err(Error::setup("map the counters"))?;
     let mut chld =
@@ -83,6 +87,7 @@ pub(crate) fn run(
         stopping: false,
         config: config.clone(),
         limits: Limits::of(config),
+        fork_failed: RateLimited::default(),
     };
     let mut gate = acceptor::run(listener, config, &mut model)?;
     model.stop(&mut gate)?;
@@ -116,6 +121,7 @@ struct Processes {
     /// Log mode's limits, made before the first fork: every child counts
     /// from the same instant.
     limits: Limits,
+    fork_failed: RateLimited,
 }
 
 impl Processes {
@@ -155,18 +161,23 @@ impl Processes {
     /// window, then kills and reaps the rest.
     fn stop(&mut self, gate: &mut Gate) -> Result<(), Error> {
         self.stopping = true;
-        self.signal_all(libc::SIGTERM);
         let deadline = Instant::now() + STOP_WINDOW + GRACE;
         self.reap();
-        while !self.children.is_empty() {
+        while !self.children.is_empty() && !gate.stop_now() {
+            // Again and again: a child that looked at its flag just
+            // before it blocked misses one signal, never all of them.
+            self.signal_all(libc::SIGTERM);
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            gate.wait(Some(deadline.min(now + REAP_EVERY)))?;
+            gate.wait(Some(deadline.min(now + RESIGNAL)))?;
+            gate.report_stats(&self.stats);
             self.turn(&[]);
         }
-        if !self.children.is_empty() {
+        if gate.stop_now() {
+            self.signal_all(libc::SIGKILL);
+        } else if !self.children.is_empty() {
             log::warn!(
                 "{} children still running after the stop window; \
                  killing them",
@@ -237,6 +248,12 @@ impl Dispatch for Processes {
             -1 => {
                 stop_signals.apply(libc::SIG_UNBLOCK);
                 let e = io::Error::last_os_error();
+                if let Some(folded) = self.fork_failed.admit(Instant::now()) {
+                    log::warn!(
+                        "{peer}: cannot fork a child for it: {e} ({folded} \
+                         more since the last line; see ulimit -u, memory)"
+                    );
+                }
                 blocking::finish(peer, &Reason::Error(e), &self.stats);
                 self.departed.push(peer);
             }
