@@ -110,12 +110,14 @@ impl Gate {
         }
     }
 
-    /// Whether a stop has arrived, without blocking. For a model that
+    /// Whether a stop has arrived, without blocking (see also
+    /// [`Gate::stop_now`]). For a model that
     /// serves on the accept thread: the listener events this consumes do
     /// no harm, since the accept loop accepts until `WouldBlock` after
     /// every connection anyway (trap 3).
     pub(crate) fn poll_stop(&mut self) -> bool {
-        if !self.stopping {
+        // Once stopping, keep looking: a second stop means "now".
+        if !self.now {
             if let Err(e) = self.wait(Some(Instant::now())) {
                 log::error!("{e}; stopping");
                 self.stopping = true;

@@ -86,13 +86,14 @@ impl Dispatch for Iterative {
             idle: self.idle,
             limits: self.limits,
         };
-        blocking::serve(&stream, peer, &mut cx, &mut PollWatch(gate));
+        let mut watch = PollWatch(gate, &self.stats);
+        blocking::serve(&stream, peer, &mut cx, &mut watch);
         self.served = Some(peer);
     }
 }
 
-/// Looks for a stop on the server's poll, once a `SLICE`.
-struct PollWatch<'a>(&'a mut Gate);
+/// Looks for a stop (and SIGUSR1) on the server's poll, once a `SLICE`.
+struct PollWatch<'a>(&'a mut Gate, &'a Stats);
 
 impl Watch for PollWatch<'_> {
     fn slice(&self) -> Option<Duration> {
@@ -100,7 +101,10 @@ impl Watch for PollWatch<'_> {
     }
 
     fn stopping(&mut self) -> Stop {
-        match (self.0.poll_stop(), self.0.stop_now()) {
+        let stopping = self.0.poll_stop();
+        // The accept loop is not looking while a connection is served.
+        self.0.report_stats(self.1);
+        match (stopping, self.0.stop_now()) {
             (false, _) => Stop::No,
             (true, false) => Stop::Window,
             (true, true) => Stop::Now,

@@ -12,3 +12,4 @@ mod exhaustion;
 mod hostile;
 mod limits;
 mod log;
+mod surroundings;

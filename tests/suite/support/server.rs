@@ -180,7 +180,15 @@ impl ServerProcess {
     /// Like [`ServerProcess::terminate`], keeping the process's record
     /// (its log) for the caller to inspect; every line is collected.
     pub fn finish(&mut self) -> (i32, Summary) {
-        self.signal(Signal::TERM);
+        self.finish_with(&[Signal::TERM])
+    }
+
+    /// Sends `signals` one after another, then waits for the exit and
+    /// the summary as [`ServerProcess::finish`] does.
+    pub fn finish_with(&mut self, signals: &[Signal]) -> (i32, Summary) {
+        for &signal in signals {
+            self.signal(signal);
+        }
         let status = self.wait_exit();
         let line = self.wait_for_status("summary ");
         let summary = Summary::parse(&line).expect("parse summary");

@@ -73,3 +73,37 @@ pub fn write_until_stalled(
     stream.set_nonblocking(false).expect("blocking");
     sent
 }
+
+/// Writes `chunk` over and over without reading until the pipeline to
+/// the server, whatever its model, is backed up: our write would block,
+/// echoed bytes wait for us, and input waits unread at the server (a
+/// blocking model is stuck in its write, the mio model paused at its
+/// output cap). Returns what was written; leaves the stream blocking.
+pub fn write_until_backed_up(stream: &mut TcpStream, chunk: &[u8]) -> Vec<u8> {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut sent = Vec::new();
+    let start = Instant::now();
+    loop {
+        match stream.write(chunk) {
+            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ours = stream
+                    .local_addr()
+                    .ok()
+                    .zip(stream.peer_addr().ok())
+                    .and_then(|(c, s)| proc::tcp_socket(c, s));
+                let backed_up = ours.is_some_and(|q| q.rx_queue > 0)
+                    && queues(stream, sent.len() as u64)
+                        .is_some_and(|q| q.unread > 0);
+                if backed_up {
+                    break;
+                }
+                assert!(start.elapsed() < PATIENCE, "never backed up");
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    sent
+}

@@ -1,0 +1,187 @@
+//! What the server's surroundings do to it, in every model: the signals
+//! people send by habit (hang-up, Ctrl-\, a second Ctrl-C, a stray
+//! SIGUSR2), job control pulsing SIGSTOP/SIGCONT, and a stop while a
+//! client still owes reads.
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use readyloop::Model;
+use rustix::process::{kill_process, Pid};
+
+use crate::support::server::Signal;
+use crate::support::stall::write_until_backed_up;
+use crate::support::*;
+
+per_model!(
+    hangup_stops_like_terminate,
+    quit_stops_without_the_window,
+    a_second_interrupt_stops_without_the_window,
+    usr1_reports_the_counters_and_usr2_is_ignored,
+    stop_and_continue_pulses_keep_the_idle_timeout,
+    stop_and_continue_pulses_keep_the_stop_window,
+    shutdown_flushes_and_lingers_instead_of_resetting,
+);
+
+/// The stop window every model gives connections to finish.
+const STOP_WINDOW: Duration = Duration::from_secs(2);
+
+/// A client that left the server lingering: echo output pending for it
+/// and input the server never read. Under a plain stop the server would
+/// give it the whole stop window.
+fn lingering_client(server: &ServerProcess) -> TcpStream {
+    let mut c = connect(server.addr);
+    write_until_backed_up(&mut c, &pattern(7, 64 << 10));
+    c
+}
+
+/// SIGHUP (the terminal went away) stops the server cleanly: exit 0, the
+/// summary, the open connection counted as `shutdown`.
+fn hangup_stops_like_terminate(model: Model) {
+    let mut server = serve(model, &["--mode", "echo"]);
+    let mut c = connect(server.addr);
+    assert_eq!(echo_round(&mut c, b"hello"), b"hello");
+    let (code, s) = server.finish_with(&[Signal::HUP]);
+    assert_eq!(code, 0);
+    assert_eq!((s.accepted, s.closed_shutdown), (1, 1), "{s}");
+    assert!(server.log.iter().any(|l| l.contains("received SIGHUP")));
+}
+
+/// Sends `first` (and waits until the server has seen it) then `then` to
+/// a server holding a lingering client, and checks it stopped at once:
+/// exit 0, every connection counted as `shutdown`, and well before the
+/// stop window it would otherwise have spent.
+fn stops_at_once(model: Model, first: Option<Signal>, then: Signal) {
+    let mut server = serve(model, &["--mode", "echo"]);
+    let c = lingering_client(&server);
+    let start = Instant::now();
+    if let Some(signal) = first {
+        server.signal(signal);
+        // Two signals sent at once would arrive as one.
+        server.wait_for_line("stopping");
+    }
+    let (code, s) = server.finish_with(&[then]);
+    let took = start.elapsed();
+    assert_eq!(code, 0);
+    assert_eq!((s.accepted, s.closed_shutdown), (1, 1), "{s}");
+    assert!(took < STOP_WINDOW, "{model}: took {took:?}, the whole window");
+    drop(c);
+}
+
+/// SIGQUIT (Ctrl-\) stops at once: no flushing or lingering, the summary
+/// still printed, exit 0.
+fn quit_stops_without_the_window(model: Model) {
+    stops_at_once(model, None, Signal::QUIT);
+}
+
+/// A second SIGINT during the stop window ends it at once.
+fn a_second_interrupt_stops_without_the_window(model: Model) {
+    stops_at_once(model, Some(Signal::INT), Signal::INT);
+}
+
+/// SIGUSR1 logs a `stats` line with the counters so far and the server
+/// goes on; SIGUSR2, whose default would end the process, is ignored.
+fn usr1_reports_the_counters_and_usr2_is_ignored(model: Model) {
+    let mut server = serve(model, &["--mode", "echo"]);
+    let mut c = connect(server.addr);
+    assert_eq!(echo_round(&mut c, b"12345"), b"12345");
+    server.signal(Signal::USR1);
+    let line = server.wait_for_status("stats ");
+    assert!(line.contains("accepted=1 "), "{line}");
+    assert!(line.contains("bytes_in=5 "), "{line}");
+    server.signal(Signal::USR2);
+    server.wait_for_line("received SIGUSR2: ignored");
+    assert_eq!(echo_round(&mut c, b"still"), b"still");
+    drop(c);
+    let (code, s) = server.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(s.accepted, 1, "{s}");
+}
+
+/// SIGSTOP/SIGCONT sent every 100 ms to the server (and, in the process
+/// model, its children, as job control does to a process group) until
+/// `done` is set or 20 s pass; returns how many pulses were sent.
+fn pulse(server: &ServerProcess, done: Arc<AtomicBool>) -> Arc<AtomicU32> {
+    let pid = server.pid();
+    let pulses = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&pulses);
+    thread::spawn(move || {
+        while !done.load(SeqCst) && count.load(SeqCst) < 200 {
+            let mut pids = vec![pid];
+            pids.extend(proc::children(pid).iter().map(|c| c.pid as u32));
+            for signal in [Signal::STOP, Signal::CONT] {
+                for &p in &pids {
+                    if let Some(p) = Pid::from_raw(p as i32) {
+                        let _ = kill_process(p, signal);
+                    }
+                }
+            }
+            count.fetch_add(1, SeqCst);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    pulses
+}
+
+/// Job control cannot freeze the idle timeout: with SIGSTOP/SIGCONT
+/// pulses every 100 ms, a 1 s idle timeout still closes the connection
+/// while the pulses go on (a wait retried with its whole timeout after
+/// each pulse would never end), within 1.5 s.
+fn stop_and_continue_pulses_keep_the_idle_timeout(model: Model) {
+    let server =
+        serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
+    let mut c = connect(server.addr);
+    assert_eq!(echo_round(&mut c, b"x"), b"x");
+    let done = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let pulses = pulse(&server, Arc::clone(&done));
+    let (rest, _) = read_to_end(&mut c);
+    let took = start.elapsed();
+    let sent = pulses.load(SeqCst);
+    done.store(true, SeqCst);
+    assert!(rest.is_empty());
+    assert!(sent < 200, "{model}: idle close only after the pulses ended");
+    assert!(took < Duration::from_millis(1500), "{model}: took {took:?}");
+    let (code, s) = server.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(s.closed_idle, 1, "{s}");
+}
+
+/// Job control cannot stretch the stop: under the same pulses, SIGINT
+/// ends the server within the stop window plus 0.5 s.
+fn stop_and_continue_pulses_keep_the_stop_window(model: Model) {
+    let mut server = serve(model, &["--mode", "echo"]);
+    let c = lingering_client(&server);
+    let done = Arc::new(AtomicBool::new(false));
+    let pulses = pulse(&server, Arc::clone(&done));
+    let start = Instant::now();
+    let (code, s) = server.finish_with(&[Signal::INT]);
+    let took = start.elapsed();
+    let sent = pulses.load(SeqCst);
+    done.store(true, SeqCst);
+    assert_eq!(code, 0);
+    assert_eq!(s.closed(), s.accepted, "{s}");
+    assert!(sent < 200, "{model}: stopped only after the pulses ended");
+    let bound = STOP_WINDOW + Duration::from_millis(500);
+    assert!(took < bound, "{model}: took {took:?}");
+    drop(c);
+}
+
+/// A client with echo output pending at the server and more input the
+/// server never read: on SIGTERM it still receives every byte the server
+/// wrote and then a clean EOF, not an RST that would discard them.
+fn shutdown_flushes_and_lingers_instead_of_resetting(model: Model) {
+    let server = serve(model, &["--mode", "echo"]);
+    let mut c = connect(server.addr);
+    let sent = write_until_backed_up(&mut c, &pattern(3, 64 << 10));
+    let reader = thread::spawn(move || read_to_end(&mut c));
+    let (code, s) = server.terminate();
+    let (back, clean) = reader.join().expect("reader");
+    assert_eq!(code, 0);
+    assert!(clean, "{model}: an RST after {} bytes", back.len());
+    assert_eq!(back.len() as u64, s.bytes_out, "{s}");
+    assert!(back == sent[..back.len()], "echo differs");
+}
