@@ -9,6 +9,7 @@ use std::thread;
 use readyloop::Model;
 
 use crate::library::config;
+use crate::support::server::Signal;
 use crate::support::*;
 
 /// 200 short connections leave no zombie: the parent reaps every child.
@@ -37,6 +38,30 @@ fn process_model_leaves_no_zombie() {
     eventually("no child left", || proc::children(pid).is_empty());
     let summary = stop(server);
     assert_eq!((summary.accepted, summary.closed_eof), (200, 200));
+}
+
+/// Killing the parent (SIGKILL, or the OOM killer) leaves no orphan
+/// serving clients: every child stops with it, and its client sees the
+/// connection end.
+#[test]
+fn process_model_children_die_with_their_parent() {
+    let mut server = serve(Model::Process, &["--mode", "echo"]);
+    let mut held: Vec<TcpStream> =
+        (0..3).map(|_| connect(server.addr)).collect();
+    for s in &mut held {
+        assert_eq!(echo_round(s, b"hold"), b"hold");
+    }
+    let kids = proc::children(server.pid());
+    assert_eq!(kids.len(), 3, "one child per connection: {kids:?}");
+    server.signal(Signal::KILL);
+    server.wait_exit();
+    for s in &mut held {
+        let (rest, _) = read_to_end(s);
+        assert!(rest.is_empty());
+    }
+    for kid in kids {
+        eventually("the orphan exits", || !proc::exists(&kid));
+    }
 }
 
 /// At shutdown every child is told to stop and is gone before the server
