@@ -24,7 +24,9 @@ use crate::error::Error;
 use crate::idle::IdleList;
 use crate::journal::{self, ChunkLimit};
 use crate::listener::accept::Accept;
-use crate::listener::{Control, Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW};
+use crate::listener::{
+    Control, Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW,
+};
 use crate::log_limit::{Bucket, Limits};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
@@ -51,7 +53,8 @@ pub(crate) fn run(
                 token => match lp.listener.control(token) {
                     Some(control) => lp.on_control(control, now),
                     None => {
-                        if let Some(key) = token.0.checked_sub(FIRST_CONNECTION)
+                        if let Some(key) =
+                            token.0.checked_sub(FIRST_CONNECTION)
                         {
                             lp.drive(key, Ready::of(event));
                         }

@@ -161,7 +161,9 @@ impl Listener {
                 log::info!("received {name}: stopping now");
                 self.ask_stop(true)
             }
-            signals::Meaning::Stats => Control { stats: true, ..Control::default() },
+            signals::Meaning::Stats => {
+                Control { stats: true, ..Control::default() }
+            }
             signals::Meaning::Ignore => {
                 if let Some(folded) = self.ignored.admit(Instant::now()) {
                     log::info!(

@@ -57,7 +57,14 @@ const STATS: [i32; 1] = [SIGUSR1];
 /// file-size soft limit (with SIGXFSZ ignored, a write past the limit
 /// fails with EFBIG instead, which the log sink counts as a drop).
 const IGNORE: [i32; 9] = [
-    SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, libc::SIGPWR, SIGXCPU, SIGXFSZ,
+    SIGUSR2,
+    SIGALRM,
+    SIGVTALRM,
+    SIGPROF,
+    SIGIO,
+    libc::SIGPWR,
+    SIGXCPU,
+    SIGXFSZ,
     libc::SIGSTKFLT,
 ];
 

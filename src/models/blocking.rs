@@ -289,7 +289,9 @@ impl<'s> Conn<'s> {
             .min()
             .map(|t| t.max(MIN_TIMEOUT));
         let close_enough = match (wanted, self.armed) {
-            (Some(w), Some(a)) => w.abs_diff(a) <= REARM_SLACK,
+            (Some(w), Some(a)) => {
+                w.max(a).saturating_sub(w.min(a)) <= REARM_SLACK
+            }
             (w, a) => w == a,
         };
         if !close_enough {

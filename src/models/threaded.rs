@@ -237,7 +237,8 @@ impl Dispatch for Threads {
 
     fn dispatch(&mut self, _: &mut Gate, stream: TcpStream, peer: SocketAddr) {
         let stream = Arc::new(stream);
-        let served = Served { stream: Arc::clone(&stream), peer, thread: None };
+        let served =
+            Served { stream: Arc::clone(&stream), peer, thread: None };
         let key = self.shared.live().streams.insert(served);
         let shared = Arc::clone(&self.shared);
         let (mode, idle, limits) = (self.mode, self.idle, self.limits);
@@ -262,16 +263,14 @@ impl Dispatch for Threads {
             Ok(thread) => {
                 // Only this thread inserts, so if `key` is still there it
                 // is this connection's.
-                if let Some(served) = self.shared.live().streams.get_mut(key)
-                {
+                if let Some(served) = self.shared.live().streams.get_mut(key) {
                     served.thread = Some(thread.as_pthread_t());
                 }
                 self.threads.push(thread);
             }
             Err(e) => {
                 self.shared.leave(key);
-                if let Some(folded) = self.spawn_failed.admit(Instant::now())
-                {
+                if let Some(folded) = self.spawn_failed.admit(Instant::now()) {
                     log::warn!(
                         "{peer}: cannot start a connection thread: {e} \
                          ({folded} more since the last line; see \

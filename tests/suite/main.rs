@@ -62,6 +62,7 @@ mod load;
 mod matrix;
 mod mio;
 mod process;
+mod structure;
 mod support;
 
 /// The matrix names every model there is: a new model fails here until

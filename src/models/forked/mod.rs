@@ -40,8 +40,8 @@ use signal_hook::consts::SIGCHLD;
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::journal::RateLimited;
 use crate::error::Error;
+use crate::journal::RateLimited;
 use crate::listener::{Listener, FIRST_CONNECTION, STOP_WINDOW};
 use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};

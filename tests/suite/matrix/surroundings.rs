@@ -111,7 +111,7 @@ fn pulse(server: &ServerProcess, done: Arc<AtomicBool>) -> Arc<AtomicU32> {
     thread::spawn(move || {
         while !done.load(SeqCst) && count.load(SeqCst) < 200 {
             let mut pids = vec![pid];
-            pids.extend(proc::children(pid).iter().map(|c| c.pid as u32));
+            pids.extend(proc::children(pid).iter().map(|c| c.pid));
             for signal in [Signal::STOP, Signal::CONT] {
                 for &p in &pids {
                     if let Some(p) = Pid::from_raw(p as i32) {
@@ -131,8 +131,7 @@ fn pulse(server: &ServerProcess, done: Arc<AtomicBool>) -> Arc<AtomicU32> {
 /// while the pulses go on (a wait retried with its whole timeout after
 /// each pulse would never end), within 1.5 s.
 fn stop_and_continue_pulses_keep_the_idle_timeout(model: Model) {
-    let server =
-        serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
+    let server = serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
     let mut c = connect(server.addr);
     assert_eq!(echo_round(&mut c, b"x"), b"x");
     let done = Arc::new(AtomicBool::new(false));
