@@ -165,11 +165,13 @@ impl Listener {
                 Control { stats: true, ..Control::default() }
             }
             signals::Meaning::Ignore => {
-                if let Some(folded) = self.ignored.admit(Instant::now()) {
-                    log::info!(
+                match self.ignored.admit(Instant::now()) {
+                    Some(0) => log::info!("received {name}: ignored"),
+                    Some(folded) => log::info!(
                         "received {name}: ignored ({folded} more ignored \
                          signals since the last line)"
-                    );
+                    ),
+                    None => {}
                 }
                 Control::default()
             }
