@@ -11,6 +11,9 @@
 //! | [`library`] | the library API: start and stop in-process |
 //! | [`cli`] | exit codes and errors of the command line |
 //! | [`load`] | `readyloop load` and its JSON |
+//! | [`load_fails`] | `readyloop load` fails loudly: exit 3, stalls, usage errors |
+//! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
+//! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
@@ -58,7 +61,10 @@ macro_rules! per_model {
 mod cli;
 mod escape_props;
 mod library;
+mod limits_host;
 mod load;
+mod load_fails;
+mod log_sink;
 mod matrix;
 mod mio;
 mod process;

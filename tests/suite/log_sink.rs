@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use readyloop::Model;
+
 /// Generous bound for anything a test waits on.
 const PATIENCE: Duration = Duration::from_secs(20);
 /// How long a client waits for one reply: a server stalled on its log
@@ -25,47 +27,46 @@ const EXIT_BOUND: Duration = Duration::from_secs(3);
 const LOG_RATE: f64 = 20.0;
 const LOG_BURST: f64 = 200.0;
 
-/// One test per model for each scenario below.
-macro_rules! per_model {
-    ($($module:ident = $model:literal: $conns:expr),* $(,)?) => {$(
-        mod $module {
-            const MODEL: &str = $model;
+per_model!(
+    never_read_stderr_stalls_neither_serving_nor_stopping,
+    a_drained_sink_reports_and_counts_what_it_dropped,
+    a_slow_stderr_reader_leaves_the_summary_exact,
+    a_log_flood_is_bounded_and_a_person_is_not,
+    the_total_log_rate_holds_across_connections,
+);
 
-            #[test]
-            fn never_read_stderr_stalls_neither_serving_nor_stopping() {
-                super::never_read_stderr(MODEL, $conns);
-            }
-
-            #[test]
-            fn a_drained_sink_reports_and_counts_what_it_dropped() {
-                super::drained_sink_reports_drops(MODEL, $conns);
-            }
-
-            #[test]
-            fn a_slow_stderr_reader_leaves_the_summary_exact() {
-                super::slow_reader_exact_summary(MODEL);
-            }
-
-            #[test]
-            fn a_log_flood_is_bounded_and_a_person_is_not() {
-                super::flood_is_bounded(MODEL);
-            }
-
-            #[test]
-            fn the_total_log_rate_holds_across_connections() {
-                super::total_rate_holds(MODEL);
-            }
-        }
-    )*};
+/// Enough connections that their log lines (about 120 bytes each) overrun
+/// the pipe (64 KiB) and the server's own buffer (64 KiB) several times.
+fn connections(model: Model) -> usize {
+    match model {
+        Model::Mio => 10_000,
+        _ => 2_000,
+    }
 }
 
-// Enough connections that their log lines (about 120 bytes each) overrun
-// the pipe (64 KiB) and the server's own buffer (64 KiB) several times.
-per_model! {
-    on_mio = "mio": 10_000,
-    on_iterative = "iterative": 2_000,
-    on_thread = "thread": 2_000,
-    on_process = "process": 2_000,
+/// See [`never_read_stderr`].
+fn never_read_stderr_stalls_neither_serving_nor_stopping(model: Model) {
+    never_read_stderr(model.name(), connections(model));
+}
+
+/// See [`drained_sink_reports_drops`].
+fn a_drained_sink_reports_and_counts_what_it_dropped(model: Model) {
+    drained_sink_reports_drops(model.name(), connections(model));
+}
+
+/// See [`slow_reader_exact_summary`].
+fn a_slow_stderr_reader_leaves_the_summary_exact(model: Model) {
+    slow_reader_exact_summary(model.name());
+}
+
+/// See [`flood_is_bounded`].
+fn a_log_flood_is_bounded_and_a_person_is_not(model: Model) {
+    flood_is_bounded(model.name());
+}
+
+/// See [`total_rate_holds`].
+fn the_total_log_rate_holds_across_connections(model: Model) {
+    total_rate_holds(model.name());
 }
 
 /// A stderr pipe nobody reads: every client is still echoed, and SIGTERM
