@@ -11,9 +11,11 @@
 //!
 //! Output: a table on stdout, `target/bench/report.md`, `report.csv`
 //! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
-//! under a minute.
+//! under a minute; `READYLOOP_BENCH_ONLY=idle` (a pattern name) runs
+//! only that pattern's tests.
 
 mod charts;
+mod kernel;
 mod load;
 #[path = "../../tests/suite/support/load_json.rs"]
 mod load_json;
@@ -24,103 +26,21 @@ mod procfs;
 mod report;
 mod sample;
 mod server;
+mod settings;
 mod syscalls;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use load::{Drive, Test};
 use readyloop::load::Pattern;
 use readyloop::Model;
 use sample::Sample;
 use server::{Kind, Running, Spec, BASELINE, SERVERS};
-
-/// What one benchmark run covers.
-struct Settings {
-    quick: bool,
-    rounds: u32,
-    /// Extra rounds of the CPU-per-message test, so that it has at
-    /// least five.
-    cpu_rounds: u32,
-    duration: Duration,
-    idle_duration: Duration,
-    tests: Vec<Test>,
-    cpu_test: Test,
-    strace_messages: u64,
-    /// CPUs of the server and of the load generator.
-    cpus: (Option<u32>, Option<u32>),
-}
-
-const fn t(pattern: Pattern, connections: u64, size: u64) -> Test {
-    Test { pattern, connections, size }
-}
-
-impl Settings {
-    fn new() -> Settings {
-        let quick =
-            std::env::var("READYLOOP_BENCH_QUICK").is_ok_and(|v| v != "0");
-        let two_cpus =
-            std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-        let taskset = std::process::Command::new("taskset")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if two_cpus && !taskset {
-            eprintln!(
-                "bench: taskset is not installed (util-linux, as .ci/run \
-                 installs it): servers and load run unpinned"
-            );
-        }
-        let cpus = match two_cpus && taskset {
-            true => (Some(0), Some(1)),
-            false => (None, None),
-        };
-        let cpu_test = t(Pattern::Pingpong, 1000, 64);
-        match quick {
-            true => Settings {
-                quick,
-                rounds: 1,
-                cpu_rounds: 0,
-                duration: Duration::from_millis(500),
-                idle_duration: Duration::from_millis(300),
-                tests: vec![
-                    t(Pattern::Pingpong, 1, 64),
-                    t(Pattern::Pingpong, 100, 64),
-                    cpu_test,
-                    t(Pattern::Stream, 1, 16384),
-                    t(Pattern::Connect, 50, 64),
-                    t(Pattern::Idle, 1000, 1),
-                ],
-                cpu_test,
-                strace_messages: 20_000,
-                cpus,
-            },
-            false => Settings {
-                quick,
-                rounds: 3,
-                cpu_rounds: 2,
-                duration: Duration::from_secs(2),
-                idle_duration: Duration::from_secs(1),
-                tests: vec![
-                    t(Pattern::Pingpong, 1, 64),
-                    t(Pattern::Pingpong, 100, 64),
-                    cpu_test,
-                    t(Pattern::Pingpong, 10_000, 64),
-                    t(Pattern::Stream, 1, 16384),
-                    t(Pattern::Stream, 100, 16384),
-                    t(Pattern::Connect, 50, 64),
-                    t(Pattern::Idle, 10_000, 1),
-                ],
-                cpu_test,
-                strace_messages: 200_000,
-                cpus,
-            },
-        }
-    }
-}
+use settings::Settings;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -146,7 +66,7 @@ fn main() -> ExitCode {
 
 fn bench() -> Result<(), String> {
     let started = Instant::now();
-    let settings = Settings::new();
+    let settings = Settings::new()?;
     // Servers and load generators inherit the limit: let them open as
     // many sockets as the hard limit allows.
     if let Err(e) = readyloop::rlimit::raise_to_hard() {
@@ -280,10 +200,17 @@ fn measure(
     let pid = server.pid;
     let idle = test.pattern == Pattern::Idle;
     let mem_before = idle.then(|| procfs::pss_kib(pid)).flatten();
+    let kernel_before = idle.then(kernel::snapshot).flatten();
     let mut mem_after = None;
+    let mut kernel_after = None;
     let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
     let start = Instant::now();
-    let mut on_held = || mem_after = procfs::pss_kib(pid);
+    // Kernel first: reading PSS walks /proc, which grows the kernel's
+    // inode caches, and that is the benchmark's memory, not the server's.
+    let mut on_held = || {
+        kernel_after = kernel::snapshot();
+        mem_after = procfs::pss_kib(pid);
+    };
     let outcome = load::run(Drive {
         addr: server.addr,
         test,
@@ -322,6 +249,7 @@ fn measure(
             .then(|| cpu * 1e6 / messages as f64),
         util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
         mem_kb: mem_before.zip(mem_after),
+        kernel: kernel_before.zip(kernel_after),
         rounds: outcome.rounds_min.zip(outcome.rounds_max),
         held: outcome.held,
         errors: outcome.errors,
@@ -330,6 +258,9 @@ fn measure(
 
 /// Syscalls per message for the mio model and the tokio baseline.
 fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
+    if settings.strace_messages == 0 {
+        return Err("not run: READYLOOP_BENCH_ONLY leaves it out".into());
+    }
     syscalls::strace_available()?;
     let test = settings.cpu_test;
     let mut counts = Vec::new();

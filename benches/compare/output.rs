@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use readyloop::load::Pattern;
 
+use crate::kernel::PerConn;
 use crate::load::Test;
 use crate::sample::{stat, Sample, Stat};
 use crate::server::BASELINE;
@@ -23,7 +24,7 @@ const HEAD: [&str; 10] = [
 ];
 
 /// Column headers of the idle-memory table.
-const IDLE_HEAD: [&str; 8] = [
+const IDLE_HEAD: [&str; 13] = [
     "test",
     "server",
     "held",
@@ -32,6 +33,11 @@ const IDLE_HEAD: [&str; 8] = [
     "bytes/conn",
     "vs ct",
     "note",
+    "sockets/conn",
+    "TCP mem B/conn",
+    "kernel B/conn",
+    "server kernel ≤ B/conn",
+    "server total ≤ B/conn",
 ];
 
 fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
@@ -127,7 +133,13 @@ pub fn tables(
                     test,
                     Sample::bytes_per_conn,
                 );
-                let mut row = vec![
+                let kernel = |f: fn(PerConn) -> Option<f64>, digits| {
+                    let v = figure(samples, server, test, |s| {
+                        f(s.kernel_per_conn()?)
+                    });
+                    fmt_stat(v, digits)
+                };
+                idle.push(vec![
                     test.label(),
                     server.into(),
                     fmt_stat(held, 0),
@@ -135,12 +147,18 @@ pub fn tables(
                     fmt_stat(mem(1), 0),
                     fmt_stat(bpc, 0),
                     ratio(vs),
-                ];
-                let n = note(samples, server, test);
-                if !n.is_empty() {
-                    row.push(n);
-                }
-                idle.push(row);
+                    note(samples, server, test),
+                    kernel(|k| Some(k.sockets), 2),
+                    kernel(|k| Some(k.tcp_mem), 0),
+                    kernel(|k| Some(k.kernel), 0),
+                    kernel(|k| k.server_at_most, 0),
+                    fmt_stat(
+                        figure(samples, server, test, |s| {
+                            s.server_total_per_conn()
+                        }),
+                        0,
+                    ),
+                ]);
                 continue;
             }
             let rate = figure(samples, server, test, |s| Some(s.rate));
@@ -164,6 +182,42 @@ pub fn tables(
         }
     }
     (busy, idle)
+}
+
+/// Slab caches that grew by at least 16 bytes per held connection for
+/// some server (median over rounds, both ends), as a Markdown table with
+/// one column per server; `None` without slabinfo.
+pub fn cache_table(
+    samples: &[Sample],
+    test: Test,
+    servers: &[&'static str],
+) -> Option<String> {
+    let by_cache = |server: &str, cache: &str| {
+        figure(samples, server, test, |s| {
+            s.cache_per_conn()?.get(cache).copied()
+        })
+    };
+    let names: Vec<String> = of(samples, servers.first()?, test)
+        .chain(servers.iter().flat_map(|&v| of(samples, v, test)))
+        .find_map(Sample::cache_per_conn)?
+        .into_keys()
+        .collect();
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .filter_map(|cache| {
+            let cells: Vec<Option<Stat>> =
+                servers.iter().map(|v| by_cache(v, cache)).collect();
+            cells.iter().flatten().any(|s| s.median.abs() >= 16.0).then(|| {
+                [cache.clone()]
+                    .into_iter()
+                    .chain(cells.into_iter().map(|c| fmt_stat(c, 0)))
+                    .collect()
+            })
+        })
+        .collect();
+    let head: Vec<&str> =
+        ["slab cache"].into_iter().chain(servers.to_vec()).collect();
+    Some(md_table(&head, &rows))
 }
 
 /// Rows aligned in columns for a terminal.
@@ -232,13 +286,17 @@ pub fn csv(samples: &[Sample]) -> String {
     let mut out = String::from(
         "round,server,pattern,connections,size,skipped,messages,rate,mb_per_s,\
          p50_us,p99_us,cpu_us_per_msg,util_pct,mem_before_kb,mem_after_kb,\
-         bytes_per_conn,rounds_min,rounds_max,held,errors\n",
+         bytes_per_conn,rounds_min,rounds_max,held,errors,\
+         sockets_per_conn,tcp_mem_per_conn,kernel_per_conn,\
+         server_kernel_max_per_conn,server_total_max_per_conn\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for s in samples {
+        let k = s.kernel_per_conn();
         let _ = writeln!(
             out,
-            "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{},{},{},\
+             {},{},{},{},{}",
             s.round,
             s.server,
             s.test.pattern,
@@ -259,6 +317,11 @@ pub fn csv(samples: &[Sample]) -> String {
             opt(s.rounds.map(|r| r.1 as f64)),
             s.held,
             s.errors,
+            opt(k.map(|k| k.sockets)),
+            opt(k.map(|k| k.tcp_mem)),
+            opt(k.map(|k| k.kernel)),
+            opt(k.and_then(|k| k.server_at_most)),
+            opt(s.server_total_per_conn()),
         );
     }
     out

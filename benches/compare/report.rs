@@ -9,7 +9,8 @@ use readyloop::load::Pattern;
 use crate::load::Test;
 use crate::sample::Sample;
 use crate::server::{self, Running, BASELINE, SERVERS};
-use crate::{charts, output, procfs, syscalls, Settings};
+use crate::settings::Settings;
+use crate::{charts, output, procfs, syscalls};
 
 pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
     let counts = match strace {
@@ -97,6 +98,10 @@ pub fn draw(
         .filter(|t| t.pattern == Pattern::Pingpong)
         .collect();
     let mut made = Vec::new();
+    if pingpong.is_empty() {
+        // READYLOOP_BENCH_ONLY left them out: no empty charts.
+        return idle_chart(out, samples, settings, servers, made);
+    }
     let mut note =
         |name: &str, r: Result<(), Box<dyn std::error::Error>>| match r {
             Ok(()) => made.push(name.to_string()),
@@ -126,18 +131,25 @@ pub fn draw(
             |s| s.cpu_us_per_msg,
         ),
     );
-    if let Some(&idle) =
+    idle_chart(out, samples, settings, servers, made)
+}
+
+fn idle_chart(
+    out: &std::path::Path,
+    samples: &[Sample],
+    settings: &Settings,
+    servers: &[&'static str],
+    mut made: Vec<String>,
+) -> Vec<String> {
+    let Some(&idle) =
         settings.tests.iter().find(|t| t.pattern == Pattern::Idle)
-    {
-        note(
-            "idle_memory.svg",
-            charts::idle_bars(
-                &out.join("idle_memory.svg"),
-                samples,
-                idle,
-                servers,
-            ),
-        );
+    else {
+        return made;
+    };
+    let name = "idle_memory.svg";
+    match charts::idle_bars(&out.join(name), samples, idle, servers) {
+        Ok(()) => made.push(name.to_string()),
+        Err(e) => eprintln!("bench: chart {name}: {e}"),
     }
     made
 }
@@ -168,8 +180,9 @@ pub fn report_md(
     let _ = writeln!(md, "# readyloop benchmark report\n");
     let _ = writeln!(
         md,
-        "Machine: {cores} cores, {cpu_model}. Mode: {}, {} round(s) (+{} of {}), {:.1} s per run, took {:.0} s. Pinning: {}.\n",
+        "Machine: {cores} cores, {cpu_model}. Mode: {}{}, {} round(s) (+{} of {}), {:.1} s per run, took {:.0} s. Pinning: {}.\n",
         if settings.quick { "QUICK smoke run" } else { "full" },
+        settings.only.map_or(String::new(), |p| format!(", {} tests only (READYLOOP_BENCH_ONLY)", p.name())),
         settings.rounds,
         settings.cpu_rounds,
         settings.cpu_test.label(),
@@ -181,12 +194,21 @@ pub fn report_md(
         }
     );
     let _ = writeln!(md, "Figures are medians over rounds; ±N% is half the spread (max−min) in percent of the median. \"vs ct\" is the median over rounds of the ratio to tokio current_thread in the same round. srv CPU% is server CPU time over wall time: near 100 the server was the bottleneck, well below it something else was: the load generator, or other work on a shared machine taking the server's core.\n");
-    let _ = writeln!(
-        md,
-        "## Throughput and latency\n\n{}",
-        output::md_table(head, busy)
-    );
-    let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\n{}", output::md_table(idle_head, idle));
+    if !busy.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Throughput and latency\n\n{}",
+            output::md_table(head, busy)
+        );
+    }
+    let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\nThe columns after the note are the kernel's memory, host-wide, read at the same two moments, per held connection. On loopback both ends of a connection are on this host, so they count the server's socket and the load generator's. sockets/conn: delta of `sockets: used` in /proc/net/sockstat (2.00: one socket per end, nothing else opened meanwhile). TCP mem: delta of the TCP `mem` pages of sockstat: what the kernel has charged to TCP socket buffers, the per-socket reserve of less than a page included; an accounting figure, shown apart and not added to the next column. kernel: delta of `Slab` + `KernelStack` + `PageTables` of /proc/meminfo, both ends. server kernel ≤: kernel minus half of the slab caches that hold one object per socket at either end (TCP, sock_inode_cache, dentry, filp, lsm_*; /proc/slabinfo, root only): an upper bound of the server's end, which is charged everything else (epoll items, the client's port buckets, thread stacks, page tables). server total ≤: bytes/conn + server kernel ≤, what one more idle connection costs the server's host at most. Other work on the host moves these figures (sockets/conn away from 2 says it did).\n\n{}", output::md_table(idle_head, idle));
+    for &test in settings.tests.iter().filter(|t| t.pattern == Pattern::Idle) {
+        if let Some(table) =
+            output::cache_table(samples, test, &SERVERS.map(|s| s.name))
+        {
+            let _ = writeln!(md, "### Slab caches that grew, {}: bytes per connection, both ends\n\nMedian over rounds of the growth of each cache (`/proc/slabinfo`: its slabs times their size). Caches of the same object size may be merged by the kernel and then show under one name (e.g. `eventpoll_epi` with `tcp_bind_bucket`).\n\n{}", test.label(), table);
+        }
+    }
     let _ = writeln!(
         md,
         "## Syscalls per echoed message ({}, strace -c -f)\n\n```\n{}```\n",

@@ -1,5 +1,8 @@
 //! One measurement, and the statistics over rounds.
 
+use std::collections::BTreeMap;
+
+use crate::kernel::{self, PerConn, Snapshot};
 use crate::load::Test;
 
 /// What one run of one server on one test measured.
@@ -31,6 +34,8 @@ pub struct Sample {
     /// Server memory before and after (idle test), kB (PSS, children
     /// included).
     pub mem_kb: Option<(u64, u64)>,
+    /// Host-wide kernel memory before and after (idle test).
+    pub kernel: Option<(Snapshot, Snapshot)>,
     /// Pingpong: round trips of the least and most served connection.
     pub rounds: Option<(u64, u64)>,
     /// Connections held at the end.
@@ -60,6 +65,7 @@ impl Sample {
             cpu_us_per_msg: None,
             util_pct: None,
             mem_kb: None,
+            kernel: None,
             rounds: None,
             held: 0,
             errors: 0,
@@ -72,6 +78,24 @@ impl Sample {
         (self.held > 0).then(|| {
             (after as f64 - before as f64) * 1024.0 / self.held as f64
         })
+    }
+
+    /// Kernel memory per held connection, both ends.
+    pub fn kernel_per_conn(&self) -> Option<PerConn> {
+        let (before, after) = self.kernel.as_ref()?;
+        PerConn::between(before, after, self.held)
+    }
+
+    /// Bytes per held connection of each slab cache, both ends.
+    pub fn cache_per_conn(&self) -> Option<BTreeMap<String, f64>> {
+        let (before, after) = self.kernel.as_ref()?;
+        kernel::per_cache(before, after, self.held)
+    }
+
+    /// What one connection costs the server's host at most: its own
+    /// memory plus its share of the kernel's.
+    pub fn server_total_per_conn(&self) -> Option<f64> {
+        Some(self.bytes_per_conn()? + self.kernel_per_conn()?.server_at_most?)
     }
 }
 
