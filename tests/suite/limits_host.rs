@@ -7,20 +7,15 @@
 //! Standalone (std and libc only, its own helpers) so that it can move
 //! into the one test binary as a module.
 
-use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use readyloop::Model;
+use readyloop::{Model, Summary};
 
-/// How long any single wait in these tests may take before it fails.
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::support::{eventually, ServerProcess, PATIENCE};
 
 /// The "one address" of the per-address tests, and another one.
 const ONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -28,116 +23,19 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 // ---------------------------------------------------------------- helpers
 
-/// `readyloop serve` in echo mode on a free loopback port, with its
-/// stderr read line by line.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lines: Receiver<String>,
-    log: Vec<String>,
+/// The server's flags in these tests: echo, and only warnings logged.
+const ECHO: [&str; 4] = ["--mode", "echo", "--log-level", "warn"];
+
+/// `readyloop serve` in echo mode on a free loopback port with `args`.
+fn echo_server(args: &[&str]) -> ServerProcess {
+    ServerProcess::start(&[&ECHO[..], args].concat())
 }
 
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        Server::start_command(Server::command(args))
-    }
-
-    fn command(args: &[&str]) -> Command {
-        Server::command_at("127.0.0.1:0", args)
-    }
-
-    fn command_at(addr: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
-        cmd.args(["serve", "--addr", addr, "--mode", "echo"])
-            .args(["--log-level", "warn"])
-            .args(args);
-        cmd
-    }
-
-    fn start_command(mut cmd: Command) -> Server {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn readyloop");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = io::BufReader::new(stderr);
-            let mut line = String::new();
-            while io::BufRead::read_line(&mut reader, &mut line)
-                .is_ok_and(|n| n > 0)
-            {
-                if tx.send(line.trim_end().to_string()).is_err() {
-                    return;
-                }
-                line.clear();
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            lines,
-            log: Vec::new(),
-        };
-        let line = server.wait_line("listening on ");
-        server.addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for a stderr line containing `needle`.
-    fn wait_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {needle:?}; stderr so far:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// SIGTERM, then the summary's counters by name; asserts exit 0.
-    fn stop(mut self) -> (HashMap<String, u64>, Vec<String>) {
-        // SAFETY: kill(2) on the child we spawned and have not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let line = self.wait_line("summary ");
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "exit {status}; log:\n{:?}", self.log);
-        let rest = &line[line.find("summary ").unwrap() + 8..];
-        let counts = rest
-            .split_whitespace()
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-            .collect();
-        (counts, std::mem::take(&mut self.log))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// SIGTERM, exit 0, and the summary with the server's whole log.
+fn stop(mut server: ServerProcess) -> (Summary, Vec<String>) {
+    let (code, summary) = server.finish();
+    assert_eq!(code, 0, "exit code; log:\n{:?}", server.log);
+    (summary, std::mem::take(&mut server.log))
 }
 
 /// A TCP connection from `src` (any 127.0.0.0/8 address is this host)
@@ -233,16 +131,6 @@ fn close_and_wait(mut stream: TcpStream) {
     stream.read_to_end(&mut rest).expect("read to the server's EOF");
 }
 
-/// Retries `check` every few milliseconds until it holds or PATIENCE
-/// runs out.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Children of `pid` not yet reaped by it.
 fn children(pid: u32) -> usize {
     let path = format!("/proc/{pid}/task/{pid}/children");
@@ -293,12 +181,8 @@ const OVER: usize = 2;
 /// exactly that many slots for the first address again.
 fn one_address_cannot_take_every_slot(model: &str) {
     let per_ip = PER_IP.to_string();
-    let mut server = Server::start(&[
-        "--model",
-        model,
-        "--max-connections-per-ip",
-        &per_ip,
-    ]);
+    let mut server =
+        echo_server(&["--model", model, "--max-connections-per-ip", &per_ip]);
     let addr = server.addr;
     let mut held: Vec<TcpStream> = (0..PER_IP)
         .map(|i| {
@@ -310,7 +194,7 @@ fn one_address_cannot_take_every_slot(model: &str) {
     for _ in 0..OVER {
         assert_closed_at_once(connect_from(ONE, addr, None));
     }
-    server.wait_line("max-connections-per-ip");
+    server.wait_for_line("max-connections-per-ip");
     let mut other = connect_from(OTHER, addr, None);
     assert_echoes(&mut other, b"another address is served");
 
@@ -337,9 +221,9 @@ fn one_address_cannot_take_every_slot(model: &str) {
         close_and_wait(s);
     }
     close_and_wait(other);
-    let (counts, log) = server.stop();
-    assert_eq!(counts["rejected"], OVER as u64 + 1, "{counts:?}");
-    assert_eq!(counts["accepted"], PER_IP as u64 + 3, "{counts:?}");
+    let (counts, log) = stop(server);
+    assert_eq!(counts.rejected, OVER as u64 + 1, "{counts:?}");
+    assert_eq!(counts.accepted, PER_IP as u64 + 3, "{counts:?}");
     assert!(
         log.iter().all(|l| !l.contains("(max-connections)")),
         "the global limit was never reached: {log:?}"
@@ -363,7 +247,7 @@ fn per_address_limit(model: Model) {
 /// backlog while the first is served, and is served after it.
 #[test]
 fn per_address_limit_iterative() {
-    let server = Server::start(&[
+    let server = echo_server(&[
         "--model",
         "iterative",
         "--max-connections-per-ip",
@@ -385,9 +269,9 @@ fn per_address_limit_iterative() {
         assert_echoes(&mut s, format!("next {i}").as_bytes());
         close_and_wait(s);
     }
-    let (counts, _) = server.stop();
-    assert_eq!(counts["rejected"], 0, "{counts:?}");
-    assert_eq!(counts["accepted"], 5, "{counts:?}");
+    let (counts, _) = stop(server);
+    assert_eq!(counts.rejected, 0, "{counts:?}");
+    assert_eq!(counts.accepted, 5, "{counts:?}");
 }
 
 /// IPv6 addresses are counted too (per /64; over loopback the one /64
@@ -398,19 +282,19 @@ fn per_address_limit_ipv6() {
     if let Err(e) = TcpListener::bind("[::1]:0") {
         panic!("this test needs an IPv6 loopback (::1): {e}");
     }
-    let cmd =
-        Server::command_at("[::1]:0", &["--max-connections-per-ip", "1"]);
-    let mut server = Server::start_command(cmd);
+    let args = [&ECHO[..], &["--max-connections-per-ip", "1"]].concat();
+    let cmd = ServerProcess::command_at("[::1]:0", &args);
+    let mut server = ServerProcess::start_command(cmd);
     let mut first = TcpStream::connect(server.addr).unwrap();
     assert_echoes(&mut first, b"v6");
     assert_closed_at_once(TcpStream::connect(server.addr).unwrap());
-    server.wait_line("max-connections-per-ip");
+    server.wait_for_line("max-connections-per-ip");
     close_and_wait(first);
     let mut again = TcpStream::connect(server.addr).unwrap();
     assert_echoes(&mut again, b"v6 again");
     close_and_wait(again);
-    let (counts, _) = server.stop();
-    assert_eq!(counts["rejected"], 1, "{counts:?}");
+    let (counts, _) = stop(server);
+    assert_eq!(counts.rejected, 1, "{counts:?}");
 }
 
 // ------------------------------------------------------------ non-readers
@@ -433,7 +317,7 @@ const CLIENT_BUF: i32 = 16 * 1024;
 fn non_readers_cost_the_budget_not_their_number() {
     raise_nofile();
     let budget = format!("{BUDGET_MIB}M");
-    let server = Server::start(&[
+    let server = echo_server(&[
         "--model",
         "mio",
         "--max-output-memory",
@@ -488,8 +372,8 @@ fn non_readers_cost_the_budget_not_their_number() {
             sent[i]
         );
     }
-    let (counts, _) = server.stop();
-    assert_eq!(counts["closed_eof"], NON_READERS as u64 + 1, "{counts:?}");
+    let (counts, _) = stop(server);
+    assert_eq!(counts.closed_eof, NON_READERS as u64 + 1, "{counts:?}");
 }
 
 /// Writes each client's pattern until the server stops taking input:
@@ -533,20 +417,9 @@ fn fill(clients: &mut [TcpStream]) -> Vec<usize> {
 #[test]
 fn max_connections_beyond_the_descriptor_limit_is_warned() {
     for (max, warned) in [("1000", true), ("100", false)] {
-        let mut cmd = Server::command(&["--max-connections", max]);
-        // SAFETY: setrlimit is async-signal-safe and touches only the
-        // child between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
-                match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                }
-            });
-        }
-        let server = Server::start_command(cmd);
-        let (_, log) = server.stop();
+        let args = [&ECHO[..], &["--max-connections", max]].concat();
+        let server = ServerProcess::start_with_nofile(&args, 256);
+        let (_, log) = stop(server);
         let warnings: Vec<&String> =
             log.iter().filter(|l| l.contains("RLIMIT_NOFILE")).collect();
         match warned {

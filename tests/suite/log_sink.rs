@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use readyloop::Model;
 
-/// Generous bound for anything a test waits on.
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::support::{eventually, PATIENCE};
+
 /// How long a client waits for one reply: a server stalled on its log
 /// fails the test instead of hanging it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -472,17 +472,6 @@ fn flood(addr: SocketAddr, length: Duration) -> (SocketAddr, usize, Duration) {
 }
 
 // ---- reading the log -----------------------------------------------
-
-/// Retries `check` until it holds or [`PATIENCE`] runs out.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    while !check() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for: {what}");
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
 
 fn is_log_line(line: &str) -> bool {
     ["ERROR [", "WARN  [", "INFO  [", "DEBUG [", "TRACE ["]

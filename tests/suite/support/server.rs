@@ -75,12 +75,19 @@ impl ServerProcess {
     }
 
     fn command(args: &[&str]) -> Command {
+        ServerProcess::command_at("127.0.0.1:0", args)
+    }
+
+    /// `readyloop serve --addr ADDR ARGS…`, not started yet.
+    pub fn command_at(addr: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--addr", "127.0.0.1:0"]).args(args);
+        cmd.args(["serve", "--addr", addr]).args(args);
         cmd
     }
 
-    fn start_command(mut cmd: Command) -> ServerProcess {
+    /// Starts `cmd` (from [`ServerProcess::command_at`]) and waits for
+    /// its `listening on` line.
+    pub fn start_command(mut cmd: Command) -> ServerProcess {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn readyloop");
         let lines = read_lines(child.stderr.take().expect("stderr"));
