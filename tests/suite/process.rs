@@ -9,8 +9,21 @@ use std::thread;
 use readyloop::Model;
 
 use crate::library::config;
+use crate::support::proc::Child;
 use crate::support::server::Signal;
 use crate::support::*;
+
+/// Three clients, each echoed once, and the child serving each.
+fn three_children(server: &ServerProcess) -> (Vec<TcpStream>, Vec<Child>) {
+    let mut held: Vec<TcpStream> =
+        (0..3).map(|_| connect(server.addr)).collect();
+    for s in &mut held {
+        assert_eq!(echo_round(s, b"hold"), b"hold");
+    }
+    let kids = proc::children(server.pid());
+    assert_eq!(kids.len(), 3, "one child per connection: {kids:?}");
+    (held, kids)
+}
 
 /// 200 short connections leave no zombie: the parent reaps every child.
 #[test]
@@ -46,13 +59,7 @@ fn process_model_leaves_no_zombie() {
 #[test]
 fn process_model_children_die_with_their_parent() {
     let mut server = serve(Model::Process, &["--mode", "echo"]);
-    let mut held: Vec<TcpStream> =
-        (0..3).map(|_| connect(server.addr)).collect();
-    for s in &mut held {
-        assert_eq!(echo_round(s, b"hold"), b"hold");
-    }
-    let kids = proc::children(server.pid());
-    assert_eq!(kids.len(), 3, "one child per connection: {kids:?}");
+    let (mut held, kids) = three_children(&server);
     server.signal(Signal::KILL);
     server.wait_exit();
     for s in &mut held {
@@ -69,13 +76,7 @@ fn process_model_children_die_with_their_parent() {
 #[test]
 fn process_model_children_are_gone_after_shutdown() {
     let server = serve(Model::Process, &["--mode", "echo"]);
-    let mut held: Vec<TcpStream> =
-        (0..3).map(|_| connect(server.addr)).collect();
-    for s in &mut held {
-        assert_eq!(echo_round(s, b"hold"), b"hold");
-    }
-    let kids = proc::children(server.pid());
-    assert_eq!(kids.len(), 3, "one child per connection: {kids:?}");
+    let (_held, kids) = three_children(&server);
     let (code, summary) = server.terminate();
     assert_eq!(code, 0);
     assert_eq!(summary.closed_shutdown, 3);
