@@ -11,7 +11,8 @@
 //!
 //! Dependencies point one way: the public layer calls the models, the
 //! models call the listener layer, and nothing below imports anything
-//! above it (`.ci/run` checks this with `cargo modules`).
+//! above it (the suite's `structure` test checks it, and `.ci/run` runs
+//! that check first).
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
@@ -21,8 +22,10 @@
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
-//! | listener | `listener` | the poll, fixed tokens, waker, signals, the wait, the stop window |
-//! | | `listener::accept` | the one accept state machine every model runs |
+//! | listener | `listener` | the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
+//! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
+//! | | `listener::signals` | which signals stop, stop now, report or are ignored |
+//! | | `listener::wake` | interrupting a blocked thread without touching its socket |
 //! | leaves | `config` | [`Config`], [`Mode`], [`Model`]: plain data |
 //! | | `stats` | counters, [`Reason`], the [`Summary`] line |
 //! | | `journal` | the log lines all models share |
@@ -32,6 +35,7 @@
 //! | | `net` | socket set-up and error predicates |
 //! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
 //! | | `error` | [`Error`]: why a server could not start or run |
+//! | | `secs` | seconds on the command line |
 //! | generator | [`load`] | the load generator |
 //!
 //! Start reading at `src/event_loop.rs`, then `src/connection.rs` and
@@ -44,7 +48,7 @@
 //!   poll(events, until deadline)    (EINTR: poll again, same deadline)
 //!   for each event:
 //!       listener  -> remember "accept ready"
-//!       waker / signal -> begin stopping
+//!       waker / signal -> stop, stop now, or log the counters
 //!       connection token -> skip if its slot is vacant, else
 //!           flush pending output if writable, then read up to a budget
 //!           (log / echo / discard each chunk) until WouldBlock or a
@@ -70,8 +74,8 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // Unsafe code only where the OS leaves no choice: `models::forked`
-// (fork), `rlimit` (setrlimit), `sink` (poll) and one socket option in
-// `load::source`.
+// (fork), `rlimit` (setrlimit), `sink` (poll), `listener::wake`
+// (sigaction, pthread_kill) and one socket option in `load::source`.
 #![deny(unsafe_code)]
 
 pub mod cli;
