@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// The per-task buffer: tokio's example uses 1 KiB; 4 KiB is the common
-/// choice in real servers and what the 4.9 KB/connection implies.
+/// choice in real servers, and what tokio's measured 4.9 KB per idle
+/// connection in the benchmark's idle table implies.
 const BUF: usize = 4096;
 
 /// Runs the peer until killed; prints `listening on ADDR` to stderr like
