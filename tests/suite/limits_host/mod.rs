@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use readyloop::{Model, Summary};
 
-use crate::support::{eventually, ServerProcess, PATIENCE};
+use crate::support::PATIENCE;
+use crate::support::{close_and_wait, eventually, proc, ServerProcess};
 
 /// The "one address" of the per-address tests, and another one.
 const ONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -122,32 +123,6 @@ fn assert_closed_at_once(mut stream: TcpStream) {
     }
 }
 
-/// Half-closes and reads to the server's EOF: once this returns, the
-/// server has closed its side.
-fn close_and_wait(mut stream: TcpStream) {
-    stream.shutdown(Shutdown::Write).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).expect("read to the server's EOF");
-}
-
-/// Children of `pid` not yet reaped by it.
-fn children(pid: u32) -> usize {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    std::fs::read_to_string(path).map_or(0, |s| s.split_whitespace().count())
-}
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
 /// Bytes client `i` sends at `offset` onwards: different for every
 /// client and position, so a byte delivered to the wrong client or out
 /// of order is caught.
@@ -155,17 +130,6 @@ fn pattern(i: usize, offset: usize, out: &mut [u8]) {
     for (j, b) in out.iter_mut().enumerate() {
         let x = (offset + j) as u64 ^ ((i as u64) << 32);
         *b = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
-    }
-}
-
-/// Raises this process's soft descriptor limit to the hard limit.
-fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write one struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
 }
 
@@ -207,7 +171,7 @@ fn one_address_cannot_take_every_slot(model: &str) {
         // may come just after the client saw the child's FIN.
         let pid = server.pid();
         eventually("the closed children to be reaped", || {
-            children(pid) == held.len() + 1
+            proc::children(pid).len() == held.len() + 1
         });
     }
     for i in 0..2 {
@@ -297,137 +261,4 @@ fn per_address_limit_ipv6() {
     assert_eq!(counts.rejected, 1, "{counts:?}");
 }
 
-// ------------------------------------------------------------ non-readers
-
-/// Clients that send and never read.
-const NON_READERS: usize = 2_000;
-/// The output budget of the non-reader test, in MiB.
-const BUDGET_MIB: u64 = 4;
-/// What each client may send at most.
-const SEND_CAP: usize = 1 << 20;
-/// Client socket buffers: small, so 2,000 stalled clients hold little
-/// kernel memory on a shared test host.
-const CLIENT_BUF: i32 = 16 * 1024;
-
-/// 2,000 clients that send and never read grow the mio server by less
-/// than `--max-output-memory` plus a small margin (without the budget
-/// each would hold up to 64 KiB), and once they read, each receives
-/// exactly the bytes it sent.
-#[test]
-fn non_readers_cost_the_budget_not_their_number() {
-    raise_nofile();
-    let budget = format!("{BUDGET_MIB}M");
-    let server = echo_server(&[
-        "--model",
-        "mio",
-        "--max-output-memory",
-        &budget,
-        "--send-buffer",
-        "16K",
-    ]);
-    let pid = server.pid();
-    let mut warm = connect_from(ONE, server.addr, None);
-    assert_echoes(&mut warm, &[7; 100_000]);
-    close_and_wait(warm);
-    let base = status_kib(pid, "VmRSS");
-
-    let mut clients: Vec<TcpStream> = (0..NON_READERS)
-        .map(|_| {
-            let s = connect_from(ONE, server.addr, Some(CLIENT_BUF));
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let sent = fill(&mut clients);
-    let total: usize = sent.iter().sum();
-    let peak = status_kib(pid, "VmHWM");
-    let growth = peak.saturating_sub(base);
-    // The budget, plus what each connection may add past it (a small
-    // read's leftover and its box) and the loop's own per-connection
-    // bookkeeping, plus 2 MiB for the allocator.
-    let margin = NON_READERS as u64 + 2 * 1024;
-    let cap = BUDGET_MIB * 1024 + margin;
-    eprintln!(
-        "{NON_READERS} non-readers sent {} MiB; server rss {base} KiB -> \
-         peak {peak} KiB (+{growth} KiB, cap +{cap} KiB)",
-        total >> 20
-    );
-    assert!(growth <= cap, "grew {growth} KiB > {cap} KiB");
-
-    // Now every client reads: each gets exactly what it sent.
-    let mut expected = Vec::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        client.set_nonblocking(false).unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        expected.resize(sent[i], 0);
-        pattern(i, 0, &mut expected);
-        let mut got = Vec::with_capacity(sent[i]);
-        let mut client = client;
-        client.set_read_timeout(Some(PATIENCE)).unwrap();
-        client.read_to_end(&mut got).expect("read the echo");
-        assert!(
-            got == expected,
-            "client {i}: got {} of {} bytes, or wrong ones",
-            got.len(),
-            sent[i]
-        );
-    }
-    let (counts, _) = stop(server);
-    assert_eq!(counts.closed_eof, NON_READERS as u64 + 1, "{counts:?}");
-}
-
-/// Writes each client's pattern until the server stops taking input:
-/// passes over every client until none of them could write for a while
-/// (or each sent [`SEND_CAP`]). Returns the bytes each sent.
-fn fill(clients: &mut [TcpStream]) -> Vec<usize> {
-    let mut sent = vec![0; clients.len()];
-    let mut chunk = vec![0u8; 16 * 1024];
-    let deadline = Instant::now() + PATIENCE * 3;
-    let mut quiet_passes = 0;
-    while quiet_passes < 50 {
-        assert!(Instant::now() < deadline, "the clients never stalled");
-        let mut moved = 0;
-        for (i, client) in clients.iter_mut().enumerate() {
-            while sent[i] < SEND_CAP {
-                let n = chunk.len().min(SEND_CAP - sent[i]);
-                pattern(i, sent[i], &mut chunk[..n]);
-                match client.write(&chunk[..n]) {
-                    Ok(n) => {
-                        sent[i] += n;
-                        moved += n;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => panic!("client {i}: {e}"),
-                }
-            }
-        }
-        // Stalled: a pass that moved nothing, many times over, with a
-        // pause for the server to catch up before each retry.
-        quiet_passes = if moved == 0 { quiet_passes + 1 } else { 0 };
-        thread::sleep(Duration::from_millis(10));
-    }
-    sent
-}
-
-// ------------------------------------------------- descriptor limit
-
-/// `--max-connections` above what RLIMIT_NOFILE allows is named in one
-/// warning line at start; one the limit allows is not.
-#[test]
-fn max_connections_beyond_the_descriptor_limit_is_warned() {
-    for (max, warned) in [("1000", true), ("100", false)] {
-        let args = [&ECHO[..], &["--max-connections", max]].concat();
-        let server = ServerProcess::start_with_nofile(&args, 256);
-        let (_, log) = stop(server);
-        let warnings: Vec<&String> =
-            log.iter().filter(|l| l.contains("RLIMIT_NOFILE")).collect();
-        match warned {
-            true => {
-                assert_eq!(warnings.len(), 1, "{log:?}");
-                assert!(warnings[0].contains("--max-connections"), "{log:?}");
-            }
-            false => assert!(warnings.is_empty(), "{log:?}"),
-        }
-    }
-}
+mod budget;
