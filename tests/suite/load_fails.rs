@@ -3,61 +3,20 @@
 //! durations the clock cannot hold are usage errors; a closed stdout or
 //! stderr never makes it panic. Real processes over loopback; std only.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_readyloop");
+use crate::support::load_json::LoadReport;
+use crate::support::server::binary;
+use crate::support::ServerProcess;
 
 /// Longest any one process of these tests may run before the test fails
 /// (the runs themselves take at most 2 s).
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A `readyloop serve` child on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the server with `flags` and waits for its `listening on`
-    /// line; its stderr is drained from then on, so its log never blocks
-    /// it.
-    fn start(flags: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn readyloop serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(line)) => line,
-                other => panic!("server ended before listening: {other:?}"),
-            };
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("");
-                break addr.parse().expect("address in the listening line");
-            }
-        };
-        thread::spawn(move || lines.for_each(drop));
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A listener that accepts connections and never reads or writes them.
 fn silent_listener() -> SocketAddr {
@@ -86,7 +45,7 @@ impl Run {
 /// `readyloop load ARGS…` with its output captured, ended within
 /// [`LIMIT`].
 fn load(args: &[&str]) -> Run {
-    let child = Command::new(BIN)
+    let child = Command::new(binary())
         .arg("load")
         .args(args)
         .stdin(Stdio::null())
@@ -119,16 +78,9 @@ fn finish(child: Child) -> Run {
     }
 }
 
-/// The number after `"key":` in the flat JSON object of `--json`.
-fn field(json: &str, key: &str) -> f64 {
-    let needle = format!("\"{key}\":");
-    let rest = json
-        .split(&needle)
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key} in {json}"));
-    let value: String =
-        rest.chars().take_while(|c| !matches!(c, ',' | '}')).collect();
-    value.parse().unwrap_or_else(|_| panic!("{key}={value} in {json}"))
+/// The `--json` report on `stdout`, read with serde.
+fn report(stdout: &str) -> LoadReport {
+    LoadReport::parse(stdout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `readyloop load --json` with a 0.5 s stall timeout against
@@ -151,12 +103,12 @@ fn failing_run(addr: SocketAddr, extra: &[&str]) -> (Run, String) {
 /// counting stalls and no message, instead of "errors 0" and exit 0.
 #[test]
 fn a_server_that_never_echoes_fails_the_run() {
-    let server = Server::start(&["--log-level", "warn"]);
+    let server = ServerProcess::start(&["--log-level", "warn"]);
     let (run, json) =
         failing_run(server.addr, &["-c", "3", "--duration", "2"]);
-    assert_eq!(field(&json, "messages"), 0.0, "{json}");
-    assert_eq!(field(&json, "stalls"), 3.0, "{json}");
-    assert_eq!(field(&json, "errors"), 3.0, "{json}");
+    assert_eq!(report(&json).messages, 0, "{json}");
+    assert_eq!(report(&json).stalls, 3, "{json}");
+    assert_eq!(report(&json).errors, 3, "{json}");
     assert!(run.stderr.contains("no message completed"), "{}", run.stderr);
 }
 
@@ -166,9 +118,9 @@ fn a_server_that_never_echoes_fails_the_run() {
 fn a_silent_listener_counts_stalls() {
     let (run, json) =
         failing_run(silent_listener(), &["-c", "4", "--duration", "2"]);
-    assert_eq!(field(&json, "stalls"), 4.0, "{json}");
-    assert_eq!(field(&json, "held"), 0.0, "{json}");
-    assert!(field(&json, "elapsed_s") < 2.0, "{json}");
+    assert_eq!(report(&json).stalls, 4, "{json}");
+    assert_eq!(report(&json).held, 0, "{json}");
+    assert!(report(&json).elapsed_s < 2.0, "{json}");
     assert!(run.stderr.contains("--stall-timeout"), "{}", run.stderr);
 }
 
@@ -178,15 +130,15 @@ fn a_silent_listener_counts_stalls() {
 fn idle_against_a_silent_listener_fails() {
     let idle = ["--pattern", "idle", "-c", "4", "--duration", "1"];
     let (_, json) = failing_run(silent_listener(), &idle);
-    assert_eq!(field(&json, "held"), 0.0, "{json}");
-    assert_eq!(field(&json, "stalls"), 4.0, "{json}");
+    assert_eq!(report(&json).held, 0, "{json}");
+    assert_eq!(report(&json).stalls, 4, "{json}");
 }
 
 /// Idle against a server that closes all but one connection: fewer held
 /// than asked is a failed run (exit 3), and the table says how many.
 #[test]
 fn idle_with_connections_refused_fails() {
-    let server = Server::start(&[
+    let server = ServerProcess::start(&[
         "--mode",
         "echo",
         "--max-connections",
@@ -254,9 +206,10 @@ fn assert_no_panic(run: &Run) {
 /// written, and the generator ends quietly with the run's own code.
 #[test]
 fn a_closed_stdout_ends_it_quietly() {
-    let server = Server::start(&["--mode", "echo", "--log-level", "warn"]);
+    let server =
+        ServerProcess::start(&["--mode", "echo", "--log-level", "warn"]);
     let addr = server.addr.to_string();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(binary())
         .args(["load", "--addr", &addr, "-c", "2", "--duration", "0.3"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -275,7 +228,7 @@ fn a_closed_stdout_ends_it_quietly() {
 #[test]
 fn a_closed_stderr_does_not_panic() {
     let addr = silent_listener().to_string();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(binary())
         .args(["load", "--addr", &addr, "-c", "2", "--duration", "1"])
         .args(["--stall-timeout", "0.3", "--json"])
         .stdin(Stdio::null())
@@ -290,14 +243,15 @@ fn a_closed_stderr_does_not_panic() {
     let run = finish(child);
     assert_no_panic(&run);
     assert_eq!(run.code(), Some(3));
-    assert_eq!(field(&stdout, "stalls"), 2.0, "{stdout}");
+    assert_eq!(report(&stdout).stalls, 2, "{stdout}");
 }
 
 /// A working echo server still passes: exit 0, one JSON object with
 /// messages, no error and no stall.
 #[test]
 fn an_echo_server_still_passes() {
-    let server = Server::start(&["--mode", "echo", "--log-level", "warn"]);
+    let server =
+        ServerProcess::start(&["--mode", "echo", "--log-level", "warn"]);
     let addr = server.addr.to_string();
     let args = ["--addr", &addr, "-c", "4", "--duration", "0.5", "--json"];
     let run = load(&args);
@@ -306,8 +260,8 @@ fn an_echo_server_still_passes() {
     assert_eq!(json.lines().count(), 1, "{json}");
     assert!(json.starts_with("{\"pattern\":\"pingpong\""), "{json}");
     assert!(json.ends_with('}'), "{json}");
-    assert!(field(json, "messages") > 0.0, "{json}");
-    assert_eq!(field(json, "held"), 4.0, "{json}");
-    assert_eq!(field(json, "errors"), 0.0, "{json}");
-    assert_eq!(field(json, "stalls"), 0.0, "{json}");
+    assert!(report(json).messages > 0, "{json}");
+    assert_eq!(report(json).held, 4, "{json}");
+    assert_eq!(report(json).errors, 0, "{json}");
+    assert_eq!(report(json).stalls, 0, "{json}");
 }
