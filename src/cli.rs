@@ -53,28 +53,31 @@ pub struct ServeArgs {
 
     /// Open connections allowed; one more is accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub max_connections: u64,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: u32,
 
     /// Open connections allowed per client address (IPv6: per /64); one
     /// more from that address is accepted and closed at once, and counted
     /// as rejected. 0: no limit.
     #[arg(long, default_value_t = 0, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
-    pub max_connections_per_ip: u64,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_connections_per_ip: u32,
 
     /// mio model: memory for output held for clients whose writes block
     /// (bytes, or with a K, M or G suffix: 512K, 32M); past it those
     /// clients are not read until they read. The blocking models hold no
     /// output: a blocked write holds its thread or process.
     #[arg(long, default_value = "32M", value_name = "BYTES",
-          value_parser = parse_bytes)]
+          allow_negative_numbers = true, value_parser = parse_bytes)]
     pub max_output_memory: u64,
 
     /// SO_SNDBUF of accepted sockets (bytes, or K/M suffix), bounding the
     /// kernel memory a client that does not read can hold; the kernel
     /// doubles it for its bookkeeping. Unset: the kernel's autotuning.
-    #[arg(long, value_name = "BYTES", value_parser = parse_send_buffer)]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true,
+          value_parser = parse_send_buffer)]
     pub send_buffer: Option<u64>,
 
     /// Close a connection after this many seconds without traffic
@@ -87,30 +90,35 @@ pub struct ServeArgs {
     /// Listen backlog: connections the kernel queues before they are
     /// accepted (capped by net.core.somaxconn).
     #[arg(long, default_value_t = 1024, value_name = "N",
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
 
     /// Stack size of each connection thread in the thread model, in KiB.
     #[arg(long, default_value_t = 64, value_name = "KIB",
-          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
-    pub thread_stack_kib: u64,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub thread_stack_kib: u32,
 
     /// Log mode: chunk lines per second each connection may log once its
     /// burst is spent; the rest are counted (`log_suppressed`) and
     /// reported. 0: no limit.
     #[arg(long, default_value_t = 20, value_name = "LINES_PER_SEC",
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub log_rate: u32,
 
     /// Log mode: chunk lines a connection may log at once (a pasted
     /// screen) before `--log-rate` applies.
     #[arg(long, default_value_t = 200, value_name = "LINES",
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub log_burst: u32,
 
     /// Log mode: chunk lines per second for all connections together
     /// (with one second of it as a burst). 0: no limit.
     #[arg(long, default_value_t = 500, value_name = "LINES_PER_SEC",
+          allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub log_total_rate: u32,
 
@@ -245,6 +253,9 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
         Some((i, 'g' | 'G')) => (&trimmed[..i], 30),
         _ => (trimmed, 0),
     };
+    if trimmed.starts_with('-') {
+        return Err(format!("a size cannot be negative: {text}"));
+    }
     let bad =
         || format!("not a size in bytes (like 65536, 512K, 32M): {text}");
     let n: u64 = digits.parse().map_err(|_| bad())?;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::value_parser;
 
 use super::pattern::Pattern;
@@ -40,7 +41,9 @@ pub struct LoadArgs {
 
     /// Connections open at once.
     #[arg(long, short = 'c', default_value_t = 100, value_name = "C",
-          value_parser = value_parser!(u64).range(1..=10_000_000))]
+          allow_negative_numbers = true,
+          value_parser = value_parser!(i64).range(1..=10_000_000)
+              .map(|n| n as u64))]
     pub connections: u64,
 
     /// Run for this many seconds (fractions allowed; default 5). Idle:
@@ -53,12 +56,16 @@ pub struct LoadArgs {
     /// Stop after this many messages in all (round trips, streamed
     /// SIZE-byte messages, or connections for --pattern connect).
     #[arg(long, value_name = "N",
-          value_parser = value_parser!(u64).range(1..))]
+          allow_negative_numbers = true,
+          value_parser = value_parser!(i64).range(1..)
+              .map(|n| n as u64))]
     pub messages: Option<u64>,
 
     /// Bytes per message.
     #[arg(long, default_value_t = 64, value_name = "BYTES",
-          value_parser = value_parser!(u64).range(1..=16 * 1024 * 1024))]
+          allow_negative_numbers = true,
+          value_parser = value_parser!(i64).range(1..=16 * 1024 * 1024)
+              .map(|n| n as u64))]
     pub size: u64,
 
     /// A connection that waits this many seconds for its connect or for
@@ -83,7 +90,9 @@ pub struct LoadArgs {
 
     /// Client threads, each with its own poll and share of connections.
     #[arg(long, default_value_t = 1, value_name = "N",
-          value_parser = value_parser!(u64).range(1..=256))]
+          allow_negative_numbers = true,
+          value_parser = value_parser!(i64).range(1..=256)
+              .map(|n| n as u64))]
     pub threads: u64,
 
     /// No progress lines on stderr.

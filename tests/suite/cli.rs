@@ -38,6 +38,51 @@ fn invalid_flags_exit_2_with_an_error() {
     }
 }
 
+/// A negative number for any numeric flag is refused with a message that
+/// names the value (not clap's "unexpected argument", which reads a
+/// leading `-` as a flag), and an idle timeout too small to mean
+/// anything is refused rather than taken as "never".
+#[test]
+fn negative_and_tiny_numbers_are_refused_clearly() {
+    let serve = [
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--max-output-memory",
+        "--send-buffer",
+        "--idle-timeout",
+        "--backlog",
+        "--thread-stack-kib",
+        "--log-rate",
+        "--log-burst",
+        "--log-total-rate",
+    ];
+    let load = [
+        "--connections",
+        "--duration",
+        "--messages",
+        "--size",
+        "--threads",
+        "--stall-timeout",
+    ];
+    let cases = serve
+        .iter()
+        .map(|f| ("serve", *f))
+        .chain(load.iter().map(|f| ("load", *f)));
+    for (command, flag) in cases {
+        let out = run(&[command, flag, "-1"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains("invalid value '-1'"), "{flag}: {err}");
+        assert!(!err.contains("unexpected argument"), "{flag}: {err}");
+    }
+    for tiny in ["0.0005", "1e-10"] {
+        let out = run(&["serve", "--idle-timeout", tiny]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{tiny}: {err}");
+        assert!(err.contains("at least 0.001"), "{tiny}: {err}");
+    }
+}
+
 /// An address in use exits 1 with `error: cannot listen on ADDR: …`.
 #[test]
 fn address_in_use_exits_1() {
