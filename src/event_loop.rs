@@ -25,7 +25,7 @@ use crate::idle::IdleList;
 use crate::journal::{self, ChunkLimit};
 use crate::listener::accept::Accept;
 use crate::listener::{
-    Control, Listener, FIRST_CONNECTION, LISTENER, STOP_WINDOW,
+    Control, Listener, Source, FIRST_CONNECTION, STOP_WINDOW,
 };
 use crate::log_limit::{Bucket, Limits};
 use crate::stats::{Reason, Stats, Summary, Traffic};
@@ -48,18 +48,16 @@ pub(crate) fn run(
         let now = Instant::now();
         lp.now_ms = lp.clock(now);
         for event in events.iter() {
-            match event.token() {
-                LISTENER => lp.accept.on_event(),
-                token => match lp.listener.control(token) {
-                    Some(control) => lp.on_control(control, now),
-                    None => {
-                        if let Some(key) =
-                            token.0.checked_sub(FIRST_CONNECTION)
-                        {
-                            lp.drive(key, Ready::of(event));
-                        }
+            match Source::of(event.token()) {
+                Source::Listener(_) => lp.accept.on_event(),
+                Source::Connection(key) => lp.drive(key, Ready::of(event)),
+                Source::Control => {
+                    if let Some(control) = lp.listener.control(event.token())
+                    {
+                        lp.on_control(control, now);
                     }
-                },
+                }
+                Source::Metrics | Source::Scrape(_) => {}
             }
         }
         lp.after_events(now);

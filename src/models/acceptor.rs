@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::journal;
 use crate::listener::accept::Accept;
-use crate::listener::{Listener, LISTENER};
+use crate::listener::{Listener, Source};
 use crate::stats::{Reason, Stats};
 
 use super::blocking;
@@ -155,7 +155,10 @@ pub(crate) fn run<D: Dispatch>(
             .min();
         let tokens = gate.wait(deadline)?;
         journal::flush();
-        if tokens.contains(&LISTENER) {
+        if tokens
+            .iter()
+            .any(|t| matches!(Source::of(*t), Source::Listener(_)))
+        {
             accept.on_event();
         }
         model.turn(tokens);
