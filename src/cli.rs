@@ -38,10 +38,15 @@ pub enum Command {
 /// Flags of `readyloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on: loopback by default; 0.0.0.0:PORT or
-    /// `[::]:PORT` to listen on every interface; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8989", value_name = "ADDR")]
-    pub addr: SocketAddr,
+    /// Address to listen on, HOST:PORT: loopback by default; 0.0.0.0:PORT
+    /// or `[::]:PORT` to listen on every interface (both may be given:
+    /// IPv6 listeners are IPv6-only); port 0 picks a free port. Give it
+    /// again for more listeners; a host name listens on every address it
+    /// resolves to (`localhost:8989`: 127.0.0.1 and ::1). Ignored when
+    /// systemd passes the listening sockets (socket activation).
+    #[arg(long = "addr", default_value = "127.0.0.1:8989", value_name = "ADDR",
+          action = clap::ArgAction::Append, value_parser = resolve)]
+    pub addrs: Vec<Resolved>,
 
     /// What to do with the bytes clients send.
     #[arg(long, value_enum, default_value_t = Mode::Log)]
@@ -122,6 +127,14 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub log_total_rate: u32,
 
+    /// Log a `stats` line (the summary's counters so far, open
+    /// connections and uptime) every SECS seconds, at least 0.1; 0: only
+    /// on SIGUSR1.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = zero_or_at_least(Duration::from_millis(100)))]
+    pub stats_interval: Duration,
+
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -152,10 +165,57 @@ impl LogLevel {
     }
 }
 
+/// The addresses one `--addr` names: one for an IP address, every
+/// address a host name resolves to.
+#[derive(Clone, Debug)]
+pub struct Resolved(pub Vec<SocketAddr>);
+
+/// Parses `--addr`: an IP address and port, or a host name and port
+/// resolved now (a name that resolves to nothing is refused, exit 2).
+fn resolve(text: &str) -> Result<Resolved, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Resolved(vec![addr]));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or \
+                    localhost:8989)"
+            .into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("not a port number: {port:?}"));
+    }
+    if host.is_empty() || host.starts_with('[') {
+        return Err("not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or \
+                    localhost:8989)"
+            .into());
+    }
+    let addrs: Vec<SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(text)
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(Resolved(addrs))
+}
+
 impl ServeArgs {
+    /// The addresses of every `--addr`, in order, each once (port 0
+    /// excepted: each asks for a port of its own).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for addr in self.addrs.iter().flat_map(|r| r.0.iter().copied()) {
+            if addr.port() == 0 || !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
+    }
+
     /// The server configuration these flags describe.
     pub fn config(&self) -> Config {
-        let mut config = Config::new(self.addr);
+        let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.addrs = self.addrs();
         config.mode = self.mode;
         config.model = self.model;
         config.max_connections =
@@ -174,6 +234,8 @@ impl ServeArgs {
         config.log_rate = self.log_rate;
         config.log_burst = self.log_burst;
         config.log_total_rate = self.log_total_rate;
+        config.stats_interval =
+            (!self.stats_interval.is_zero()).then_some(self.stats_interval);
         config
     }
 }
@@ -191,7 +253,14 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut config = args.config();
+    if let Err(e) = check(&config) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     config.handle_signals = true;
+    // Nothing else runs yet: taking systemd's sockets (and unsetting its
+    // variables) is sound here.
+    config.systemd = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
     match crate::rlimit::raise_to_hard() {
@@ -209,6 +278,18 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Refuses a configuration the flags allow one by one but not together.
+fn check(config: &Config) -> Result<(), String> {
+    let max = crate::listener::MAX_LISTENERS;
+    if config.addrs.len() > max {
+        return Err(format!(
+            "--addr names {} addresses; a server can listen on at most {max}",
+            config.addrs.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Descriptors a server process needs besides its connections: stdio,

@@ -66,8 +66,6 @@ pub(crate) struct Gate {
     stopping: bool,
     /// A second stop, or SIGQUIT: no more flushing or lingering.
     now: bool,
-    /// SIGUSR1 arrived and the counters are not logged yet.
-    stats: bool,
 }
 
 impl Gate {
@@ -90,7 +88,6 @@ impl Gate {
                 Some(control) => {
                     self.stopping |= control.stop;
                     self.now |= control.now;
-                    self.stats |= control.stats;
                 }
                 None => self.tokens.push(token),
             }
@@ -103,11 +100,12 @@ impl Gate {
         self.now
     }
 
-    /// Logs the counters if SIGUSR1 asked for them since the last call.
-    pub(crate) fn report_stats(&mut self, stats: &Stats) {
-        if std::mem::take(&mut self.stats) {
-            journal::stats(&stats.summary(), blocking::open(stats));
-        }
+    /// The listener layer's periodic duties: the `stats` line (SIGUSR1,
+    /// `--stats-interval`), the service manager's watchdog and status.
+    pub(crate) fn service(&mut self, stats: &Stats) {
+        self.listener.service(Instant::now(), || {
+            (stats.summary(), blocking::open(stats))
+        });
     }
 
     /// Whether a stop has arrived, without blocking (see also
@@ -141,7 +139,6 @@ pub(crate) fn run<D: Dispatch>(
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
         now: false,
-        stats: false,
     };
     let mut accept = Accept::new(config);
     let mut departed = Vec::new();
@@ -155,18 +152,17 @@ pub(crate) fn run<D: Dispatch>(
             .min();
         let tokens = gate.wait(deadline)?;
         journal::flush();
-        if tokens
-            .iter()
-            .any(|t| matches!(Source::of(*t), Source::Listener(_)))
-        {
-            accept.on_event();
+        for token in tokens {
+            if let Source::Listener(n) = Source::of(*token) {
+                accept.on_event(n);
+            }
         }
         model.turn(tokens);
-        gate.report_stats(model.stats());
+        gate.service(model.stats());
         let now = Instant::now();
         while !gate.stopping {
             let Some((stream, peer)) =
-                accept.next(gate.listener.socket(), now)
+                accept.next(gate.listener.sockets(), now)
             else {
                 break;
             };
