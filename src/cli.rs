@@ -45,8 +45,8 @@ pub struct ServeArgs {
     /// resolves to (`localhost:8989`: 127.0.0.1 and ::1). Ignored when
     /// systemd passes the listening sockets (socket activation).
     #[arg(long = "addr", default_value = "127.0.0.1:8989", value_name = "ADDR",
-          action = clap::ArgAction::Append, value_parser = resolve)]
-    pub addrs: Vec<Resolved>,
+          action = clap::ArgAction::Append, value_parser = addr_arg)]
+    pub addrs: Vec<AddrArg>,
 
     /// What to do with the bytes clients send.
     #[arg(long, value_enum, default_value_t = Mode::Log)]
@@ -165,57 +165,70 @@ impl LogLevel {
     }
 }
 
-/// The addresses one `--addr` names: one for an IP address, every
-/// address a host name resolves to.
+/// One `--addr`: an IP address, or a host name resolved when the server
+/// starts.
 #[derive(Clone, Debug)]
-pub struct Resolved(pub Vec<SocketAddr>);
+pub enum AddrArg {
+    /// `127.0.0.1:8989`, `[::1]:8989`.
+    Ip(SocketAddr),
+    /// `localhost:8989`: every address the name resolves to.
+    Name(String, u16),
+}
 
-/// Parses `--addr`: an IP address and port, or a host name and port
-/// resolved now (a name that resolves to nothing is refused, exit 2).
-fn resolve(text: &str) -> Result<Resolved, String> {
+const ADDR_FORM: &str =
+    "not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or localhost:8989)";
+
+/// Parses `--addr` (the form only; a name is resolved by
+/// [`ServeArgs::addrs`]).
+fn addr_arg(text: &str) -> Result<AddrArg, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(Resolved(vec![addr]));
+        return Ok(AddrArg::Ip(addr));
     }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err("not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or \
-                    localhost:8989)"
-            .into());
+        return Err(ADDR_FORM.into());
     };
-    if port.parse::<u16>().is_err() {
-        return Err(format!("not a port number: {port:?}"));
+    let port: u16 =
+        port.parse().map_err(|_| format!("not a port number: {port:?}"))?;
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+    if host.is_empty() || !host.chars().all(name_char) {
+        return Err(ADDR_FORM.into());
     }
-    if host.is_empty() || host.starts_with('[') {
-        return Err("not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or \
-                    localhost:8989)"
-            .into());
-    }
-    let addrs: Vec<SocketAddr> =
-        std::net::ToSocketAddrs::to_socket_addrs(text)
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect();
-    if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
-    }
-    Ok(Resolved(addrs))
+    Ok(AddrArg::Name(host.to_string(), port))
 }
 
 impl ServeArgs {
     /// The addresses of every `--addr`, in order, each once (port 0
-    /// excepted: each asks for a port of its own).
-    pub fn addrs(&self) -> Vec<SocketAddr> {
+    /// excepted: each asks for a port of its own), host names resolved
+    /// to every address they have; why not, in one line.
+    pub fn addrs(&self) -> Result<Vec<SocketAddr>, String> {
         let mut addrs: Vec<SocketAddr> = Vec::new();
-        for addr in self.addrs.iter().flat_map(|r| r.0.iter().copied()) {
-            if addr.port() == 0 || !addrs.contains(&addr) {
-                addrs.push(addr);
+        for arg in &self.addrs {
+            let resolved = match arg {
+                AddrArg::Ip(addr) => vec![*addr],
+                AddrArg::Name(host, port) => resolve(host, *port)?,
+            };
+            for addr in resolved {
+                if addr.port() == 0 || !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
             }
         }
-        addrs
+        let max = crate::listener::MAX_LISTENERS;
+        if addrs.len() > max {
+            return Err(format!(
+                "--addr names {} addresses; a server can listen on at most \
+                 {max}",
+                addrs.len()
+            ));
+        }
+        Ok(addrs)
     }
 
-    /// The server configuration these flags describe.
-    pub fn config(&self) -> Config {
+    /// The server configuration these flags describe, or why they
+    /// describe none (a host name that does not resolve).
+    pub fn config(&self) -> Result<Config, String> {
         let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-        config.addrs = self.addrs();
+        config.addrs = self.addrs()?;
         config.mode = self.mode;
         config.model = self.model;
         config.max_connections =
@@ -236,7 +249,7 @@ impl ServeArgs {
         config.log_total_rate = self.log_total_rate;
         config.stats_interval =
             (!self.stats_interval.is_zero()).then_some(self.stats_interval);
-        config
+        Ok(config)
     }
 }
 
@@ -252,11 +265,13 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);
     }
-    let mut config = args.config();
-    if let Err(e) = check(&config) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
+    let mut config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     config.handle_signals = true;
     // Nothing else runs yet: taking systemd's sockets (and unsetting its
     // variables) is sound here.
@@ -280,16 +295,16 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
-/// Refuses a configuration the flags allow one by one but not together.
-fn check(config: &Config) -> Result<(), String> {
-    let max = crate::listener::MAX_LISTENERS;
-    if config.addrs.len() > max {
-        return Err(format!(
-            "--addr names {} addresses; a server can listen on at most {max}",
-            config.addrs.len()
-        ));
+/// Every address `host` has, with `port`.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+    match addrs.is_empty() {
+        true => Err(format!("cannot resolve {host}: no address")),
+        false => Ok(addrs),
     }
-    Ok(())
 }
 
 /// Descriptors a server process needs besides its connections: stdio,

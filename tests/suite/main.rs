@@ -60,6 +60,8 @@ macro_rules! per_model {
 
 mod cli;
 mod escape_props;
+#[cfg(feature = "external")]
+mod external;
 mod library;
 mod limits_host;
 mod load;
@@ -68,6 +70,7 @@ mod log_sink;
 mod matrix;
 mod mio;
 mod process;
+mod service;
 mod structure;
 mod support;
 
