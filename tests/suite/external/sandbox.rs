@@ -93,7 +93,9 @@ fn read_trace(path: &Path, program: &str) -> Trace {
         // "PID name(args) = result"; resumed calls, signals and exits
         // start with '<', '-' or '+' and name no new call.
         let Some((_, call)) = line.split_once(' ') else { continue };
-        let Some((name, args)) = call.split_once('(') else { continue };
+        let Some((name, args)) = call.trim_start().split_once('(') else {
+            continue;
+        };
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
@@ -147,6 +149,19 @@ fn free_port() -> u16 {
 fn micros(span: &str) -> u64 {
     let secs: u64 = span.trim_end_matches('s').parse().expect("seconds");
     secs * 1_000_000
+}
+
+/// The filter is read as systemd applies it: the allow list's nested
+/// sets count, a `~` line takes calls away.
+#[test]
+fn the_service_filter_allows_what_a_server_needs_and_no_more() {
+    let allowed = allowed_calls(&unit("readyloop.service"));
+    for call in ["accept4", "epoll_wait", "prlimit64", "clone3", "sendto"] {
+        assert!(allowed.contains(call), "{call} refused");
+    }
+    for call in ["setrlimit", "chown", "setuid", "reboot", "mount", "ptrace"] {
+        assert!(!allowed.contains(call), "{call} allowed");
+    }
 }
 
 /// The unit's command line, traced and driven as described above, does
@@ -223,6 +238,9 @@ fn the_service_command_line_stays_inside_its_sandbox() {
     assert!(warned.is_empty(), "warnings: {warned:?}");
 
     let trace = read_trace(&trace_path, binary());
+    for call in ["accept4", "epoll_wait", "recvfrom", "sendto"] {
+        assert!(trace.calls.contains(call), "no {call} in {trace:?}");
+    }
     let refused: Vec<&String> = trace.calls.difference(&allowed).collect();
     assert!(refused.is_empty(), "outside SystemCallFilter=: {refused:?}");
     let foreign: Vec<&String> = trace.families.difference(&families).collect();
