@@ -15,6 +15,7 @@
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
+//! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
 //! minutes per model.

@@ -8,7 +8,7 @@ use crate::support::activation::{activated, fd, listening};
 use crate::support::server::{binary, listening_addrs};
 use crate::support::*;
 
-use super::require;
+use super::tool;
 
 const LAUNCHER: &str = "systemd-socket-activate";
 
@@ -43,7 +43,7 @@ fn the_real_launcher_passes_two_sockets_and_both_serve() {
     let port = free_port();
     let a4 = SocketAddr::from(([127, 0, 0, 1], port));
     let a6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let mut cmd = require(LAUNCHER, "systemd");
+    let mut cmd = std::process::Command::new(tool(LAUNCHER, "systemd"));
     cmd.args(["-l", &a4.to_string(), "-l", &a6.to_string()]).args([
         binary(),
         "serve",
@@ -72,9 +72,9 @@ fn nothing_is_refused_across_a_restart_under_the_real_launcher() {
     let start = || {
         let mut args = vec![binary(), "serve", "--mode", "echo"];
         args.extend(["--addr", "127.0.0.1:0"]);
-        let path = which(LAUNCHER);
+        let path = tool(LAUNCHER, "systemd");
         ServerProcess::start_command(activated(
-            &path,
+            path.to_str().expect("a UTF-8 path"),
             &args,
             &[fd(&socket)],
             &["readyloop.socket"],
@@ -97,14 +97,4 @@ fn nothing_is_refused_across_a_restart_under_the_real_launcher() {
     close_and_wait(queued);
     let s = stop(server);
     assert_eq!((s.accepted, s.closed_eof), (1, 1), "{s}");
-}
-
-/// The launcher's full path (the activation wrapper `exec`s it).
-fn which(tool: &str) -> String {
-    let out = require("sh", "dash")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .expect("sh");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
