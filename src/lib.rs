@@ -84,6 +84,7 @@ mod connection;
 mod error;
 pub mod escape;
 mod event_loop;
+mod holder;
 mod idle;
 mod journal;
 mod listener;
