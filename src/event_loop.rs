@@ -52,8 +52,7 @@ pub(crate) fn run(
                 Source::Listener(_) => lp.accept.on_event(),
                 Source::Connection(key) => lp.drive(key, Ready::of(event)),
                 Source::Control => {
-                    if let Some(control) = lp.listener.control(event.token())
-                    {
+                    if let Some(control) = lp.listener.control(event.token()) {
                         lp.on_control(control, now);
                     }
                 }
