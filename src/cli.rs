@@ -33,6 +33,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Drive a server with many connections and report what it did.
     Load(crate::load::LoadArgs),
+    /// Connect to a server, send stdin, print what comes back; `-v`
+    /// narrates the handshake, the half-close and any reset.
+    Client(crate::client::ClientArgs),
 }
 
 /// Flags of `readyloop serve`.

@@ -79,6 +79,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 mod config;
 mod connection;
 mod error;
