@@ -1,4 +1,5 @@
-//! The command line: `readyloop serve` and `readyloop load`.
+//! The command line: `readyloop serve`, `readyloop load` and
+//! `readyloop client`.
 //!
 //! Exit codes: 0 on a clean stop, 1 when the server cannot start or its
 //! loop fails (`error: …` on stderr), 2 for invalid flags (clap prints the

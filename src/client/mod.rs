@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Two threads move the bytes, each a plain blocking loop (see
-//! [`pump`]): one copies stdin to the socket, the other the socket to
+//! `pump.rs`): one copies stdin to the socket, the other the socket to
 //! stdout. Each reports on a channel how its side ended, and the main
-//! thread decides in one place, [`Session::on`], what that means for the
+//! thread decides in one place, `Session::on`, what that means for the
 //! connection: on stdin's end it shuts down its write side (a FIN) and
 //! keeps reading; on the peer's FIN it is done; an RST is an error.
 //!
