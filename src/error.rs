@@ -32,6 +32,12 @@ pub enum Error {
         /// Threads the process has.
         threads: usize,
     },
+    /// The uring model cannot run here: a kernel before 6.1,
+    /// `kernel.io_uring_disabled`, or a seccomp profile that blocks it.
+    UringUnavailable {
+        /// What failed, with the OS error.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -57,6 +63,9 @@ impl fmt::Display for Error {
                 "the process model forks, which needs a single-threaded \
                  process; this one has {threads} threads"
             ),
+            Error::UringUnavailable { reason } => {
+                write!(f, "io_uring unavailable: {reason}")
+            }
         }
     }
 }
@@ -67,7 +76,9 @@ impl std::error::Error for Error {
             Error::Listen { source, .. } | Error::Setup { source, .. } => {
                 Some(source)
             }
-            Error::Panicked | Error::NotSingleThreaded { .. } => None,
+            Error::Panicked
+            | Error::NotSingleThreaded { .. }
+            | Error::UringUnavailable { .. } => None,
         }
     }
 }

@@ -52,8 +52,7 @@ pub(crate) fn run(
                 Source::Listener(_) => lp.accept.on_event(),
                 Source::Connection(key) => lp.drive(key, Ready::of(event)),
                 Source::Control => {
-                    if let Some(control) = lp.listener.control(event.token())
-                    {
+                    if let Some(control) = lp.listener.control(event.token()) {
                         lp.on_control(control, now);
                     }
                 }
@@ -108,10 +107,7 @@ impl EventLoop {
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
-            log: (config.mode == Mode::Log).then(|| LogBuckets {
-                limits: Limits::of(config),
-                buckets: Vec::new(),
-            }),
+            log: LogBuckets::of(config),
             again: Vec::new(),
             accept: Accept::new(config),
             out_held: 0,
@@ -336,14 +332,22 @@ impl EventLoop {
 /// Log mode's rate limits: the server's, and a bucket per slab key. They
 /// live beside the slab rather than in [`Connection`], so the other modes
 /// pay nothing for them.
-struct LogBuckets {
+pub(crate) struct LogBuckets {
     limits: Limits,
     buckets: Vec<Bucket>,
 }
 
 impl LogBuckets {
+    /// The buckets `config` asks for: `None` outside log mode.
+    pub(crate) fn of(config: &Config) -> Option<LogBuckets> {
+        (config.mode == Mode::Log).then(|| LogBuckets {
+            limits: Limits::of(config),
+            buckets: Vec::new(),
+        })
+    }
+
     /// The bucket of slab key `key`, made on first use.
-    fn bucket(&mut self, key: usize) -> &mut Bucket {
+    pub(crate) fn bucket(&mut self, key: usize) -> &mut Bucket {
         if self.buckets.len() <= key {
             self.buckets.resize(key + 1, Bucket::default());
         }
@@ -351,7 +355,7 @@ impl LogBuckets {
     }
 
     /// What decides whether connection `key` may log a chunk line.
-    fn limit<'a>(
+    pub(crate) fn limit<'a>(
         &'a mut self,
         key: usize,
         stats: &'a Stats,

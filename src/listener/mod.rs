@@ -168,6 +168,12 @@ impl Listener {
         [self.poll.as_raw_fd(), self.socket.as_raw_fd()]
     }
 
+    /// The poll's own descriptor (epoll): a completion model watches it
+    /// for the waker and the signals.
+    pub(crate) fn poll_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
     /// What `token` asks of the server, if it is the waker's or the
     /// signals' (draining the signals, so their edge is consumed); `None`
     /// for any other token. A wake-up with no signal pending asks

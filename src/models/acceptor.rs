@@ -155,9 +155,7 @@ pub(crate) fn run<D: Dispatch>(
             .min();
         let tokens = gate.wait(deadline)?;
         journal::flush();
-        if tokens
-            .iter()
-            .any(|t| matches!(Source::of(*t), Source::Listener(_)))
+        if tokens.iter().any(|t| matches!(Source::of(*t), Source::Listener(_)))
         {
             accept.on_event();
         }
