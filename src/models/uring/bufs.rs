@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+use crate::config::Mode;
 use crate::error::Error;
 
 use super::ring::unavailable;
@@ -22,6 +23,8 @@ const POOL_BYTES: usize = 16 << 20;
 const MOST_ENTRIES: usize = 1 << 15;
 /// The smallest buffer worth a completion.
 const LEAST_BUF: usize = 512;
+/// The largest buffer: what the mio model reads at once.
+pub(super) const MOST_BUF: usize = 64 * 1024;
 
 /// The pool: a ring of entries the kernel reads, and the buffers.
 pub(super) struct Pool {
@@ -57,7 +60,7 @@ impl Pool {
         let entries = (connections + connections / 4)
             .next_power_of_two()
             .clamp(64, MOST_ENTRIES);
-        let size = (POOL_BYTES / entries).max(LEAST_BUF);
+        let size = (POOL_BYTES / entries).clamp(LEAST_BUF, MOST_BUF);
         let ring_bytes = entries * std::mem::size_of::<BufRingEntry>();
         let map_len = ring_bytes + entries * size;
         // SAFETY: an anonymous private mapping with no address hint; the
@@ -101,6 +104,21 @@ impl Pool {
         }
         pool.publish();
         Ok(pool)
+    }
+
+    /// How many buffers serve `connections` in `mode`. Echo is where
+    /// every connection may receive in the same turn (pingpong at
+    /// 10,000 connections), and trap C3 says a turn must not run the
+    /// pool dry (a multishot receive that finds it empty ends with
+    /// `ENOBUFS`): a buffer for each connection and a quarter more, so
+    /// 10,000 connections get 16,384 buffers of 1 KiB. Log and discard
+    /// mode read big chunks, as the mio model does (one log line a
+    /// chunk): 256 buffers of 64 KiB.
+    pub(super) fn wanted(connections: usize, mode: Mode) -> usize {
+        match mode {
+            Mode::Echo => connections + connections / 4,
+            Mode::Log | Mode::Discard => POOL_BYTES / MOST_BUF,
+        }
     }
 
     /// Bytes a buffer holds: the most one receive completion carries.

@@ -73,7 +73,7 @@ impl Conn {
 
     /// Bytes of output waiting to go.
     pub(super) fn pending(&self) -> usize {
-        self.out.as_ref().map_or(0, |out| out.data.len() - out.sent)
+        self.out.as_ref().map_or(0, |out| out.pending())
     }
 
     /// Memory the output holds, for the output budget.
@@ -82,77 +82,101 @@ impl Conn {
     }
 }
 
-/// Output waiting for the socket; `data[sent..]` is unsent and the
-/// first `flight` bytes of it are in a send the kernel holds.
+/// Output waiting for the socket: a ring of bytes, `len` of them from
+/// `head`, the first `flight` of which are in a send the kernel holds.
 ///
-/// The kernel reads a send's bytes when it issues it, which may be
-/// later than the submission (when the socket is full, it waits for
-/// room). So the bytes of a send in flight never move: growing the
-/// buffer then copies into a new one and keeps the old (`retired`)
+/// The kernel reads a send's bytes when it issues it, which may be long
+/// after the submission (a client that does not read). So the bytes of a
+/// send in flight never move: new output wraps around in the ring instead
+/// of compacting it, and growing it (from the first small buffer to
+/// [`OUT_CAP`]) copies into a new ring and keeps the old one (`retired`)
 /// until the send completes.
 #[derive(Debug, Default)]
 pub(super) struct OutBuf {
-    data: Vec<u8>,
-    sent: usize,
+    ring: Box<[u8]>,
+    head: usize,
+    len: usize,
     flight: usize,
-    retired: Option<Vec<u8>>,
+    retired: Option<Box<[u8]>>,
 }
 
 impl OutBuf {
     /// Appends `bytes`.
     pub(super) fn push(&mut self, bytes: &[u8]) {
-        let in_data = self.flight > 0 && self.retired.is_none();
-        if !in_data && self.sent > 0 {
-            self.data.drain(..self.sent);
-            self.sent = 0;
+        let need = self.len + bytes.len();
+        if need > self.ring.len() {
+            self.grow(need);
         }
-        let need = self.data.len() + bytes.len();
-        if need > self.data.capacity() {
-            let wanted = match need <= FIRST_OUT {
-                true => FIRST_OUT,
-                false => OUT_CAP.max(need),
-            };
-            if in_data {
-                let mut grown = Vec::with_capacity(wanted);
-                grown.extend_from_slice(&self.data);
-                self.retired = Some(std::mem::replace(&mut self.data, grown));
-            } else {
-                self.data.reserve_exact(wanted - self.data.len());
-            }
+        let cap = self.ring.len();
+        let at = (self.head + self.len) % cap;
+        let first = bytes.len().min(cap - at);
+        self.ring[at..at + first].copy_from_slice(&bytes[..first]);
+        self.ring[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        self.len = need;
+    }
+
+    fn grow(&mut self, need: usize) {
+        let cap = match need <= FIRST_OUT {
+            true => FIRST_OUT,
+            false => OUT_CAP.max(need),
+        };
+        let mut grown = vec![0; cap].into_boxed_slice();
+        let (a, b) = self.segments();
+        grown[..a.len()].copy_from_slice(a);
+        grown[a.len()..a.len() + b.len()].copy_from_slice(b);
+        let old = std::mem::replace(&mut self.ring, grown);
+        if self.flight > 0 && self.retired.is_none() {
+            self.retired = Some(old);
         }
-        self.data.extend_from_slice(bytes);
+        self.head = 0;
+    }
+
+    /// The pending bytes, in order, as at most two slices.
+    fn segments(&self) -> (&[u8], &[u8]) {
+        let cap = self.ring.len();
+        let first = self.len.min(cap - self.head);
+        let a = &self.ring[self.head..self.head + first];
+        (a, &self.ring[..self.len - first])
     }
 
     /// Nothing is in flight or waiting.
     pub(super) fn is_quiet(&self) -> bool {
-        self.flight == 0 && self.sent == self.data.len()
+        self.flight == 0 && self.len == 0
+    }
+
+    /// Bytes waiting, in flight included.
+    pub(super) fn pending(&self) -> usize {
+        self.len
     }
 
     /// The next send, if none is in flight and output waits: a pointer
     /// and a length that stay valid until [`OutBuf::sent`].
     pub(super) fn next_send(&mut self) -> Option<(*const u8, u32)> {
-        let pending = self.data.len() - self.sent;
-        if self.flight > 0 || pending == 0 {
+        if self.flight > 0 || self.len == 0 {
             return None;
         }
-        let len = u32::try_from(pending).unwrap_or(u32::MAX);
+        let (a, _) = self.segments();
+        let len = u32::try_from(a.len()).unwrap_or(u32::MAX);
+        let ptr = a.as_ptr();
         self.flight = len as usize;
-        Some((self.data[self.sent..].as_ptr(), len))
+        Some((ptr, len))
     }
 
     /// The send in flight completed with `n` bytes taken; true when
     /// nothing is left to send.
     pub(super) fn sent(&mut self, n: usize) -> bool {
-        self.sent += n.min(self.flight);
+        let n = n.min(self.flight);
+        self.head = (self.head + n) % self.ring.len().max(1);
+        self.len -= n;
         self.flight = 0;
         self.retired = None;
-        self.sent == self.data.len()
+        self.len == 0
     }
 
     fn held(&self) -> usize {
         std::mem::size_of::<OutBuf>()
-            + self.data.capacity()
-            + self.retired.as_ref().map_or(0, Vec::capacity)
+            + self.ring.len()
+            + self.retired.as_ref().map_or(0, |r| r.len())
     }
 }
 
@@ -177,5 +201,29 @@ mod tests {
         let (_, rest) = out.next_send().unwrap();
         assert_eq!(rest as usize, 2 + 8 * 1024);
         assert!(out.sent(rest as usize));
+    }
+
+    /// Output wraps around the ring: bytes come out in the order they
+    /// went in, across the end, in at most two sends.
+    #[test]
+    fn output_wraps_in_order() {
+        let mut out = OutBuf::default();
+        let first: Vec<u8> = (0..FIRST_OUT).map(|i| i as u8).collect();
+        out.push(&first[..FIRST_OUT - 10]);
+        let (_, n) = out.next_send().unwrap();
+        out.sent(n as usize - 5); // 5 left, near the end
+        out.push(&first[..20]); // wraps
+        let mut got = Vec::new();
+        while let Some((ptr, n)) = out.next_send() {
+            // SAFETY: valid until `sent`.
+            got.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(ptr, n as usize)
+            });
+            out.sent(n as usize);
+        }
+        let mut want = first[FIRST_OUT - 15..FIRST_OUT - 10].to_vec();
+        want.extend_from_slice(&first[..20]);
+        assert_eq!(got, want);
+        assert_eq!(out.ring.len(), FIRST_OUT, "no growth was needed");
     }
 }

@@ -34,8 +34,9 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::opcode::{AcceptMulti, AsyncCancel, AsyncCancel2, PollAdd};
-use io_uring::opcode::{RecvMulti, Send};
+use io_uring::opcode::{AcceptMulti, AsyncCancel2, PollAdd};
+use io_uring::opcode::{Recv, RecvMulti, Send};
+use io_uring::squeue::Flags;
 use io_uring::types::{CancelBuilder, Fd};
 use io_uring::IoUring;
 use mio::net::TcpStream;
@@ -58,6 +59,9 @@ use ring::{Completion, Kind, Op};
 
 /// Control events taken from the listener layer's poll at once.
 const EVENTS: usize = 64;
+/// A receive while the output budget (`--max-output-memory`) is spent:
+/// small, as in the mio model.
+const OVER_BUDGET_STEP: usize = 512;
 /// How long the end of a stop waits for the last cancels.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
@@ -129,7 +133,7 @@ impl Loop {
         // it ended arrive without F_MORE and are armed again.
         let cq = (4 * capacity).clamp(4096, 1 << 17) as u32;
         let ring = ring::create(cq)?;
-        let pool = Pool::new(&ring, capacity)?;
+        let pool = Pool::new(&ring, Pool::wanted(capacity, config.mode))?;
         let idle = config.idle_timeout.map(|t| {
             IdleList::new(t.as_millis().try_into().unwrap_or(u64::MAX))
         });
@@ -294,9 +298,28 @@ impl Loop {
         if conn.recv || conn.paused || !wants {
             return;
         }
-        conn.recv = true;
         let fd = Fd(conn.stream.as_raw_fd());
-        let recv = RecvMulti::new(fd, bufs::GROUP).build();
+        let recv = match (self.mode, conn.phase) {
+            (Mode::Echo, Phase::Open) => {
+                // Echo backpressure: each receive takes at most what the
+                // output may still hold. A multishot receive cannot be
+                // bounded so (one wake-up may post a completion for
+                // everything the socket holds, megabytes, before a cancel
+                // lands), so echo receives one completion at a time.
+                let room = echo_room(conn, self.out_held, self.out_budget);
+                if room == 0 {
+                    conn.paused = true;
+                    return;
+                }
+                let len = room.min(self.pool.size()) as u32;
+                Recv::new(fd, std::ptr::null_mut(), len)
+                    .buf_group(bufs::GROUP)
+                    .build()
+                    .flags(Flags::BUFFER_SELECT)
+            }
+            _ => RecvMulti::new(fd, bufs::GROUP).build(),
+        };
+        conn.recv = true;
         let op = Op::new(Kind::Recv, key, conn.gen);
         ring::push(&mut self.ring, recv, op);
     }
@@ -354,7 +377,6 @@ impl Loop {
                         }
                         out.push(data);
                         self.out_held = self.out_held - before + conn.held();
-                        self.backpressure(key);
                     }
                     // Trap 17: input left at the stop means lingering.
                     (Phase::Stopping, _) => conn.phase = Phase::Lingering,
@@ -377,32 +399,12 @@ impl Loop {
                     // arm it again once buffers are back (this turn's
                     // are published before the next submit).
                     Some(libc::ENOBUFS) => {}
-                    // Our own cancel (backpressure); resumed on drain.
-                    Some(libc::ECANCELED) => {}
                     _ => return self.close(key, Reason::from_io(e)),
                 }
             }
         }
         if !self.conns[key].recv {
             self.to_arm.push(key);
-        }
-    }
-
-    /// Echo backpressure: stop receiving before one more completion
-    /// could take the output past OUT_CAP or the budget. The cancel
-    /// lands within the next submit; what arrives before it is kept.
-    fn backpressure(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let room = self.pool.size();
-        let full = conn.pending() + room > OUT_CAP
-            || self.out_held + room > self.out_budget;
-        if full && conn.recv && !conn.paused {
-            conn.paused = true;
-            conn.cancels += 1;
-            let target = Op::new(Kind::Recv, key, conn.gen).encode();
-            let cancel = AsyncCancel::new(target).build();
-            let op = Op::new(Kind::Cancel, key, conn.gen);
-            ring::push(&mut self.ring, cancel, op);
         }
     }
 
@@ -442,6 +444,10 @@ impl Loop {
             // A short send: the rest goes next (trap 7's completion
             // form: nothing is lost, nothing is sent twice).
             self.to_send.push(key);
+            // Output shrank: a paused receive may take what now fits.
+            if std::mem::take(&mut conn.paused) {
+                self.to_arm.push(key);
+            }
             return;
         }
         // The output buffer is freed once drained: idle connections hold
@@ -626,4 +632,17 @@ impl Loop {
 fn live(conns: &mut Slab<Conn>, op: Op) -> Option<&mut Conn> {
     let conn = conns.get_mut(op.key as usize)?;
     (Op::new(op.kind, 0, conn.gen).gen == op.gen).then_some(conn)
+}
+
+/// How much an echo receive of `conn` may take: what its output may
+/// still hold within [`OUT_CAP`] and what is left of the budget (at
+/// least a small step while nothing waits, as in the mio model).
+fn echo_room(conn: &Conn, held: usize, budget: usize) -> usize {
+    let pending = conn.pending();
+    let budget_left = budget.saturating_sub(held);
+    let room = (OUT_CAP - pending.min(OUT_CAP)).min(budget_left);
+    match pending {
+        0 => room.max(OVER_BUDGET_STEP),
+        _ => room,
+    }
 }
