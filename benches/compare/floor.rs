@@ -168,7 +168,8 @@ fn uring(listener: TcpListener) -> io::Result<()> {
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .setup_cqsize(1 << 17)
+        .setup_cqsize(1 << 16)
+        .setup_clamp()
         .build(4096)?;
     let ring_bytes = usize::from(ENTRIES) * 16;
     let len = ring_bytes + usize::from(ENTRIES) * BUF;
