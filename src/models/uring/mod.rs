@@ -646,3 +646,35 @@ fn echo_room(conn: &Conn, held: usize, budget: usize) -> usize {
         _ => room,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-connection cost the README quotes: an idle connection is
+    /// one `Conn` of 56 bytes in the slab (mio's sockets carry a
+    /// registration check in debug builds, 16 bytes more), and holds no
+    /// receive buffer: the pool is shared.
+    #[test]
+    fn an_idle_connection_is_a_small_slab_entry() {
+        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 56 + debug_extra, "Conn is {size} bytes");
+    }
+
+    /// Echo never receives more than the output can still hold.
+    #[test]
+    fn echo_room_stops_at_the_cap_and_the_budget() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (s, peer) = listener.accept().unwrap();
+        let mut conn = Conn::new(TcpStream::from_std(s), peer, 1);
+        assert_eq!(echo_room(&conn, 0, usize::MAX), OUT_CAP);
+        assert_eq!(echo_room(&conn, 100, 100), OVER_BUDGET_STEP);
+        let mut out = Box::<conn::OutBuf>::default();
+        out.push(&vec![1; OUT_CAP]);
+        conn.out = Some(out);
+        assert_eq!(echo_room(&conn, 0, usize::MAX), 0);
+    }
+}
