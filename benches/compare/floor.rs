@@ -92,7 +92,8 @@ fn epoll(listener: TcpListener) -> io::Result<()> {
                 while let Ok((stream, _)) = listener.accept() {
                     stream.set_nonblocking(true)?;
                     let cfd = stream.as_raw_fd();
-                    let interest = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET;
+                    let interest =
+                        libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET;
                     add(cfd, interest as u32)?;
                     clients.insert(cfd, Client { stream, out: Vec::new() });
                 }
@@ -246,7 +247,10 @@ fn uring(listener: TcpListener) -> io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => return Err(e),
         }
-        let cqes: Vec<_> = ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+        let cqes: Vec<_> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
         let mut to_send = Vec::new();
         for (data, res, flags) in cqes {
             if data == ACCEPT {
@@ -257,7 +261,12 @@ fn uring(listener: TcpListener) -> io::Result<()> {
                     rearm.push(res);
                 }
                 if !cqueue::more(flags) {
-                    push(&mut ring, opcode::AcceptMulti::new(lfd).build().user_data(ACCEPT));
+                    push(
+                        &mut ring,
+                        opcode::AcceptMulti::new(lfd)
+                            .build()
+                            .user_data(ACCEPT),
+                    );
                 }
                 continue;
             }
@@ -321,7 +330,8 @@ fn uring(listener: TcpListener) -> io::Result<()> {
             if let Some((_, echo)) = clients.get_mut(&fd) {
                 if !echo.receiving {
                     echo.receiving = true;
-                    let recv = opcode::RecvMulti::new(types::Fd(fd), 0).build();
+                    let recv =
+                        opcode::RecvMulti::new(types::Fd(fd), 0).build();
                     push(&mut ring, recv.user_data(RECV | fd as u64));
                 }
             }
@@ -335,9 +345,10 @@ fn uring(listener: TcpListener) -> io::Result<()> {
             echo.sending = true;
             // SAFETY: `b`'s bytes stay put until this send completes.
             let ptr = unsafe { buffer(b).add(off) };
-            let send = opcode::Send::new(types::Fd(fd), ptr, (len - off) as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build();
+            let send =
+                opcode::Send::new(types::Fd(fd), ptr, (len - off) as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build();
             push(&mut ring, send.user_data(SEND | fd as u64));
         }
     }

@@ -15,12 +15,12 @@
 //! only that pattern's tests.
 
 mod charts;
+mod floor;
 mod kernel;
 mod load;
 #[path = "../../tests/suite/support/load_json.rs"]
 mod load_json;
 mod output;
-mod floor;
 mod peer;
 #[path = "../../tests/suite/support/proc.rs"]
 mod procfs;
@@ -271,9 +271,7 @@ fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
     syscalls::strace_available()?;
     let test = settings.cpu_test;
     let mut counts = Vec::new();
-    for spec in
-        SERVERS.iter().filter(|s| server::headline(s.name))
-    {
+    for spec in SERVERS.iter().filter(|s| server::headline(s.name)) {
         match syscalls::count(
             spec,
             test,

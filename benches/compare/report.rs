@@ -65,9 +65,7 @@ pub fn basics(settings: &Settings) -> Vec<String> {
         )),
         Err(e) => lines.push(format!("binary size: unknown ({e})")),
     }
-    for spec in
-        SERVERS.iter().filter(|s| server::headline(s.name))
-    {
+    for spec in SERVERS.iter().filter(|s| server::headline(s.name)) {
         if let Ok(server) =
             Running::start(server::command(spec, settings.cpus.0))
         {
