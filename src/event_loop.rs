@@ -282,9 +282,7 @@ impl EventLoop {
     /// Acts on what the waker or a signal asked.
     fn on_control(&mut self, control: Control, now: Instant) {
         if control.stats {
-            let mut summary = self.stats.summary();
-            summary.bytes_in += self.traffic.bytes_in;
-            summary.bytes_out += self.traffic.bytes_out;
+            let summary = self.stats.summary_with(self.traffic);
             journal::stats(&summary, self.connections.len());
         }
         if control.stop {

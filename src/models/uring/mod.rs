@@ -576,9 +576,7 @@ impl Loop {
 
     fn act(&mut self, control: Control, now: Instant) {
         if control.stats {
-            let mut summary = self.stats.summary();
-            summary.bytes_in += self.traffic.bytes_in;
-            summary.bytes_out += self.traffic.bytes_out;
+            let summary = self.stats.summary_with(self.traffic);
             journal::stats(&summary, self.open);
         }
         if control.stop {
