@@ -328,7 +328,9 @@ pub(crate) fn descriptor_shortfall(
     limit: u64,
 ) -> Option<String> {
     let connections = match config.model {
-        Model::Mio | Model::Thread => config.max_connections as u64,
+        Model::Mio | Model::Thread | Model::Uring => {
+            config.max_connections as u64
+        }
         Model::Iterative | Model::Process => 1,
     };
     let need = connections.saturating_add(SPARE_FDS);

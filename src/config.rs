@@ -45,12 +45,19 @@ pub enum Model {
     Thread,
     /// A fork()ed child process per connection, blocking IO.
     Process,
+    /// One thread, one io_uring: completions instead of readiness.
+    Uring,
 }
 
 impl Model {
     /// Every model, in the order tests and the benchmark run them.
-    pub const ALL: [Model; 4] =
-        [Model::Mio, Model::Iterative, Model::Thread, Model::Process];
+    pub const ALL: [Model; 5] = [
+        Model::Mio,
+        Model::Iterative,
+        Model::Thread,
+        Model::Process,
+        Model::Uring,
+    ];
 
     /// The name used on the command line and in the `listening on` line.
     pub fn name(self) -> &'static str {
@@ -59,6 +66,7 @@ impl Model {
             Model::Iterative => "iterative",
             Model::Thread => "thread",
             Model::Process => "process",
+            Model::Uring => "uring",
         }
     }
 }

@@ -45,6 +45,12 @@ pub enum Error {
         /// Threads the process has.
         threads: usize,
     },
+    /// The uring model cannot run here: a kernel before 6.1,
+    /// `kernel.io_uring_disabled`, or a seccomp profile that blocks it.
+    UringUnavailable {
+        /// What failed, with the OS error.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -87,6 +93,9 @@ impl fmt::Display for Error {
                 "the process model forks, which needs a single-threaded \
                  process; this one has {threads} threads"
             ),
+            Error::UringUnavailable { reason } => {
+                write!(f, "io_uring unavailable: {reason}")
+            }
         }
     }
 }
@@ -101,7 +110,8 @@ impl std::error::Error for Error {
             | Error::NoListener
             | Error::TooManyListeners { .. }
             | Error::Panicked
-            | Error::NotSingleThreaded { .. } => None,
+            | Error::NotSingleThreaded { .. }
+            | Error::UringUnavailable { .. } => None,
         }
     }
 }

@@ -108,10 +108,7 @@ impl EventLoop {
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
-            log: (config.mode == Mode::Log).then(|| LogBuckets {
-                limits: Limits::of(config),
-                buckets: Vec::new(),
-            }),
+            log: LogBuckets::of(config),
             again: Vec::new(),
             accept: Accept::new(config),
             out_held: 0,
@@ -343,14 +340,22 @@ impl EventLoop {
 /// Log mode's rate limits: the server's, and a bucket per slab key. They
 /// live beside the slab rather than in [`Connection`], so the other modes
 /// pay nothing for them.
-struct LogBuckets {
+pub(crate) struct LogBuckets {
     limits: Limits,
     buckets: Vec<Bucket>,
 }
 
 impl LogBuckets {
+    /// The buckets `config` asks for: `None` outside log mode.
+    pub(crate) fn of(config: &Config) -> Option<LogBuckets> {
+        (config.mode == Mode::Log).then(|| LogBuckets {
+            limits: Limits::of(config),
+            buckets: Vec::new(),
+        })
+    }
+
     /// The bucket of slab key `key`, made on first use.
-    fn bucket(&mut self, key: usize) -> &mut Bucket {
+    pub(crate) fn bucket(&mut self, key: usize) -> &mut Bucket {
         if self.buckets.len() <= key {
             self.buckets.resize(key + 1, Bucket::default());
         }
@@ -358,7 +363,7 @@ impl LogBuckets {
     }
 
     /// What decides whether connection `key` may log a chunk line.
-    fn limit<'a>(
+    pub(crate) fn limit<'a>(
         &'a mut self,
         key: usize,
         stats: &'a Stats,

@@ -22,6 +22,7 @@
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
+//! | | `models::uring` | the io_uring model: completions instead of readiness |
 //! | listener | `listener` | the listening sockets, the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
 //! | | `listener::signals` | which signals stop, stop now, report or are ignored |
@@ -81,8 +82,9 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // Unsafe code only where the OS leaves no choice: `models::forked`
-// (fork), `rlimit` (setrlimit), `sink` (poll), `listener::wake`
-// (sigaction, pthread_kill) and one socket option in `load::source`.
+// (fork), `models::uring` (memory shared with the kernel), `rlimit`
+// (setrlimit), `sink` (poll), `listener::wake` (sigaction,
+// pthread_kill) and one socket option in `load::source`.
 #![deny(unsafe_code)]
 
 pub mod cli;

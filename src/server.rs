@@ -76,6 +76,7 @@ impl Server {
             Model::Iterative => models::iterative::run(listener, &config)?,
             Model::Thread => models::threaded::run(listener, &config)?,
             Model::Process => models::forked::run(listener, &config)?,
+            Model::Uring => models::uring::run(listener, &config)?,
         };
         journal::finish(&mut summary);
         Ok(summary)

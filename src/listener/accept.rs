@@ -119,7 +119,7 @@ impl Accept {
     /// `--send-buffer`: a fixed SO_SNDBUF bounds the kernel memory a
     /// client that does not read can hold (and turns off the kernel's
     /// autotuning for that socket).
-    fn size_send_buffer(
+    pub(crate) fn size_send_buffer(
         &mut self,
         stream: &TcpStream,
         peer: SocketAddr,
@@ -216,6 +216,28 @@ impl Accept {
     /// open another.
     pub(crate) fn release(&mut self, peer: SocketAddr) {
         self.per_address.release(peer);
+    }
+
+    /// A completion model accepts without [`Accept::next`]; its accept
+    /// failed with `e`. Logs as `next` would, and pauses accepting when
+    /// descriptors run out (trap 4). True when accepting may go on.
+    pub(crate) fn on_failure(&mut self, e: &io::Error, now: Instant) -> bool {
+        match self.failed(e, now) {
+            Failed::Pause(until) => {
+                self.paused_until = Some(until);
+                false
+            }
+            Failed::Drained | Failed::Next => true,
+        }
+    }
+
+    /// Until when accepting pauses, if it does at `now` (a pause that ran
+    /// out, or that [`Accept::freed`] ended, is over).
+    pub(crate) fn paused_until(&mut self, now: Instant) -> Option<Instant> {
+        if self.paused_until.is_some_and(|t| now >= t) {
+            self.paused_until = None;
+        }
+        self.paused_until
     }
 
     /// Decides what follows a failed `accept`, and logs what an operator

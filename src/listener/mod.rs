@@ -230,6 +230,12 @@ impl Listener {
         fds
     }
 
+    /// The poll's own descriptor (epoll): a completion model watches it
+    /// for the waker and the signals.
+    pub(crate) fn poll_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
     /// What `token` asks of the server, if it is the waker's or the
     /// signals' (draining the signals, so their edge is consumed); `None`
     /// for any other token. A wake-up with no signal pending asks
@@ -333,6 +339,12 @@ impl Listener {
         counters: impl FnOnce() -> (Summary, usize),
     ) {
         self.service.run(now, counters);
+    }
+
+    /// When the periodic duties of [`Listener::service`] are next due,
+    /// for a model that waits elsewhere than [`Listener::wait`].
+    pub(crate) fn service_due(&self) -> Option<Instant> {
+        self.service.next_due()
     }
 
     /// Waits on the poll until an event or `deadline` (`None`: no

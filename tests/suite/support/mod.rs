@@ -10,6 +10,7 @@ pub mod proc;
 pub mod rng;
 pub mod server;
 pub mod stall;
+pub mod uring;
 pub mod wait;
 
 pub use net::*;
