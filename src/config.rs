@@ -115,6 +115,13 @@ pub struct Config {
     /// Log mode: chunk lines per second for the whole server; 0: no
     /// limit.
     pub log_total_rate: u32,
+    /// The mio model's workers: independent loops, each with its own poll,
+    /// slab and listening sockets bound with SO_REUSEPORT (1: the one
+    /// loop). `max_connections` is split among them.
+    pub workers: usize,
+    /// Pin worker `n` to the `n`th CPU the process may run on (round
+    /// robin).
+    pub pin: bool,
     /// Log a `stats` line this often; `None`: only on SIGUSR1.
     pub stats_interval: Option<Duration>,
     /// Run under a service manager: take the listening sockets systemd
@@ -148,6 +155,8 @@ impl Config {
             log_rate: 20,
             log_burst: 200,
             log_total_rate: 500,
+            workers: 1,
+            pin: false,
             stats_interval: None,
             systemd: false,
             handle_signals: false,

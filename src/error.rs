@@ -26,6 +26,8 @@ pub enum Error {
     },
     /// The sockets passed by systemd (socket activation) cannot be used.
     Activation(String),
+    /// `--workers` cannot be used as asked.
+    Workers(String),
     /// No address to listen on, and no socket passed by systemd.
     NoListener,
     /// More listeners than a server can have.
@@ -79,6 +81,7 @@ impl fmt::Display for Error {
             Error::Activation(why) => {
                 write!(f, "socket activation: {why}")
             }
+            Error::Workers(why) => f.write_str(why),
             Error::NoListener => f.write_str(
                 "nothing to listen on: no address, and no socket passed \
                  by systemd",
@@ -107,6 +110,7 @@ impl std::error::Error for Error {
                 Some(source)
             }
             Error::Activation(_)
+            | Error::Workers(_)
             | Error::NoListener
             | Error::TooManyListeners { .. }
             | Error::Panicked

@@ -12,6 +12,7 @@
 //! keep up with the total traffic.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -63,7 +64,7 @@ pub(crate) fn run(
         lp.service(now);
         journal::flush();
         if lp.finished(now) {
-            lp.stats.add(lp.traffic);
+            lp.stats.add(std::mem::take(&mut lp.traffic));
             return Ok(lp.stats.summary());
         }
     }
@@ -74,7 +75,9 @@ struct EventLoop {
     listener: Listener,
     mode: Mode,
     connections: Slab<Connection>,
-    stats: Stats,
+    /// This worker's counters: accepts and closes counted as they happen,
+    /// bytes added once a turn from `traffic`.
+    stats: Arc<Stats>,
     traffic: Traffic,
     buf: Box<[u8]>,
     scratch: String,
@@ -103,14 +106,14 @@ impl EventLoop {
         });
         EventLoop {
             connections: Slab::with_capacity(capacity),
-            stats: Stats::default(),
+            stats: Arc::clone(listener.group().stats(listener.worker())),
             traffic: Traffic::default(),
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
             log: LogBuckets::of(config),
             again: Vec::new(),
-            accept: Accept::new(config),
+            accept: Accept::new(config, Arc::clone(listener.group())),
             out_held: 0,
             out_budget: config.max_output_memory,
             stopping: None,
@@ -283,14 +286,10 @@ impl EventLoop {
     /// service manager's watchdog and status), with the counters exact
     /// at this instant: the shared ones plus this thread's bytes.
     fn service(&mut self, now: Instant) {
-        let (stats, traffic) = (&self.stats, self.traffic);
-        let open = self.connections.len();
-        self.listener.service(now, || {
-            let mut summary = stats.summary();
-            summary.bytes_in += traffic.bytes_in;
-            summary.bytes_out += traffic.bytes_out;
-            (summary, open)
-        });
+        // An atomic add per counter per turn, not per read or write.
+        self.stats.add(std::mem::take(&mut self.traffic));
+        let group = Arc::clone(self.listener.group());
+        self.listener.service(now, || group.totals());
     }
 
     /// Acts on what the waker or a signal asked.

@@ -87,6 +87,7 @@
 // pthread_kill) and one socket option in `load::source`.
 #![deny(unsafe_code)]
 
+mod affinity;
 pub mod cli;
 pub mod client;
 mod config;
@@ -107,6 +108,7 @@ mod secs;
 mod server;
 mod sink;
 mod stats;
+mod workers;
 
 pub use config::{Config, Mode, Model};
 pub use connection::OUT_CAP;

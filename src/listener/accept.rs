@@ -20,7 +20,7 @@ use crate::net::would_block;
 use crate::net::{interrupted, out_of_descriptors, skip_on_accept};
 use crate::stats::Stats;
 
-use super::per_address::PerAddress;
+use super::group::Group;
 
 /// Trap 2 for the listener: connections accepted per turn, so a connect
 /// flood cannot starve the connections already open; the listener stays
@@ -38,7 +38,11 @@ pub(crate) struct Accept {
     /// `--max-connections`.
     max: usize,
     /// `--max-connections-per-ip`: open connections per address.
-    per_address: PerAddress,
+    /// `--max-connections-per-ip`, 0 when off.
+    max_per_ip: usize,
+    /// The open connections per address, counted with every other
+    /// worker's (one lock per accept and per close, none when off).
+    group: std::sync::Arc<Group>,
     /// `--send-buffer`: SO_SNDBUF of accepted sockets.
     send_buffer: Option<usize>,
     /// The listeners that may hold pending connections, a bit each: an
@@ -58,10 +62,15 @@ pub(crate) struct Accept {
 
 impl Accept {
     /// Ready at once: connections may have queued before the first poll.
-    pub(crate) fn new(config: &Config) -> Accept {
+    /// `group` holds the per-address table the workers share.
+    pub(crate) fn new(
+        config: &Config,
+        group: std::sync::Arc<Group>,
+    ) -> Accept {
         Accept {
             max: config.max_connections,
-            per_address: PerAddress::new(config.max_connections_per_ip),
+            max_per_ip: config.max_connections_per_ip,
+            group,
             send_buffer: config.send_buffer,
             ready: ALL,
             cursor: 0,
@@ -200,12 +209,12 @@ impl Accept {
             journal::rejected(&mut self.rejections, peer, self.max);
             return false;
         }
-        if !self.per_address.admit(peer) {
+        if self.max_per_ip > 0 && !self.with_table(|t| t.admit(peer)) {
             stats.rejected();
             journal::rejected_per_address(
                 &mut self.per_address_rejections,
                 peer,
-                self.per_address.max(),
+                self.max_per_ip,
             );
             return false;
         }
@@ -215,7 +224,9 @@ impl Accept {
     /// A connection [`Accept::admits`] let in has closed: its address may
     /// open another.
     pub(crate) fn release(&mut self, peer: SocketAddr) {
-        self.per_address.release(peer);
+        if self.max_per_ip > 0 {
+            self.with_table(|t| t.release(peer));
+        }
     }
 
     /// A completion model accepts without [`Accept::next`]; its accept
@@ -238,6 +249,17 @@ impl Accept {
             self.paused_until = None;
         }
         self.paused_until
+    }
+
+    /// Runs `f` on the shared per-address table (a panic elsewhere while
+    /// it was held leaves plain counts, still usable).
+    fn with_table<T>(
+        &self,
+        f: impl FnOnce(&mut super::per_address::PerAddress) -> T,
+    ) -> T {
+        let mut table =
+            self.group.per_address().lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut table)
     }
 
     /// Decides what follows a failed `accept`, and logs what an operator
@@ -315,7 +337,8 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let mut config = Config::new(addr);
         config.send_buffer = Some(8192);
-        let mut accept = Accept::new(&config);
+        let group = std::sync::Arc::new(Group::new(Vec::new(), 0));
+        let mut accept = Accept::new(&config, group);
         let (stream, _) = accept
             .next(std::slice::from_ref(&listener), Instant::now())
             .unwrap();

@@ -10,6 +10,7 @@
 //! per-address counts follow without a lock per close.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
@@ -140,7 +141,7 @@ pub(crate) fn run<D: Dispatch>(
         stopping: false,
         now: false,
     };
-    let mut accept = Accept::new(config);
+    let mut accept = Accept::new(config, Arc::clone(gate.listener.group()));
     let mut departed = Vec::new();
     while !gate.stopping {
         let now = Instant::now();

@@ -32,6 +32,7 @@ mod ring;
 
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::opcode::{AcceptMulti, AsyncCancel2, PollAdd};
@@ -126,6 +127,7 @@ struct Loop {
 impl Loop {
     fn new(listener: Listener, config: &Config) -> Result<Loop, Error> {
         let listeners = listener.sockets().len();
+        let group = Arc::clone(listener.group());
         let capacity = config.max_connections.min(1 << 20);
         // Trap C5: the completion queue holds a turn's completions: one
         // receive per buffer, a send and a re-arm per connection. When it
@@ -153,7 +155,7 @@ impl Loop {
             scratch: String::new(),
             idle,
             log: LogBuckets::of(config),
-            accept: Accept::new(config),
+            accept: Accept::new(config, group),
             accepting: vec![false; listeners],
             watching: false,
             to_send: Vec::new(),
@@ -185,10 +187,7 @@ impl Loop {
         };
         let log = journal::retry_at(now);
         let service = self.listener.service_due();
-        [idle, accept, self.stopping, log, service]
-            .into_iter()
-            .flatten()
-            .min()
+        [idle, accept, self.stopping, log, service].into_iter().flatten().min()
     }
 
     fn on_completion(&mut self, c: Completion, now: Instant) {
