@@ -85,6 +85,7 @@ mod service;
 mod structure;
 mod support;
 mod uring;
+mod workers;
 
 /// The matrix names every model there is: a new model fails here until
 /// [`per_model!`] makes its tests.
