@@ -52,6 +52,8 @@ pub fn read_to_end(stream: &mut TcpStream) -> (Vec<u8>, bool) {
         match stream.read(&mut buf) {
             Ok(0) => return (all, true),
             Ok(n) => all.extend_from_slice(&buf[..n]),
+            // A read with a timeout is not restarted after a signal.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return (all, false),
         }
     }

@@ -12,7 +12,18 @@ use readyloop::Model;
 /// `Err(reason)` when io_uring is unavailable on this machine.
 pub fn probe() -> &'static Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    // On a thread of its own: tearing a ring down queues work on the
+    // thread that made it, which interrupts that thread's next blocking
+    // call (EINTR on a socket with a timeout): not a test's thread.
     PROBE.get_or_init(|| {
+        std::thread::spawn(try_ring)
+            .join()
+            .unwrap_or_else(|_| Err("the probe panicked".into()))
+    })
+}
+
+fn try_ring() -> Result<(), String> {
+    {
         let ring: IoUring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -34,7 +45,7 @@ pub fn probe() -> &'static Result<(), String> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// Runs `behaviour` against `model`; for the uring model on a machine
