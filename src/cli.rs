@@ -14,6 +14,7 @@ use simple_logger::SimpleLogger;
 
 use crate::config::{Config, Mode, Model};
 use crate::journal::{self, STATUS};
+use crate::net;
 use crate::secs::zero_or_at_least;
 
 /// A single-threaded readiness-IO TCP server, the classic models it is
@@ -122,6 +123,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub log_total_rate: u32,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
+    /// 127.0.0.1:9898; it must not overlap the client address. Unset:
+    /// no metrics endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -174,6 +181,7 @@ impl ServeArgs {
         config.log_rate = self.log_rate;
         config.log_burst = self.log_burst;
         config.log_total_rate = self.log_total_rate;
+        config.metrics_addr = self.metrics_addr;
         config
     }
 }
@@ -182,6 +190,11 @@ impl ServeArgs {
 /// runs the server until it is stopped, and maps the outcome to an exit
 /// code.
 pub fn serve(args: &ServeArgs) -> ExitCode {
+    let mut config = args.config();
+    if let Some(clash) = metrics_clash(&config) {
+        eprintln!("error: {clash}");
+        return ExitCode::from(2);
+    }
     // Logs go to stderr; stdout stays free for machine-readable output.
     let logger = SimpleLogger::new()
         .with_level(args.log_level.filter())
@@ -190,7 +203,6 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);
     }
-    let mut config = args.config();
     config.handle_signals = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
@@ -209,6 +221,19 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Why `--metrics-addr` cannot be served beside the client listeners,
+/// if it cannot: scrapers and clients on one address would each get
+/// the other's connections.
+pub(crate) fn metrics_clash(config: &Config) -> Option<String> {
+    let metrics = config.metrics_addr?;
+    let clients = [config.addr];
+    let client = clients.into_iter().find(|&c| net::overlaps(metrics, c))?;
+    Some(format!(
+        "--metrics-addr {metrics} overlaps the client address {client}: \
+         scrapers and clients need addresses of their own"
+    ))
 }
 
 /// Descriptors a server process needs besides its connections: stdio,
@@ -293,6 +318,18 @@ mod tests {
         }
         assert!(parse_send_buffer("0").is_err());
         assert!(parse_send_buffer("2G").is_err());
+    }
+
+    #[test]
+    fn a_metrics_address_that_overlaps_the_clients_is_named() {
+        let mut config = Config::new("127.0.0.1:8989".parse().unwrap());
+        assert_eq!(metrics_clash(&config), None);
+        config.metrics_addr = Some("127.0.0.1:9898".parse().unwrap());
+        assert_eq!(metrics_clash(&config), None);
+        config.metrics_addr = Some("0.0.0.0:8989".parse().unwrap());
+        let clash = metrics_clash(&config).unwrap();
+        assert!(clash.contains("0.0.0.0:8989"), "{clash}");
+        assert!(clash.contains("127.0.0.1:8989"), "{clash}");
     }
 
     #[test]

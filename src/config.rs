@@ -110,6 +110,10 @@ pub struct Config {
     /// in-process servers in tests leave it off and stop through a
     /// [`Handle`](crate::Handle).
     pub handle_signals: bool,
+    /// Where to serve the Prometheus metrics (`GET /metrics`); `None`:
+    /// nowhere. It must not overlap the client address (the command
+    /// line refuses it).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -130,6 +134,7 @@ impl Config {
             log_burst: 200,
             log_total_rate: 500,
             handle_signals: false,
+            metrics_addr: None,
         }
     }
 }

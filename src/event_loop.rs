@@ -28,6 +28,7 @@ use crate::listener::{
     Control, Listener, Source, FIRST_CONNECTION, STOP_WINDOW,
 };
 use crate::log_limit::{Bucket, Limits};
+use crate::metrics::{Counters, Metrics};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
 /// The one read buffer every connection shares.
@@ -52,12 +53,15 @@ pub(crate) fn run(
                 Source::Listener(_) => lp.accept.on_event(),
                 Source::Connection(key) => lp.drive(key, Ready::of(event)),
                 Source::Control => {
-                    if let Some(control) = lp.listener.control(event.token())
-                    {
+                    if let Some(control) = lp.listener.control(event.token()) {
                         lp.on_control(control, now);
                     }
                 }
-                Source::Metrics | Source::Scrape(_) => {}
+                source @ (Source::Metrics | Source::Scrape(_)) => {
+                    if let Some(metrics) = &mut lp.metrics {
+                        metrics.on_event(source, lp.listener.registry());
+                    }
+                }
             }
         }
         lp.after_events(now);
@@ -92,10 +96,12 @@ struct EventLoop {
     stopping: Option<Instant>,
     start: Instant,
     now_ms: u64,
+    /// `--metrics-addr`, served by this loop until the process exits.
+    metrics: Option<Metrics>,
 }
 
 impl EventLoop {
-    fn new(listener: Listener, config: &Config) -> EventLoop {
+    fn new(mut listener: Listener, config: &Config) -> EventLoop {
         // Capacity is reserved, not touched: untouched pages cost no RSS.
         let capacity = config.max_connections.min(1 << 20);
         let idle = config.idle_timeout.map(|t| {
@@ -119,6 +125,7 @@ impl EventLoop {
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
+            metrics: listener.take_metrics().map(|m| Metrics::new(m, config)),
             listener,
             mode: config.mode,
         }
@@ -147,11 +154,13 @@ impl EventLoop {
             Some(_) => None,
         };
         let log = journal::retry_at(now);
-        [idle, accept, self.stopping, log].into_iter().flatten().min()
+        let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
+        [idle, accept, self.stopping, log, metrics].into_iter().flatten().min()
     }
 
     /// Work that follows each batch of events: accept, retry connections
-    /// with budget left over, expire idle ones.
+    /// with budget left over, expire idle ones, and answer scrapes with
+    /// the counters as the batch left them.
     fn after_events(&mut self, now: Instant) {
         if self.stopping.is_none() {
             while let Some((stream, peer)) =
@@ -164,6 +173,18 @@ impl EventLoop {
             self.drive(key, Ready::ANY);
         }
         self.expire_idle();
+        self.serve_metrics(now);
+    }
+
+    fn serve_metrics(&mut self, now: Instant) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let registry = self.listener.registry();
+        metrics.turn(registry, now);
+        if metrics.waiting() {
+            let summary = summary(&self.stats, self.traffic);
+            let counters = Counters { summary, open: self.connections.len() };
+            metrics.answer(registry, &counters);
+        }
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -286,9 +307,7 @@ impl EventLoop {
     /// Acts on what the waker or a signal asked.
     fn on_control(&mut self, control: Control, now: Instant) {
         if control.stats {
-            let mut summary = self.stats.summary();
-            summary.bytes_in += self.traffic.bytes_in;
-            summary.bytes_out += self.traffic.bytes_out;
+            let summary = summary(&self.stats, self.traffic);
             journal::stats(&summary, self.connections.len());
         }
         if control.stop {
@@ -331,6 +350,15 @@ impl EventLoop {
         }
         self.connections.is_empty()
     }
+}
+
+/// The counters as they are now: the shared ones plus the bytes the
+/// loop counts on its own.
+fn summary(stats: &Stats, traffic: Traffic) -> Summary {
+    let mut summary = stats.summary();
+    summary.bytes_in += traffic.bytes_in;
+    summary.bytes_out += traffic.bytes_out;
+    summary
 }
 
 /// Log mode's rate limits: the server's, and a bucket per slab key. They

@@ -22,6 +22,7 @@
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
+//! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
 //! | listener | `listener` | the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
 //! | | `listener::signals` | which signals stop, stop now, report or are ignored |
@@ -89,6 +90,7 @@ mod journal;
 mod listener;
 pub mod load;
 mod log_limit;
+mod metrics;
 mod models;
 mod net;
 pub mod rlimit;

@@ -28,8 +28,11 @@ pub struct Server {
 /// Binds the listening socket and sets up the poll, so that the address
 /// is known (port 0 resolved) before the server runs.
 pub fn bind(config: Config) -> Result<Server, Error> {
-    let listener =
+    let mut listener =
         Listener::bind(config.addr, config.backlog, config.handle_signals)?;
+    if let Some(addr) = config.metrics_addr {
+        listener.bind_metrics(addr, config.backlog)?;
+    }
     Ok(Server { config, listener })
 }
 
@@ -37,6 +40,12 @@ impl Server {
     /// The address the server listens on (the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// Where the metrics are served (the real port if 0 was asked), if
+    /// `metrics_addr` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listener.metrics_addr()
     }
 
     /// The configuration the server was bound with.
@@ -54,6 +63,9 @@ impl Server {
     pub fn run(self) -> Result<Summary, Error> {
         let Server { config, listener } = self;
         journal::listening(listener.local_addr(), config.model, config.mode);
+        if let Some(addr) = listener.metrics_addr() {
+            journal::metrics(addr);
+        }
         let mut summary = match config.model {
             Model::Mio => event_loop::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,

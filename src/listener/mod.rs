@@ -97,6 +97,10 @@ pub(crate) struct Listener {
     /// A stop was asked for already: the next stop signal means "now".
     stop_asked: bool,
     ignored: RateLimited,
+    /// `--metrics-addr`: its listener, registered under [`METRICS`],
+    /// until the model takes it.
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -139,7 +143,41 @@ impl Listener {
             local_addr,
             stop_asked: false,
             ignored: RateLimited::default(),
+            metrics: None,
+            metrics_addr: None,
         })
+    }
+
+    /// Binds the metrics listener on `addr` and registers it under
+    /// [`METRICS`]; the model that runs takes it with
+    /// [`Listener::take_metrics`]. A failure is the same `cannot listen
+    /// on …` as the client address's.
+    pub(crate) fn bind_metrics(
+        &mut self,
+        addr: SocketAddr,
+        backlog: u32,
+    ) -> Result<(), Error> {
+        let listen_err = |source| Error::Listen { addr, source };
+        let std_listener = net::listen(addr, backlog).map_err(listen_err)?;
+        let local_addr = std_listener.local_addr().map_err(listen_err)?;
+        let mut socket = TcpListener::from_std(std_listener);
+        self.poll
+            .registry()
+            .register(&mut socket, METRICS, Interest::READABLE)
+            .map_err(Error::setup("register the metrics listener"))?;
+        self.metrics = Some(socket);
+        self.metrics_addr = Some(local_addr);
+        Ok(())
+    }
+
+    /// Where the metrics listener listens, if there is one.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The metrics listener, for the model to serve.
+    pub(crate) fn take_metrics(&mut self) -> Option<TcpListener> {
+        self.metrics.take()
     }
 
     /// The address it listens on (the real port if 0 was asked).

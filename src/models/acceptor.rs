@@ -8,6 +8,12 @@
 //! `--max-connections-per-ip` is accepted and closed at once. The model
 //! reports which connections have closed since it was last asked, so the
 //! per-address counts follow without a lock per close.
+//!
+//! The [`Gate`] also serves the metrics endpoint (`--metrics-addr`): it
+//! reads scrapes on every wait, and answers them when the model hands it
+//! the counters ([`Gate::report_stats`]). The iterative model, which
+//! serves a client on this thread, looks at the gate once a slice, so a
+//! scrape is answered within that slice even then.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -19,6 +25,7 @@ use crate::error::Error;
 use crate::journal;
 use crate::listener::accept::Accept;
 use crate::listener::{Listener, Source};
+use crate::metrics::{Counters, Metrics};
 use crate::stats::{Reason, Stats};
 
 use super::blocking;
@@ -68,6 +75,8 @@ pub(crate) struct Gate {
     now: bool,
     /// SIGUSR1 arrived and the counters are not logged yet.
     stats: bool,
+    /// `--metrics-addr`, served until the process exits.
+    metrics: Option<Metrics>,
 }
 
 impl Gate {
@@ -76,16 +85,30 @@ impl Gate {
         &self.listener
     }
 
-    /// Waits for events (until `deadline` at the latest) and returns
-    /// their tokens, after taking note of a stop among them.
+    /// Waits for events (until `deadline` at the latest, or a scrape's)
+    /// and returns the tokens of the model's own and the client
+    /// listener's, after taking note of a stop among them and serving
+    /// the scrapes.
     pub(crate) fn wait(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<&[Token], Error> {
+        let metrics = self.metrics.as_ref();
+        let scrapes = metrics.and_then(|m| m.deadline(Instant::now()));
+        let deadline = [deadline, scrapes].into_iter().flatten().min();
         self.listener.wait(&mut self.events, deadline)?;
         self.tokens.clear();
         for event in self.events.iter() {
             let token = event.token();
+            match Source::of(token) {
+                source @ (Source::Metrics | Source::Scrape(_)) => {
+                    if let Some(metrics) = &mut self.metrics {
+                        metrics.on_event(source, self.listener.registry());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             match self.listener.control(token) {
                 Some(control) => {
                     self.stopping |= control.stop;
@@ -95,6 +118,9 @@ impl Gate {
                 None => self.tokens.push(token),
             }
         }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.turn(self.listener.registry(), Instant::now());
+        }
         Ok(&self.tokens)
     }
 
@@ -103,10 +129,20 @@ impl Gate {
         self.now
     }
 
-    /// Logs the counters if SIGUSR1 asked for them since the last call.
+    /// Logs the counters if SIGUSR1 asked for them since the last call,
+    /// and answers the scrapes that wait for them.
     pub(crate) fn report_stats(&mut self, stats: &Stats) {
         if std::mem::take(&mut self.stats) {
             journal::stats(&stats.summary(), blocking::open(stats));
+        }
+        if let Some(metrics) = &mut self.metrics {
+            if metrics.waiting() {
+                let counters = Counters {
+                    summary: stats.summary(),
+                    open: blocking::open(stats),
+                };
+                metrics.answer(self.listener.registry(), &counters);
+            }
         }
     }
 
@@ -131,10 +167,11 @@ impl Gate {
 /// then stops listening and returns the gate, on which the model waits
 /// for its connections to finish.
 pub(crate) fn run<D: Dispatch>(
-    listener: Listener,
+    mut listener: Listener,
     config: &Config,
     model: &mut D,
 ) -> Result<Gate, Error> {
+    let metrics = listener.take_metrics().map(|m| Metrics::new(m, config));
     let mut gate = Gate {
         listener,
         events: Events::with_capacity(EVENTS),
@@ -142,6 +179,7 @@ pub(crate) fn run<D: Dispatch>(
         stopping: false,
         now: false,
         stats: false,
+        metrics,
     };
     let mut accept = Accept::new(config);
     let mut departed = Vec::new();
@@ -155,9 +193,7 @@ pub(crate) fn run<D: Dispatch>(
             .min();
         let tokens = gate.wait(deadline)?;
         journal::flush();
-        if tokens
-            .iter()
-            .any(|t| matches!(Source::of(*t), Source::Listener(_)))
+        if tokens.iter().any(|t| matches!(Source::of(*t), Source::Listener(_)))
         {
             accept.on_event();
         }
