@@ -15,6 +15,8 @@
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
+//! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
+//! | `external` | tests that need an outside tool (`--features external`): `promtool` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
 //! minutes per model.
@@ -60,12 +62,15 @@ macro_rules! per_model {
 
 mod cli;
 mod escape_props;
+#[cfg(feature = "external")]
+mod external;
 mod library;
 mod limits_host;
 mod load;
 mod load_fails;
 mod log_sink;
 mod matrix;
+mod metrics;
 mod mio;
 mod process;
 mod structure;
