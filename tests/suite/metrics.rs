@@ -303,3 +303,48 @@ fn ten_thousand_open_connections_and_a_scrape() {
     assert_eq!(code, 0);
     assert_eq!(summary.accepted, MANY as u64);
 }
+
+/// With descriptors exhausted, a scrape waits in the backlog while the
+/// loop pauses its accept instead of spinning on EMFILE (CPU well under
+/// a tenth of a core over the span of three pause warnings, at least a
+/// second), and is answered once the clients leave.
+#[test]
+fn a_scrape_out_of_descriptors_waits_without_spinning() {
+    let _heavy = heavy();
+    let args = [
+        "--model",
+        "mio",
+        "--mode",
+        "echo",
+        "--log-level",
+        "warn",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let mut server = ServerProcess::start_with_nofile(&args, 24);
+    let (metrics, pid) = (metrics_addr(&mut server), server.pid());
+    let flood: Vec<TcpStream> =
+        (0..40).map(|_| connect(server.addr)).collect();
+    server.wait_for_line("pausing accept");
+    let mut pending = connect(metrics);
+    pending.write_all(GET).expect("send");
+    let seen = server.count("pausing accept");
+    let (began, t0) = (std::time::Instant::now(), proc::cpu_ticks(pid));
+    // Each accept warns at most once a second: three lines are at least
+    // a second of the server's own time.
+    wait_count(&mut server, "pausing accept", seen + 3);
+    let used = proc::cpu_ticks(pid).expect("cpu") - t0.expect("cpu");
+    let span = began.elapsed().as_secs_f64();
+    let budget = span * proc::ticks_per_second() as f64 / 10.0;
+    assert!(
+        (used as f64) < budget,
+        "server used {used} ticks in {span:.1} s while out of descriptors"
+    );
+    drop(flood);
+    let (bytes, _) = read_to_end(&mut pending);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let (code, summary) = server.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(summary.accepted, summary.closed(), "{summary}");
+}
