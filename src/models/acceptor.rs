@@ -100,14 +100,12 @@ impl Gate {
         self.tokens.clear();
         for event in self.events.iter() {
             let token = event.token();
-            match Source::of(token) {
-                source @ (Source::Metrics | Source::Scrape(_)) => {
-                    if let Some(metrics) = &mut self.metrics {
-                        metrics.on_event(source, self.listener.registry());
-                    }
-                    continue;
+            let source = Source::of(token);
+            if let Source::Metrics | Source::Scrape(_) = source {
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.on_event(source, self.listener.registry());
                 }
-                _ => {}
+                continue;
             }
             match self.listener.control(token) {
                 Some(control) => {
