@@ -140,8 +140,12 @@ impl Metrics {
     /// When the poll must wake for the endpoint: a scrape's deadline,
     /// or the end of an accept pause.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        let accept = self.accept.deadline(now);
+        if self.open == 0 {
+            return accept; // the loop's every turn asks: keep it short
+        }
         let scrapes = self.slots.iter().flatten().map(|s| s.deadline).min();
-        [self.accept.deadline(now), scrapes].into_iter().flatten().min()
+        [accept, scrapes].into_iter().flatten().min()
     }
 
     /// Whether a complete request waits for [`Metrics::answer`].
