@@ -266,6 +266,20 @@ fn help_documents_the_metrics_flag() {
     assert!(help.contains("--metrics-addr <ADDR>"), "{help}");
 }
 
+/// The mio model in echo mode, warnings only, with its metrics, `args`
+/// and RLIMIT_NOFILE `nofile`; returns it with the metrics address.
+fn mio_with_nofile(
+    args: &[&str],
+    nofile: u64,
+) -> (ServerProcess, std::net::SocketAddr) {
+    let mio = ["--model", "mio", "--mode", "echo", "--log-level", "warn"];
+    let metrics = ["--metrics-addr", "127.0.0.1:0"];
+    let all = [&mio[..], &metrics, args].concat();
+    let mut server = ServerProcess::start_with_nofile(&all, nofile);
+    let addr = metrics_addr(&mut server);
+    (server, addr)
+}
+
 /// Connections the ten-thousand test holds open.
 const MANY: usize = 10_000;
 
@@ -276,20 +290,8 @@ const MANY: usize = 10_000;
 fn ten_thousand_open_connections_and_a_scrape() {
     let _heavy = heavy();
     readyloop::rlimit::raise_to_hard().expect("raise RLIMIT_NOFILE");
-    let args = [
-        "--model",
-        "mio",
-        "--mode",
-        "echo",
-        "--log-level",
-        "warn",
-        "--max-connections",
-        "10100",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ];
-    let mut server = ServerProcess::start_with_nofile(&args, 10_300);
-    let metrics = metrics_addr(&mut server);
+    let (mut server, metrics) =
+        mio_with_nofile(&["--max-connections", "10100"], 10_300);
     let clients: Vec<TcpStream> =
         (0..MANY).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     let all =
@@ -311,18 +313,8 @@ fn ten_thousand_open_connections_and_a_scrape() {
 #[test]
 fn a_scrape_out_of_descriptors_waits_without_spinning() {
     let _heavy = heavy();
-    let args = [
-        "--model",
-        "mio",
-        "--mode",
-        "echo",
-        "--log-level",
-        "warn",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ];
-    let mut server = ServerProcess::start_with_nofile(&args, 24);
-    let (metrics, pid) = (metrics_addr(&mut server), server.pid());
+    let (mut server, metrics) = mio_with_nofile(&[], 24);
+    let pid = server.pid();
     let flood: Vec<TcpStream> =
         (0..40).map(|_| connect(server.addr)).collect();
     server.wait_for_line("pausing accept");
