@@ -39,10 +39,15 @@ pub enum Command {
 /// Flags of `readyloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on: loopback by default; 0.0.0.0:PORT or
-    /// `[::]:PORT` to listen on every interface; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8989", value_name = "ADDR")]
-    pub addr: SocketAddr,
+    /// Address to listen on, HOST:PORT: loopback by default; 0.0.0.0:PORT
+    /// or `[::]:PORT` to listen on every interface (both may be given:
+    /// IPv6 listeners are IPv6-only); port 0 picks a free port. Give it
+    /// again for more listeners; a host name listens on every address it
+    /// resolves to (`localhost:8989`: 127.0.0.1 and ::1). Ignored when
+    /// systemd passes the listening sockets (socket activation).
+    #[arg(long = "addr", default_value = "127.0.0.1:8989", value_name = "ADDR",
+          action = clap::ArgAction::Append, value_parser = addr_arg)]
+    pub addrs: Vec<AddrArg>,
 
     /// What to do with the bytes clients send.
     #[arg(long, value_enum, default_value_t = Mode::Log)]
@@ -123,9 +128,17 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub log_total_rate: u32,
 
+    /// Log a `stats` line (the summary's counters so far, open
+    /// connections and uptime) every SECS seconds, at least 0.1; 0: only
+    /// on SIGUSR1.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = zero_or_at_least(Duration::from_millis(100)))]
+    pub stats_interval: Duration,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
-    /// 127.0.0.1:9898; it must not overlap the client address. Unset:
-    /// no metrics endpoint.
+    /// 127.0.0.1:9898; it must not overlap a client address. Unset: no
+    /// metrics endpoint.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
@@ -159,10 +172,70 @@ impl LogLevel {
     }
 }
 
+/// One `--addr`: an IP address, or a host name resolved when the server
+/// starts.
+#[derive(Clone, Debug)]
+pub enum AddrArg {
+    /// `127.0.0.1:8989`, `[::1]:8989`.
+    Ip(SocketAddr),
+    /// `localhost:8989`: every address the name resolves to.
+    Name(String, u16),
+}
+
+const ADDR_FORM: &str =
+    "not HOST:PORT (like 127.0.0.1:8989, [::1]:8989 or localhost:8989)";
+
+/// Parses `--addr` (the form only; a name is resolved by
+/// [`ServeArgs::addrs`]).
+fn addr_arg(text: &str) -> Result<AddrArg, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(AddrArg::Ip(addr));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(ADDR_FORM.into());
+    };
+    let port: u16 =
+        port.parse().map_err(|_| format!("not a port number: {port:?}"))?;
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+    if host.is_empty() || !host.chars().all(name_char) {
+        return Err(ADDR_FORM.into());
+    }
+    Ok(AddrArg::Name(host.to_string(), port))
+}
+
 impl ServeArgs {
-    /// The server configuration these flags describe.
-    pub fn config(&self) -> Config {
-        let mut config = Config::new(self.addr);
+    /// The addresses of every `--addr`, in order, each once (port 0
+    /// excepted: each asks for a port of its own), host names resolved
+    /// to every address they have; why not, in one line.
+    pub fn addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for arg in &self.addrs {
+            let resolved = match arg {
+                AddrArg::Ip(addr) => vec![*addr],
+                AddrArg::Name(host, port) => resolve(host, *port)?,
+            };
+            for addr in resolved {
+                if addr.port() == 0 || !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+        }
+        let max = crate::listener::MAX_LISTENERS;
+        if addrs.len() > max {
+            return Err(format!(
+                "--addr names {} addresses; a server can listen on at most \
+                 {max}",
+                addrs.len()
+            ));
+        }
+        Ok(addrs)
+    }
+
+    /// The server configuration these flags describe, or why they
+    /// describe none (a host name that does not resolve).
+    pub fn config(&self) -> Result<Config, String> {
+        let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.addrs = self.addrs()?;
         config.mode = self.mode;
         config.model = self.model;
         config.max_connections =
@@ -181,8 +254,13 @@ impl ServeArgs {
         config.log_rate = self.log_rate;
         config.log_burst = self.log_burst;
         config.log_total_rate = self.log_total_rate;
+        config.stats_interval =
+            (!self.stats_interval.is_zero()).then_some(self.stats_interval);
         config.metrics_addr = self.metrics_addr;
-        config
+        match metrics_clash(&config) {
+            Some(clash) => Err(clash),
+            None => Ok(config),
+        }
     }
 }
 
@@ -190,11 +268,6 @@ impl ServeArgs {
 /// runs the server until it is stopped, and maps the outcome to an exit
 /// code.
 pub fn serve(args: &ServeArgs) -> ExitCode {
-    let mut config = args.config();
-    if let Some(clash) = metrics_clash(&config) {
-        eprintln!("error: {clash}");
-        return ExitCode::from(2);
-    }
     // Logs go to stderr; stdout stays free for machine-readable output.
     let logger = SimpleLogger::new()
         .with_level(args.log_level.filter())
@@ -203,7 +276,17 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);
     }
+    let mut config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     config.handle_signals = true;
+    // Nothing else runs yet: taking systemd's sockets (and unsetting its
+    // variables) is sound here.
+    config.systemd = true;
     // Each connection is a descriptor: allow as many as the hard limit
     // does. When they still run out, accept pauses and says so.
     match crate::rlimit::raise_to_hard() {
@@ -228,12 +311,23 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
 /// the other's connections.
 pub(crate) fn metrics_clash(config: &Config) -> Option<String> {
     let metrics = config.metrics_addr?;
-    let clients = [config.addr];
-    let client = clients.into_iter().find(|&c| net::overlaps(metrics, c))?;
+    let client = config.addrs.iter().find(|&&c| net::overlaps(metrics, c))?;
     Some(format!(
         "--metrics-addr {metrics} overlaps the client address {client}: \
          scrapers and clients need addresses of their own"
     ))
+}
+
+/// Every address `host` has, with `port`.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+    match addrs.is_empty() {
+        true => Err(format!("cannot resolve {host}: no address")),
+        false => Ok(addrs),
+    }
 }
 
 /// Descriptors a server process needs besides its connections: stdio,

@@ -73,8 +73,9 @@ impl fmt::Display for Model {
 /// adjust the public fields.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Address to listen on; port 0 picks a free port.
-    pub addr: SocketAddr,
+    /// Addresses to listen on, one listener each (at most 64); port 0
+    /// picks a free port.
+    pub addrs: Vec<SocketAddr>,
     /// What to do with received bytes.
     pub mode: Mode,
     /// How to wait for IO.
@@ -106,6 +107,16 @@ pub struct Config {
     /// Log mode: chunk lines per second for the whole server; 0: no
     /// limit.
     pub log_total_rate: u32,
+    /// Log a `stats` line this often; `None`: only on SIGUSR1.
+    pub stats_interval: Option<Duration>,
+    /// Run under a service manager: take the listening sockets systemd
+    /// passes (`LISTEN_PID`, `LISTEN_FDS`) instead of binding `addrs`
+    /// when there are any, and notify it (`NOTIFY_SOCKET`: `READY=1`,
+    /// `STATUS=`, `STOPPING=1`, `WATCHDOG=1`). Taking the sockets unsets
+    /// the `LISTEN_*` variables, which is only sound while the process
+    /// has one thread: the binary sets it and binds before anything
+    /// else starts.
+    pub systemd: bool,
     /// Handle SIGINT and SIGTERM as a request to stop. The binary sets it;
     /// in-process servers in tests leave it off and stop through a
     /// [`Handle`](crate::Handle).
@@ -120,7 +131,7 @@ impl Config {
     /// The defaults of `readyloop serve`, listening on `addr`.
     pub fn new(addr: SocketAddr) -> Config {
         Config {
-            addr,
+            addrs: vec![addr],
             mode: Mode::Log,
             model: Model::Mio,
             max_connections: 10_000,
@@ -133,6 +144,8 @@ impl Config {
             log_rate: 20,
             log_burst: 200,
             log_total_rate: 500,
+            stats_interval: None,
+            systemd: false,
             handle_signals: false,
             metrics_addr: None,
         }

@@ -22,6 +22,17 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The sockets passed by systemd (socket activation) cannot be used.
+    Activation(String),
+    /// No address to listen on, and no socket passed by systemd.
+    NoListener,
+    /// More listeners than a server can have.
+    TooManyListeners {
+        /// Listeners asked for.
+        count: usize,
+        /// The most a server can have.
+        max: usize,
+    },
     /// The server's thread panicked (a bug; the panic message went to
     /// stderr).
     Panicked,
@@ -51,6 +62,17 @@ impl fmt::Display for Error {
             Error::Setup { what, source } => {
                 write!(f, "cannot {what}: {source}")
             }
+            Error::Activation(why) => {
+                write!(f, "socket activation: {why}")
+            }
+            Error::NoListener => f.write_str(
+                "nothing to listen on: no address, and no socket passed \
+                 by systemd",
+            ),
+            Error::TooManyListeners { count, max } => write!(
+                f,
+                "{count} listening sockets; a server can have at most {max}"
+            ),
             Error::Panicked => f.write_str("the server thread panicked"),
             Error::NotSingleThreaded { threads } => write!(
                 f,
@@ -67,7 +89,11 @@ impl std::error::Error for Error {
             Error::Listen { source, .. } | Error::Setup { source, .. } => {
                 Some(source)
             }
-            Error::Panicked | Error::NotSingleThreaded { .. } => None,
+            Error::Activation(_)
+            | Error::NoListener
+            | Error::TooManyListeners { .. }
+            | Error::Panicked
+            | Error::NotSingleThreaded { .. } => None,
         }
     }
 }

@@ -50,7 +50,7 @@ pub(crate) fn run(
         lp.now_ms = lp.clock(now);
         for event in events.iter() {
             match Source::of(event.token()) {
-                Source::Listener(_) => lp.accept.on_event(),
+                Source::Listener(n) => lp.accept.on_event(n),
                 Source::Connection(key) => lp.drive(key, Ready::of(event)),
                 Source::Control => {
                     if let Some(control) = lp.listener.control(event.token()) {
@@ -65,6 +65,7 @@ pub(crate) fn run(
             }
         }
         lp.after_events(now);
+        lp.service(now);
         journal::flush();
         if lp.finished(now) {
             lp.stats.add(lp.traffic);
@@ -164,7 +165,7 @@ impl EventLoop {
     fn after_events(&mut self, now: Instant) {
         if self.stopping.is_none() {
             while let Some((stream, peer)) =
-                self.accept.next(self.listener.socket(), now)
+                self.accept.next(self.listener.sockets(), now)
             {
                 self.admit(stream, peer);
             }
@@ -303,13 +304,17 @@ impl EventLoop {
         }
     }
 
-    /// Stops accepting and starts winding every connection down.
+    /// The listener layer's periodic duties (the `stats` line, the
+    /// service manager's watchdog and status), with the counters exact
+    /// at this instant: the shared ones plus this thread's bytes.
+    fn service(&mut self, now: Instant) {
+        let (stats, traffic) = (&self.stats, self.traffic);
+        let open = self.connections.len();
+        self.listener.service(now, || (summary(stats, traffic), open));
+    }
+
     /// Acts on what the waker or a signal asked.
     fn on_control(&mut self, control: Control, now: Instant) {
-        if control.stats {
-            let summary = summary(&self.stats, self.traffic);
-            journal::stats(&summary, self.connections.len());
-        }
         if control.stop {
             self.begin_stop(now);
         }

@@ -35,9 +35,25 @@ const PENDING_WAIT: Duration = Duration::from_millis(400);
 /// Log target of the lines that are always shown.
 pub const STATUS: &str = "readyloop::status";
 
-/// `listening on ADDR (model=M, mode=MODE)`, the first line.
-pub fn listening(addr: SocketAddr, model: Model, mode: Mode) {
-    info!(target: STATUS, "listening on {addr} (model={model}, mode={mode})");
+/// `listening on ADDR, ADDR (model=M, mode=MODE)`, the first line;
+/// `listening on ADDR (socket activation) (model=…` when the sockets
+/// came from systemd.
+pub fn listening(
+    addrs: &[SocketAddr],
+    activated: bool,
+    model: Model,
+    mode: Mode,
+) {
+    let mut list = String::new();
+    for (n, addr) in addrs.iter().enumerate() {
+        let sep = if n == 0 { "" } else { ", " };
+        list.push_str(&format!("{sep}{addr}"));
+    }
+    let how = if activated { " (socket activation)" } else { "" };
+    info!(
+        target: STATUS,
+        "listening on {list}{how} (model={model}, mode={mode})"
+    );
 }
 
 /// `metrics on http://ADDR/metrics`, right after the first line when
@@ -58,12 +74,14 @@ pub fn finish(summary: &mut Summary) {
     sink::drain(start + FINAL_WAIT);
 }
 
-/// `stats open=N accepted=…`: the counters so far (SIGUSR1), always
-/// shown, with the same fields as the summary.
-pub fn stats(summary: &Summary, open: usize) {
+/// `stats open=N uptime_s=T accepted=…`: the counters so far (SIGUSR1,
+/// `--stats-interval`), always shown, with the same fields as the
+/// summary.
+pub fn stats(summary: &Summary, open: usize, uptime: Duration) {
     let line = summary.to_string();
     let fields = line.strip_prefix("summary ").unwrap_or(&line);
-    info!(target: STATUS, "stats open={open} {fields}");
+    let uptime = uptime.as_secs_f64();
+    info!(target: STATUS, "stats open={open} uptime_s={uptime:.3} {fields}");
 }
 
 /// A connection was accepted; `open` counts it.

@@ -1,5 +1,5 @@
-//! readyloop is a TCP server whose one thread runs a `mio::Poll` over a
-//! listening socket and a [`slab`] of nonblocking client sockets: it reads
+//! readyloop is a TCP server whose one thread runs a `mio::Poll` over its
+//! listening sockets and a [`slab`] of nonblocking client sockets: it reads
 //! what clients send (and logs, echoes or discards it), notices EOF and
 //! resets, and removes closed connections. It is also a benchmark of that
 //! readiness loop against the classic designs (iterative, thread per
@@ -23,10 +23,12 @@
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
 //! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
-//! | listener | `listener` | the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
+//! | listener | `listener` | the listening sockets, the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
 //! | | `listener::signals` | which signals stop, stop now, report or are ignored |
 //! | | `listener::wake` | interrupting a blocked thread without touching its socket |
+//! | | `listener::activation` | systemd socket activation: the passed sockets, checked |
+//! | | `listener::service` | what a turn reports: the `stats` line, systemd's READY/STATUS/STOPPING/WATCHDOG |
 //! | leaves | `config` | [`Config`], [`Mode`], [`Model`]: plain data |
 //! | | `stats` | counters, [`Reason`], the [`Summary`] line |
 //! | | `journal` | the log lines all models share |
@@ -48,15 +50,18 @@
 //!   deadline = now if work is left over, else the nearest deadline
 //!   poll(events, until deadline)    (EINTR: poll again, same deadline)
 //!   for each event:
-//!       listener  -> remember "accept ready"
+//!       listener n -> remember "listener n may accept"
 //!       waker / signal -> stop, stop now, or log the counters
 //!       connection token -> skip if its slot is vacant, else
 //!           flush pending output if writable, then read up to a budget
 //!           (log / echo / discard each chunk) until WouldBlock or a
 //!           short read; the handler returns Waiting, More or Closed
-//!   accept up to a budget until WouldBlock (EMFILE: pause accepting)
+//!   accept up to a budget from the ready listeners, round robin, each
+//!       until WouldBlock (EMFILE: pause accepting)
 //!   drive again the connections whose budget ran out
 //!   close connections idle past the timeout (head of an LRU list)
+//!   periodic duties: the stats line (SIGUSR1, --stats-interval),
+//!       systemd's watchdog and status when due
 //! ```
 //!
 //! # Use

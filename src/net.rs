@@ -17,6 +17,12 @@ pub(crate) fn listen(
 ) -> io::Result<TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `[::]:P` takes IPv6 only, so `0.0.0.0:P` can be bound beside
+        // it (Linux's default, net.ipv6.bindv6only=0, would take both and
+        // make the second bind fail).
+        socket.set_only_v6(true)?;
+    }
     // A restarted server must not wait out TIME_WAIT of its old sockets.
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;

@@ -14,7 +14,7 @@ use mio::Waker;
 
 use crate::config::{Config, Model};
 use crate::error::Error;
-use crate::listener::Listener;
+use crate::listener::{Listener, Setup};
 use crate::stats::Summary;
 use crate::{event_loop, journal, models};
 
@@ -28,8 +28,13 @@ pub struct Server {
 /// Binds the listening socket and sets up the poll, so that the address
 /// is known (port 0 resolved) before the server runs.
 pub fn bind(config: Config) -> Result<Server, Error> {
-    let mut listener =
-        Listener::bind(config.addr, config.backlog, config.handle_signals)?;
+    let mut listener = Listener::bind(&Setup {
+        addrs: &config.addrs,
+        backlog: config.backlog,
+        signals: config.handle_signals,
+        systemd: config.systemd,
+        stats_interval: config.stats_interval,
+    })?;
     if let Some(addr) = config.metrics_addr {
         listener.bind_metrics(addr, config.backlog)?;
     }
@@ -37,9 +42,15 @@ pub fn bind(config: Config) -> Result<Server, Error> {
 }
 
 impl Server {
-    /// The address the server listens on (the real port if 0 was asked).
+    /// The (first) address the server listens on: the real port if 0
+    /// was asked.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr()
+        self.listener.local_addrs()[0]
+    }
+
+    /// Every address the server listens on, in order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.listener.local_addrs()
     }
 
     /// Where the metrics are served (the real port if 0 was asked), if
@@ -61,11 +72,17 @@ impl Server {
     /// Runs the server until it is stopped, prints the `listening on`
     /// line first and the `summary` line last, and returns the summary.
     pub fn run(self) -> Result<Summary, Error> {
-        let Server { config, listener } = self;
-        journal::listening(listener.local_addr(), config.model, config.mode);
+        let Server { config, mut listener } = self;
+        journal::listening(
+            listener.local_addrs(),
+            listener.activated(),
+            config.model,
+            config.mode,
+        );
         if let Some(addr) = listener.metrics_addr() {
             journal::metrics(addr);
         }
+        listener.ready();
         let mut summary = match config.model {
             Model::Mio => event_loop::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,
@@ -78,13 +95,14 @@ impl Server {
 
     /// Runs the server on a new thread; tests start servers this way.
     pub fn spawn(self) -> Result<Running, Error> {
+        let addrs = self.local_addrs().to_vec();
         let addr = self.local_addr();
         let handle = self.handle();
         let thread = thread::Builder::new()
             .name("readyloop-server".into())
             .spawn(move || self.run())
             .map_err(Error::setup("spawn the server thread"))?;
-        Ok(Running { addr, handle, thread: Some(thread) })
+        Ok(Running { addr, addrs, handle, thread: Some(thread) })
     }
 }
 
@@ -107,8 +125,10 @@ impl Handle {
 /// A server running on its own thread, from [`Server::spawn`].
 #[derive(Debug)]
 pub struct Running {
-    /// Where it listens.
+    /// Where it listens (the first listener).
     pub addr: SocketAddr,
+    /// Every address it listens on.
+    pub addrs: Vec<SocketAddr>,
     /// Stops it.
     pub handle: Handle,
     thread: Option<thread::JoinHandle<Result<Summary, Error>>>,

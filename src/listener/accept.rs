@@ -41,9 +41,12 @@ pub(crate) struct Accept {
     per_address: PerAddress,
     /// `--send-buffer`: SO_SNDBUF of accepted sockets.
     send_buffer: Option<usize>,
-    /// The listener may hold pending connections: an event said so, or a
-    /// turn stopped before `WouldBlock` (trap 3, 5).
-    ready: bool,
+    /// The listeners that may hold pending connections, a bit each: an
+    /// event said so, or a turn stopped before `WouldBlock` (trap 3, 5).
+    ready: u64,
+    /// The listener a turn starts with: the one after the last accept,
+    /// so that no listener's backlog waits on another's flood.
+    cursor: usize,
     paused_until: Option<Instant>,
     /// Connections taken in the current turn.
     taken: usize,
@@ -60,7 +63,8 @@ impl Accept {
             max: config.max_connections,
             per_address: PerAddress::new(config.max_connections_per_ip),
             send_buffer: config.send_buffer,
-            ready: true,
+            ready: ALL,
+            cursor: 0,
             paused_until: None,
             taken: 0,
             rejections: RateLimited::default(),
@@ -70,37 +74,38 @@ impl Accept {
         }
     }
 
-    /// The poll reported the listener readable.
-    pub(crate) fn on_event(&mut self) {
-        self.ready = true;
+    /// The poll reported listener `n` readable.
+    pub(crate) fn on_event(&mut self, n: usize) {
+        self.ready |= bit(n);
     }
 
     /// Trap 4: a descriptor was freed; accept again without waiting out
     /// the pause.
     pub(crate) fn freed(&mut self) {
         if self.paused_until.take().is_some() {
-            self.ready = true;
+            self.ready = ALL;
         }
     }
 
-    /// When the next turn is due: now while the listener is ready, the
-    /// end of a pause, or `None` until an event.
+    /// When the next turn is due: now while a listener is ready, the end
+    /// of a pause, or `None` until an event.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
         match self.paused_until {
             Some(t) => Some(t),
-            None => self.ready.then_some(now),
+            None => (self.ready != 0).then_some(now),
         }
     }
 
-    /// The next connection of this turn, or `None` when the turn is over:
-    /// the backlog is drained, the budget is spent (the listener stays
+    /// The next connection of this turn from any of `sockets` (the
+    /// server's listeners, by index), or `None` when the turn is over:
+    /// every backlog is drained, the budget is spent (the listeners stay
     /// ready, trap 5), or accepting pauses.
     pub(crate) fn next(
         &mut self,
-        socket: &TcpListener,
+        sockets: &[TcpListener],
         now: Instant,
     ) -> Option<(TcpStream, SocketAddr)> {
-        let got = self.take(socket, now);
+        let got = self.take(sockets, now);
         match &got {
             Some((stream, peer)) => {
                 self.taken += 1;
@@ -135,37 +140,47 @@ impl Accept {
 
     fn take(
         &mut self,
-        socket: &TcpListener,
+        sockets: &[TcpListener],
         now: Instant,
     ) -> Option<(TcpStream, SocketAddr)> {
         if self.paused_until.is_some_and(|t| now >= t) {
             self.paused_until = None;
-            self.ready = true;
+            self.ready = ALL;
         }
-        if !self.ready || self.paused_until.is_some() {
+        if self.paused_until.is_some() || self.taken >= ACCEPTS_PER_TURN {
             return None;
         }
-        if self.taken >= ACCEPTS_PER_TURN {
-            return None;
-        }
-        loop {
-            match socket.accept() {
-                Ok(pair) => return Some(pair),
-                Err(e) => match self.failed(&e, now) {
-                    // Trap 3: accept until WouldBlock; only then is the
-                    // listener's edge consumed.
-                    Failed::Drained => {
-                        self.ready = false;
-                        return None;
+        let count = sockets.len().min(MAX);
+        // Ready bits of listeners that are gone (stopped) mean nothing.
+        self.ready &= bits(count);
+        for step in 0..count {
+            let n = (self.cursor + step) % count;
+            if self.ready & bit(n) == 0 {
+                continue;
+            }
+            loop {
+                match sockets[n].accept() {
+                    Ok(pair) => {
+                        self.cursor = (n + 1) % count;
+                        return Some(pair);
                     }
-                    Failed::Next => {}
-                    Failed::Pause(until) => {
-                        self.paused_until = Some(until);
-                        return None;
-                    }
-                },
+                    Err(e) => match self.failed(&e, now) {
+                        // Trap 3: accept until WouldBlock; only then is
+                        // this listener's edge consumed.
+                        Failed::Drained => {
+                            self.ready &= !bit(n);
+                            break;
+                        }
+                        Failed::Next => {}
+                        Failed::Pause(until) => {
+                            self.paused_until = Some(until);
+                            return None;
+                        }
+                    },
+                }
             }
         }
+        None
     }
 
     /// Whether a connection from `peer` may be served with `open` others
@@ -230,6 +245,25 @@ impl Accept {
     }
 }
 
+/// Listeners an [`Accept`] can follow: one bit each.
+const MAX: usize = super::MAX_LISTENERS;
+const _: () = assert!(MAX <= 64);
+/// Every listener.
+const ALL: u64 = u64::MAX;
+
+/// The ready bit of listener `n`.
+fn bit(n: usize) -> u64 {
+    1u64.checked_shl(n as u32).unwrap_or(0)
+}
+
+/// The ready bits of listeners `0..count`.
+fn bits(count: usize) -> u64 {
+    match count {
+        c if c >= 64 => ALL,
+        c => (1u64 << c) - 1,
+    }
+}
+
 /// What the accept loop does after `accept` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failed {
@@ -260,7 +294,9 @@ mod tests {
         let mut config = Config::new(addr);
         config.send_buffer = Some(8192);
         let mut accept = Accept::new(&config);
-        let (stream, _) = accept.next(&listener, Instant::now()).unwrap();
+        let (stream, _) = accept
+            .next(std::slice::from_ref(&listener), Instant::now())
+            .unwrap();
         let size = socket2::SockRef::from(&stream).send_buffer_size();
         assert_eq!(size.unwrap(), 2 * 8192);
     }

@@ -5,7 +5,9 @@
 //! a [`Listener`] and never see the public `Server`.
 
 pub(crate) mod accept;
+mod activation;
 mod per_address;
+mod service;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,6 +21,9 @@ use signal_hook_mio::v1_0::Signals;
 use crate::error::Error;
 use crate::journal::RateLimited;
 use crate::net;
+use crate::stats::Summary;
+
+use service::Service;
 
 pub(crate) use signals::{all as handled_signals, Control};
 
@@ -86,17 +91,23 @@ pub(crate) fn listener_token(n: usize) -> Token {
 /// begins.
 pub(crate) const STOP_WINDOW: Duration = Duration::from_secs(2);
 
-/// The listening socket with the poll that watches it and the stop
+/// The listening sockets with the poll that watches them and the stop
 /// sources.
 pub(crate) struct Listener {
-    socket: TcpListener,
+    sockets: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    /// The sockets came from systemd (socket activation): at stop they
+    /// are closed, never shut down.
+    activated: bool,
     poll: Poll,
     signals: Option<Signals>,
     waker: Arc<Waker>,
-    local_addr: SocketAddr,
     /// A stop was asked for already: the next stop signal means "now".
     stop_asked: bool,
     ignored: RateLimited,
+    /// The counters reported while running: the `stats` line and the
+    /// service manager's notifications.
+    service: Service,
     /// `--metrics-addr`: its listener, registered under [`METRICS`],
     /// until the model takes it.
     metrics: Option<TcpListener>,
@@ -106,43 +117,84 @@ pub(crate) struct Listener {
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("local_addr", &self.local_addr)
+            .field("addrs", &self.addrs)
+            .field("activated", &self.activated)
             .field("signals", &self.signals.is_some())
             .finish_non_exhaustive()
     }
 }
 
+/// Where the client listeners come from, and how the listener layer is
+/// set up.
+#[derive(Debug)]
+pub(crate) struct Setup<'a> {
+    /// Addresses to bind (when no sockets were passed).
+    pub(crate) addrs: &'a [SocketAddr],
+    /// The listen backlog.
+    pub(crate) backlog: u32,
+    /// Handle the signals of [`signals`].
+    pub(crate) signals: bool,
+    /// Take the sockets systemd passed, if any, instead of binding, and
+    /// notify it (see [`crate::Config::systemd`]).
+    pub(crate) systemd: bool,
+    /// `--stats-interval`.
+    pub(crate) stats_interval: Option<Duration>,
+}
+
 impl Listener {
-    /// Binds `addr` and registers the listener, a waker and (when
-    /// `signals` is set) the signals of [`signals`] on a new poll.
-    pub(crate) fn bind(
-        addr: SocketAddr,
-        backlog: u32,
-        signals: bool,
-    ) -> Result<Listener, Error> {
-        let listen_err = |source| Error::Listen { addr, source };
-        let std_listener = net::listen(addr, backlog).map_err(listen_err)?;
-        let local_addr = std_listener.local_addr().map_err(listen_err)?;
-        let mut socket = TcpListener::from_std(std_listener);
+    /// Binds every address (or takes the sockets systemd passed) and
+    /// registers each listener, a waker and (when asked) the signals of
+    /// [`signals`] on a new poll.
+    pub(crate) fn bind(setup: &Setup<'_>) -> Result<Listener, Error> {
+        let passed = match setup.systemd {
+            true => activation::take()?,
+            false => None,
+        };
+        let activated = passed.is_some();
+        let std_listeners = match passed {
+            Some(sockets) => sockets,
+            None => bind_all(setup.addrs, setup.backlog)?,
+        };
+        if std_listeners.is_empty() {
+            return Err(Error::NoListener);
+        }
+        if std_listeners.len() > MAX_LISTENERS {
+            return Err(Error::TooManyListeners {
+                count: std_listeners.len(),
+                max: MAX_LISTENERS,
+            });
+        }
         let poll = Poll::new().map_err(Error::setup("create the poll"))?;
         let registry = poll.registry();
-        registry
-            .register(&mut socket, listener_token(0), Interest::READABLE)
-            .map_err(Error::setup("register the listener"))?;
+        let mut sockets = Vec::with_capacity(std_listeners.len());
+        let mut addrs = Vec::with_capacity(std_listeners.len());
+        for (n, std_listener) in std_listeners.into_iter().enumerate() {
+            let addr = std_listener
+                .local_addr()
+                .map_err(Error::setup("read a listener's address"))?;
+            let mut socket = TcpListener::from_std(std_listener);
+            registry
+                .register(&mut socket, listener_token(n), Interest::READABLE)
+                .map_err(Error::setup("register the listener"))?;
+            sockets.push(socket);
+            addrs.push(addr);
+        }
         let waker = Waker::new(registry, WAKER)
             .map_err(Error::setup("create the waker"))?;
-        let signals = match signals {
+        let signals = match setup.signals {
             true => Some(signals::register(registry)?),
             false => None,
         };
         Ok(Listener {
-            socket,
+            sockets,
+            addrs,
+            activated,
             poll,
             signals,
             waker: Arc::new(waker),
-            local_addr,
             stop_asked: false,
             ignored: RateLimited::default(),
+            service: Service::new(setup.stats_interval, setup.systemd),
             metrics: None,
             metrics_addr: None,
         })
@@ -151,7 +203,7 @@ impl Listener {
     /// Binds the metrics listener on `addr` and registers it under
     /// [`METRICS`]; the model that runs takes it with
     /// [`Listener::take_metrics`]. A failure is the same `cannot listen
-    /// on …` as the client address's.
+    /// on …` as a client address's.
     pub(crate) fn bind_metrics(
         &mut self,
         addr: SocketAddr,
@@ -180,9 +232,15 @@ impl Listener {
         self.metrics.take()
     }
 
-    /// The address it listens on (the real port if 0 was asked).
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The addresses it listens on (real ports if 0 was asked), in the
+    /// order of the listeners' tokens.
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Whether the listeners came from systemd's socket activation.
+    pub(crate) fn activated(&self) -> bool {
+        self.activated
     }
 
     /// The waker that stops whoever waits on this poll.
@@ -190,9 +248,9 @@ impl Listener {
         Arc::clone(&self.waker)
     }
 
-    /// The listening socket, to accept from.
-    pub(crate) fn socket(&self) -> &TcpListener {
-        &self.socket
+    /// The listening sockets, to accept from (none once stopped).
+    pub(crate) fn sockets(&self) -> &[TcpListener] {
+        &self.sockets
     }
 
     /// Where a model registers its own sources.
@@ -201,9 +259,13 @@ impl Listener {
     }
 
     /// The descriptors a forked child must close: the poll (whose
-    /// registrations it would share with the parent) and the listener.
-    pub(crate) fn inherited_fds(&self) -> [RawFd; 2] {
-        [self.poll.as_raw_fd(), self.socket.as_raw_fd()]
+    /// registrations it would share with the parent), the listeners and
+    /// the service manager's socket.
+    pub(crate) fn inherited_fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.poll.as_raw_fd()];
+        fds.extend(self.sockets.iter().map(|s| s.as_raw_fd()));
+        fds.extend(self.service.fd());
+        fds
     }
 
     /// What `token` asks of the server, if it is the waker's or the
@@ -247,7 +309,8 @@ impl Listener {
                 self.ask_stop(true)
             }
             signals::Meaning::Stats => {
-                Control { stats: true, ..Control::default() }
+                self.service.ask_stats();
+                Control::default()
             }
             signals::Meaning::Ignore => {
                 match self.ignored.admit(Instant::now()) {
@@ -267,19 +330,47 @@ impl Listener {
     /// stopping, or `now`, stops at once.
     fn ask_stop(&mut self, now: bool) -> Control {
         let again = std::mem::replace(&mut self.stop_asked, true);
-        Control { stop: true, now: now || again, stats: false }
+        Control { stop: true, now: now || again }
     }
 
-    /// Stops accepting for good: deregisters the listener and shuts it
-    /// down, so new clients are refused at once instead of waiting in a
-    /// backlog nobody accepts from (on Linux, shutdown of a listening
-    /// socket returns it to the closed state).
+    /// Stops accepting for good: deregisters and closes every listener,
+    /// and tells the service manager the stop began. A socket this
+    /// process bound is shut down first, so new clients are refused at
+    /// once instead of waiting in a backlog nobody accepts from (on
+    /// Linux, shutdown of a listening socket returns it to the closed
+    /// state). A socket systemd passed is only closed: systemd keeps its
+    /// copy listening, and clients that arrive while the service
+    /// restarts wait in its backlog for the next start.
     pub(crate) fn stop_listening(&mut self) {
-        let _ = self.poll.registry().deregister(&mut self.socket);
-        let socket = socket2::SockRef::from(&self.socket);
-        if let Err(e) = socket.shutdown(std::net::Shutdown::Read) {
-            log::warn!("cannot shut the listener down: {e}");
+        self.service.stopping();
+        for mut socket in self.sockets.drain(..) {
+            let _ = self.poll.registry().deregister(&mut socket);
+            if self.activated {
+                continue;
+            }
+            let sock = socket2::SockRef::from(&socket);
+            if let Err(e) = sock.shutdown(std::net::Shutdown::Read) {
+                log::warn!("cannot shut the listener down: {e}");
+            }
         }
+    }
+
+    /// Tells the service manager the server is ready: every listener is
+    /// registered and the loop is about to run.
+    pub(crate) fn ready(&mut self) {
+        self.service.ready();
+    }
+
+    /// The periodic duties of the loop (call once per turn, with the
+    /// counters as they are now, made only when needed): the `stats`
+    /// line when SIGUSR1 or `--stats-interval` asks for it, the
+    /// watchdog and the status for the service manager.
+    pub(crate) fn service(
+        &mut self,
+        now: Instant,
+        counters: impl FnOnce() -> (Summary, usize),
+    ) {
+        self.service.run(now, counters);
     }
 
     /// Waits on the poll until an event or `deadline` (`None`: no
@@ -291,6 +382,10 @@ impl Listener {
         events: &mut Events,
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
+        let deadline = match (deadline, self.service.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         loop {
             let timeout = deadline
                 .map(|t| ceil_ms(t.saturating_duration_since(Instant::now())));
@@ -301,6 +396,21 @@ impl Listener {
             }
         }
     }
+}
+
+/// Binds every address in `addrs`: all or none (a failure closes the
+/// ones bound before it).
+fn bind_all(
+    addrs: &[SocketAddr],
+    backlog: u32,
+) -> Result<Vec<std::net::TcpListener>, Error> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            net::listen(addr, backlog)
+                .map_err(|source| Error::Listen { addr, source })
+        })
+        .collect()
 }
 
 /// epoll counts in whole milliseconds and mio rounds a timeout up to one,

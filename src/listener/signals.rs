@@ -33,15 +33,12 @@ pub(crate) struct Control {
     pub(crate) stop: bool,
     /// Stop now: no more flushing or lingering.
     pub(crate) now: bool,
-    /// Log the counters.
-    pub(crate) stats: bool,
 }
 
 impl Control {
     pub(super) fn merge(&mut self, other: Control) {
         self.stop |= other.stop;
         self.now |= other.now;
-        self.stats |= other.stats;
     }
 }
 

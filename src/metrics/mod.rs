@@ -106,7 +106,8 @@ impl Metrics {
     /// An event for the metrics listener or one of its scrapes.
     pub(crate) fn on_event(&mut self, source: Source, registry: &Registry) {
         match source {
-            Source::Metrics => self.accept.on_event(),
+            // The metrics listener is the only one its `Accept` knows.
+            Source::Metrics => self.accept.on_event(0),
             Source::Scrape(slot) => self.advance(slot, registry),
             _ => {}
         }
@@ -115,7 +116,9 @@ impl Metrics {
     /// The work that follows each wait: accept the scrapes that came,
     /// and close those past their deadline.
     pub(crate) fn turn(&mut self, registry: &Registry, now: Instant) {
-        while let Some((stream, peer)) = self.accept.next(&self.socket, now) {
+        while let Some((stream, peer)) =
+            self.accept.next(std::slice::from_ref(&self.socket), now)
+        {
             self.admit(stream, peer, registry, now);
         }
         if self.open == 0 {

@@ -11,7 +11,7 @@
 //!
 //! The [`Gate`] also serves the metrics endpoint (`--metrics-addr`): it
 //! reads scrapes on every wait, and answers them when the model hands it
-//! the counters ([`Gate::report_stats`]). The iterative model, which
+//! the counters ([`Gate::service`]). The iterative model, which
 //! serves a client on this thread, looks at the gate once a slice, so a
 //! scrape is answered within that slice even then.
 
@@ -73,8 +73,6 @@ pub(crate) struct Gate {
     stopping: bool,
     /// A second stop, or SIGQUIT: no more flushing or lingering.
     now: bool,
-    /// SIGUSR1 arrived and the counters are not logged yet.
-    stats: bool,
     /// `--metrics-addr`, served until the process exits.
     metrics: Option<Metrics>,
 }
@@ -111,7 +109,6 @@ impl Gate {
                 Some(control) => {
                     self.stopping |= control.stop;
                     self.now |= control.now;
-                    self.stats |= control.stats;
                 }
                 None => self.tokens.push(token),
             }
@@ -127,12 +124,13 @@ impl Gate {
         self.now
     }
 
-    /// Logs the counters if SIGUSR1 asked for them since the last call,
-    /// and answers the scrapes that wait for them.
-    pub(crate) fn report_stats(&mut self, stats: &Stats) {
-        if std::mem::take(&mut self.stats) {
-            journal::stats(&stats.summary(), blocking::open(stats));
-        }
+    /// The listener layer's periodic duties: the `stats` line (SIGUSR1,
+    /// `--stats-interval`), the service manager's watchdog and status;
+    /// and the scrapes that wait for the counters are answered.
+    pub(crate) fn service(&mut self, stats: &Stats) {
+        self.listener.service(Instant::now(), || {
+            (stats.summary(), blocking::open(stats))
+        });
         if let Some(metrics) = &mut self.metrics {
             if metrics.waiting() {
                 let counters = Counters {
@@ -176,7 +174,6 @@ pub(crate) fn run<D: Dispatch>(
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
         now: false,
-        stats: false,
         metrics,
     };
     let mut accept = Accept::new(config);
@@ -191,16 +188,17 @@ pub(crate) fn run<D: Dispatch>(
             .min();
         let tokens = gate.wait(deadline)?;
         journal::flush();
-        if tokens.iter().any(|t| matches!(Source::of(*t), Source::Listener(_)))
-        {
-            accept.on_event();
+        for token in tokens {
+            if let Source::Listener(n) = Source::of(*token) {
+                accept.on_event(n);
+            }
         }
         model.turn(tokens);
-        gate.report_stats(model.stats());
+        gate.service(model.stats());
         let now = Instant::now();
         while !gate.stopping {
             let Some((stream, peer)) =
-                accept.next(gate.listener.socket(), now)
+                accept.next(gate.listener.sockets(), now)
             else {
                 break;
             };

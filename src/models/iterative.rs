@@ -103,7 +103,7 @@ impl Watch for PollWatch<'_> {
     fn stopping(&mut self) -> Stop {
         let stopping = self.0.poll_stop();
         // The accept loop is not looking while a connection is served.
-        self.0.report_stats(self.1);
+        self.0.service(self.1);
         match (stopping, self.0.stop_now()) {
             (false, _) => Stop::No,
             (true, false) => Stop::Window,

@@ -189,7 +189,7 @@ impl Threads {
                 break;
             }
             gate.wait(Some(deadline.min(now + REWAKE)))?;
-            gate.report_stats(&shared.stats);
+            gate.service(&shared.stats);
         }
         // Writers blocked on a client that does not read wake only now.
         shared.shut_all();

@@ -16,7 +16,7 @@
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
-//! | `external` | tests that need an outside tool (`--features external`): `promtool` |
+//! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
 //! minutes per model.
@@ -73,6 +73,7 @@ mod matrix;
 mod metrics;
 mod mio;
 mod process;
+mod service;
 mod structure;
 mod support;
 

@@ -223,9 +223,22 @@ fn a_metrics_address_over_the_client_address_exits_2() {
     let port = free.local_addr().unwrap().port();
     drop(free);
     let client = format!("127.0.0.1:{port}");
-    for metrics in [client.clone(), format!("0.0.0.0:{port}")] {
-        let out = Command::new(binary())
-            .args(["serve", "--addr", &client, "--metrics-addr", &metrics])
+    let other = format!("127.0.0.2:{port}");
+    // (client addresses, metrics address): the clash may be with any
+    // of several listeners.
+    let cases = [
+        (vec![&client], client.clone()),
+        (vec![&client], format!("0.0.0.0:{port}")),
+        (vec![&other, &client], client.clone()),
+    ];
+    for (clients, metrics) in cases {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve");
+        for addr in &clients {
+            cmd.args(["--addr", addr]);
+        }
+        let out = cmd
+            .args(["--metrics-addr", &metrics])
             .output()
             .expect("run readyloop");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -290,7 +303,7 @@ const MANY: usize = 10_000;
 fn ten_thousand_open_connections_and_a_scrape() {
     let _heavy = heavy();
     readyloop::rlimit::raise_to_hard().expect("raise RLIMIT_NOFILE");
-    let (mut server, metrics) =
+    let (server, metrics) =
         mio_with_nofile(&["--max-connections", "10100"], 10_300);
     let clients: Vec<TcpStream> =
         (0..MANY).map(|_| TcpStream::connect(server.addr).unwrap()).collect();

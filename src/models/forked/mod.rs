@@ -172,7 +172,7 @@ impl Processes {
                 break;
             }
             gate.wait(Some(deadline.min(now + RESIGNAL)))?;
-            gate.report_stats(&self.stats);
+            gate.service(&self.stats);
             self.turn(&[]);
         }
         if gate.stop_now() {

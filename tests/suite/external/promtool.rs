@@ -2,7 +2,7 @@
 //! every model serves on `--metrics-addr`.
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use readyloop::Model;
 
@@ -19,7 +19,7 @@ fn promtool_accepts_the_metrics(model: Model) {
     let (server, metrics) = serve_metrics(model, &["--mode", "echo"]);
     echo_and_close(server.addr, &pattern(1, 2000));
     let text = scrape(metrics).text;
-    let mut check = tool("promtool", "prometheus")
+    let mut check = Command::new(tool("promtool", "prometheus"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -2,6 +2,7 @@
 //! client side of a socket, waits, /proc, seeded bytes, the chaos driver
 //! and the load generator's JSON.
 
+pub mod activation;
 pub mod chaos;
 pub mod load_json;
 pub mod net;

@@ -42,10 +42,24 @@ pub fn stop(server: ServerProcess) -> Summary {
     summary
 }
 
+/// The addresses of a `listening on A, B (…)` line.
+pub fn listening_addrs(line: &str) -> Vec<SocketAddr> {
+    let rest = line.split("listening on ").nth(1).unwrap_or("");
+    let list = rest.split(" (").next().unwrap_or("");
+    list.split(", ")
+        .map(|a| {
+            a.parse().unwrap_or_else(|_| panic!("bad address {a:?}: {line}"))
+        })
+        .collect()
+}
+
 /// The real binary running `serve`, with its stderr read line by line.
 pub struct ServerProcess {
     pub child: Child,
+    /// The first address of its `listening on` line.
     pub addr: SocketAddr,
+    /// Every address of its `listening on` line.
+    pub addrs: Vec<SocketAddr>,
     lines: Receiver<Vec<u8>>,
     /// Every stderr line seen so far (invalid UTF-8 replaced).
     pub log: Vec<String>,
@@ -94,16 +108,16 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addrs: Vec::new(),
             lines,
             log: Vec::new(),
             raw_log: Vec::new(),
         };
         let line = server.wait_for_status("listening on ");
-        server.addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
+        server.addrs = listening_addrs(&line);
+        server.addr = *server
+            .addrs
+            .first()
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         server
     }
