@@ -1,4 +1,5 @@
-//! The command line: `readyloop serve` and `readyloop load`.
+//! The command line: `readyloop serve`, `readyloop load` and
+//! `readyloop client`.
 //!
 //! Exit codes: 0 on a clean stop, 1 when the server cannot start or its
 //! loop fails (`error: …` on stderr), 2 for invalid flags (clap prints the
@@ -34,6 +35,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Drive a server with many connections and report what it did.
     Load(crate::load::LoadArgs),
+    /// Connect to a server, send stdin, print what comes back; `-v`
+    /// narrates the handshake, the half-close and any reset.
+    Client(crate::client::ClientArgs),
 }
 
 /// Flags of `readyloop serve`.

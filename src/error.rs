@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 /// A set-up failure: the server could not start, or its event loop broke.
 #[derive(Debug)]
 pub enum Error {
-    /// Binding or listening on the address failed.
+    /// Binding or listening on the address failed. When the address is
+    /// in use, the message names the process that holds it (`held by pid
+    /// 4242 (nc)`) where `/proc` shows it.
     Listen {
         /// The address asked for.
         addr: SocketAddr,
@@ -57,7 +59,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Listen { addr, source } => {
-                write!(f, "cannot listen on {addr}: {source}")
+                write!(f, "cannot listen on {addr}: {source}")?;
+                // Name who holds the port: a look in /proc, bounded by
+                // holder::BUDGET, made only when the message is shown.
+                if source.kind() == io::ErrorKind::AddrInUse {
+                    write!(f, ": {}", crate::holder::describe(*addr))?;
+                }
+                Ok(())
             }
             Error::Setup { what, source } => {
                 write!(f, "cannot {what}: {source}")

@@ -16,7 +16,7 @@
 //!
 //! | layer | module | what it holds |
 //! |---|---|---|
-//! | binary | [`cli`] | the command line of `readyloop`: `serve`, `load` |
+//! | binary | [`cli`] | the command line of `readyloop`: `serve`, `load`, `client` |
 //! | public | `server` | [`bind`], [`Server`], [`Handle`], [`Running`]: start and stop any model |
 //! | models | `event_loop` | the mio model: the loop, close, shutdown |
 //! | | `connection` | one client of the mio model: read, echo, flush |
@@ -38,8 +38,10 @@
 //! | | `net` | socket set-up and error predicates |
 //! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
 //! | | `error` | [`Error`]: why a server could not start or run |
+//! | | `holder` | who holds a port in use: `/proc/net/tcp{,6}` and `/proc/PID/fd`, bounded to 100 ms |
 //! | | `secs` | seconds on the command line |
 //! | generator | [`load`] | the load generator |
+//! | client | [`client`] | `readyloop client`: stdin to a socket and back, the close narrated |
 //!
 //! Start reading at `src/event_loop.rs`, then `src/connection.rs` and
 //! `src/listener/`.
@@ -85,11 +87,13 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 mod config;
 mod connection;
 mod error;
 pub mod escape;
 mod event_loop;
+mod holder;
 mod idle;
 mod journal;
 mod listener;

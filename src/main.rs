@@ -11,5 +11,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => cli::serve(&args),
         Command::Load(args) => readyloop::load::main(args),
+        Command::Client(args) => readyloop::client::main(args),
     }
 }

@@ -10,6 +10,8 @@
 //! | [`process`] | the process model's children and its fork guard |
 //! | [`library`] | the library API: start and stop in-process |
 //! | [`cli`] | exit codes and errors of the command line |
+//! | [`client`] | `readyloop client`: echo, half-close, RST, idle, exit codes |
+//! | [`holder`] | an address in use names the process that holds it |
 //! | [`load`] | `readyloop load` and its JSON |
 //! | [`load_fails`] | `readyloop load` fails loudly: exit 3, stalls, usage errors |
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
@@ -61,9 +63,11 @@ macro_rules! per_model {
 }
 
 mod cli;
+mod client;
 mod escape_props;
 #[cfg(feature = "external")]
 mod external;
+mod holder;
 mod library;
 mod limits_host;
 mod load;

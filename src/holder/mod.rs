@@ -1,0 +1,157 @@
+//! Who holds a port: when a bind fails with "address in use", the
+//! process whose listening socket is in the way, found in `/proc` the
+//! way `ss -ltnp` finds it.
+//!
+//! 1. `/proc/net/tcp` and `tcp6` list the sockets of this network
+//!    namespace (see [`proc_net`]); a LISTEN socket whose address fits
+//!    the one asked for gives an inode.
+//! 2. Every open descriptor of a process is a link in `/proc/PID/fd`; a
+//!    socket's reads `socket:[INODE]`. The first process holding one of
+//!    those inodes is named with its `comm`.
+//!
+//! Another user's descriptors, or a holder in another PID namespace (a
+//! container), cannot be seen; the lookup then says so and names the
+//! `ss` command to ask with more privilege. It gives up at a deadline,
+//! since a host with many processes and descriptors takes a while to
+//! scan, and nothing it reads can make it panic.
+
+mod proc_net;
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::escape::escape;
+use proc_net::{fit, parse_line, Entry, Fit};
+
+/// The longest a lookup may take before it falls back.
+pub(crate) const BUDGET: Duration = Duration::from_millis(100);
+
+/// How to check the deadline without a clock read per descriptor.
+const CHECK_EVERY: usize = 64;
+
+/// What follows "Address already in use" for `addr`: `held by pid 4242
+/// (nc)`, or, when the holder cannot be seen within [`BUDGET`], the
+/// command that finds it.
+pub(crate) fn describe(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + BUDGET;
+    describe_at(Path::new("/proc"), addr, deadline)
+}
+
+/// [`describe`] with `/proc` at `root` and a given deadline.
+fn describe_at(root: &Path, addr: SocketAddr, deadline: Instant) -> String {
+    if addr.port() == 0 {
+        // Port 0 asks the kernel for any free port: none was left.
+        return "no free port left in net.ipv4.ip_local_port_range".into();
+    }
+    match find(root, addr, deadline) {
+        Some(Holder { pid, comm }) => format!("held by pid {pid} ({comm})"),
+        None => format!(
+            "held by another process (run: ss -ltnp 'sport = :{}')",
+            addr.port()
+        ),
+    }
+}
+
+/// A process holding the socket, and its name (escaped).
+#[derive(Debug, PartialEq, Eq)]
+struct Holder {
+    pid: u32,
+    comm: String,
+}
+
+/// The holder of the listener that keeps `addr` from being bound.
+fn find(root: &Path, addr: SocketAddr, deadline: Instant) -> Option<Holder> {
+    let mut listeners = listeners_fitting(root, addr, deadline);
+    // An exact match explains the failure best; wildcards come after.
+    listeners.sort_by_key(|&(fit, _)| fit);
+    let inodes: Vec<u64> = listeners.iter().map(|&(_, inode)| inode).collect();
+    let (pid, _) = owner(root, &inodes, deadline)?;
+    let comm = fs::read(root.join(pid.to_string()).join("comm"))
+        .map(|raw| escape(raw.strip_suffix(b"\n").unwrap_or(&raw)))
+        .unwrap_or_else(|_| "?".into());
+    Some(Holder { pid, comm })
+}
+
+/// The inodes of the LISTEN sockets in `root/net/tcp{,6}` that fit
+/// `addr`, each with how well it fits.
+fn listeners_fitting(
+    root: &Path,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Vec<(Fit, u64)> {
+    let mut found = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        // A table that cannot be read (no IPv6, no /proc) holds nothing.
+        let Ok(file) = File::open(root.join(table)) else { continue };
+        // Line by line: a busy host's table runs to megabytes.
+        for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+            if n % CHECK_EVERY == 0 && Instant::now() > deadline {
+                return found;
+            }
+            let Ok(line) = line else { break };
+            let Ok(line) = std::str::from_utf8(&line) else { continue };
+            let Some(Entry { local, inode, .. }) =
+                parse_line(line).filter(|e| e.listening() && e.inode != 0)
+            else {
+                continue;
+            };
+            if let Some(fit) = fit(addr, local) {
+                found.push((fit, inode));
+            }
+        }
+    }
+    found
+}
+
+/// The first process (by pid) with a descriptor on one of `inodes`, and
+/// the index of that inode: stops at once on `inodes[0]`, the best fit,
+/// and at `deadline` with the best found so far.
+fn owner(
+    root: &Path,
+    inodes: &[u64],
+    deadline: Instant,
+) -> Option<(u32, usize)> {
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> =
+        inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let mut best: Option<(u32, usize)> = None;
+    let mut pids: Vec<u32> = fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    let mut checked = 0usize;
+    for pid in pids {
+        // Another user's process, or one that just exited: not visible.
+        let Ok(fds) = fs::read_dir(root.join(pid.to_string()).join("fd"))
+        else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            checked += 1;
+            if checked % CHECK_EVERY == 0 && Instant::now() > deadline {
+                return best;
+            }
+            let Ok(link) = fs::read_link(fd.path()) else { continue };
+            let Some(link) = link.to_str() else { continue };
+            let Some(at) = targets.iter().position(|t| t == link) else {
+                continue;
+            };
+            if best.map_or(true, |(_, b)| at < b) {
+                best = Some((pid, at));
+            }
+            if at == 0 {
+                return best;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests;
