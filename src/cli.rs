@@ -140,6 +140,20 @@ pub struct ServeArgs {
           value_parser = zero_or_at_least(Duration::from_millis(100)))]
     pub stats_interval: Duration,
 
+    /// mio model: run N independent loops, one thread each, every one
+    /// with its own listening sockets on the same addresses
+    /// (SO_REUSEPORT: the kernel spreads new connections among them); 0:
+    /// one per available CPU. --max-connections is split among them.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub workers: u32,
+
+    /// mio model: pin each worker's thread to one CPU (round robin over
+    /// the CPUs the process may use).
+    #[arg(long)]
+    pub pin: bool,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
     /// 127.0.0.1:9898; it must not overlap a client address. Unset: no
     /// metrics endpoint.
@@ -260,6 +274,25 @@ impl ServeArgs {
         config.log_total_rate = self.log_total_rate;
         config.stats_interval =
             (!self.stats_interval.is_zero()).then_some(self.stats_interval);
+        config.workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        config.pin = self.pin;
+        if config.model != Model::Mio && (self.workers != 1 || self.pin) {
+            return Err(format!(
+                "--workers and --pin need --model mio: the {} model has no \
+                 loop to repeat or pin",
+                config.model
+            ));
+        }
+        if config.workers > config.max_connections {
+            return Err(format!(
+                "--workers {} is more than --max-connections {}: every \
+                 worker needs room for at least one connection",
+                config.workers, config.max_connections
+            ));
+        }
         config.metrics_addr = self.metrics_addr;
         match metrics_clash(&config) {
             Some(clash) => Err(clash),
@@ -351,7 +384,9 @@ pub(crate) fn descriptor_shortfall(
     limit: u64,
 ) -> Option<String> {
     let connections = match config.model {
-        Model::Mio | Model::Thread => config.max_connections as u64,
+        Model::Mio | Model::Thread | Model::Uring => {
+            config.max_connections as u64
+        }
         Model::Iterative | Model::Process => 1,
     };
     let need = connections.saturating_add(SPARE_FDS);

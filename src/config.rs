@@ -45,12 +45,19 @@ pub enum Model {
     Thread,
     /// A fork()ed child process per connection, blocking IO.
     Process,
+    /// One thread, one io_uring: completions instead of readiness.
+    Uring,
 }
 
 impl Model {
     /// Every model, in the order tests and the benchmark run them.
-    pub const ALL: [Model; 4] =
-        [Model::Mio, Model::Iterative, Model::Thread, Model::Process];
+    pub const ALL: [Model; 5] = [
+        Model::Mio,
+        Model::Iterative,
+        Model::Thread,
+        Model::Process,
+        Model::Uring,
+    ];
 
     /// The name used on the command line and in the `listening on` line.
     pub fn name(self) -> &'static str {
@@ -59,6 +66,7 @@ impl Model {
             Model::Iterative => "iterative",
             Model::Thread => "thread",
             Model::Process => "process",
+            Model::Uring => "uring",
         }
     }
 }
@@ -107,6 +115,13 @@ pub struct Config {
     /// Log mode: chunk lines per second for the whole server; 0: no
     /// limit.
     pub log_total_rate: u32,
+    /// The mio model's workers: independent loops, each with its own poll,
+    /// slab and listening sockets bound with SO_REUSEPORT (1: the one
+    /// loop). `max_connections` is split among them.
+    pub workers: usize,
+    /// Pin worker `n` to the `n`th CPU the process may run on (round
+    /// robin).
+    pub pin: bool,
     /// Log a `stats` line this often; `None`: only on SIGUSR1.
     pub stats_interval: Option<Duration>,
     /// Run under a service manager: take the listening sockets systemd
@@ -144,6 +159,8 @@ impl Config {
             log_rate: 20,
             log_burst: 200,
             log_total_rate: 500,
+            workers: 1,
+            pin: false,
             stats_interval: None,
             systemd: false,
             handle_signals: false,

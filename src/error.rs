@@ -26,6 +26,8 @@ pub enum Error {
     },
     /// The sockets passed by systemd (socket activation) cannot be used.
     Activation(String),
+    /// `--workers` cannot be used as asked.
+    Workers(String),
     /// No address to listen on, and no socket passed by systemd.
     NoListener,
     /// More listeners than a server can have.
@@ -44,6 +46,12 @@ pub enum Error {
     NotSingleThreaded {
         /// Threads the process has.
         threads: usize,
+    },
+    /// The uring model cannot run here: a kernel before 6.1,
+    /// `kernel.io_uring_disabled`, or a seccomp profile that blocks it.
+    UringUnavailable {
+        /// What failed, with the OS error.
+        reason: String,
     },
 }
 
@@ -73,6 +81,7 @@ impl fmt::Display for Error {
             Error::Activation(why) => {
                 write!(f, "socket activation: {why}")
             }
+            Error::Workers(why) => f.write_str(why),
             Error::NoListener => f.write_str(
                 "nothing to listen on: no address, and no socket passed \
                  by systemd",
@@ -87,6 +96,9 @@ impl fmt::Display for Error {
                 "the process model forks, which needs a single-threaded \
                  process; this one has {threads} threads"
             ),
+            Error::UringUnavailable { reason } => {
+                write!(f, "io_uring unavailable: {reason}")
+            }
         }
     }
 }
@@ -98,10 +110,12 @@ impl std::error::Error for Error {
                 Some(source)
             }
             Error::Activation(_)
+            | Error::Workers(_)
             | Error::NoListener
             | Error::TooManyListeners { .. }
             | Error::Panicked
-            | Error::NotSingleThreaded { .. } => None,
+            | Error::NotSingleThreaded { .. }
+            | Error::UringUnavailable { .. } => None,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! keep up with the total traffic.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -66,9 +67,10 @@ pub(crate) fn run(
         }
         lp.after_events(now);
         lp.service(now);
+        lp.serve_metrics(now);
         journal::flush();
         if lp.finished(now) {
-            lp.stats.add(lp.traffic);
+            lp.stats.add(std::mem::take(&mut lp.traffic));
             return Ok(lp.stats.summary());
         }
     }
@@ -79,7 +81,9 @@ struct EventLoop {
     listener: Listener,
     mode: Mode,
     connections: Slab<Connection>,
-    stats: Stats,
+    /// This worker's counters: accepts and closes counted as they happen,
+    /// bytes added once a turn from `traffic`.
+    stats: Arc<Stats>,
     traffic: Traffic,
     buf: Box<[u8]>,
     scratch: String,
@@ -110,23 +114,20 @@ impl EventLoop {
         });
         EventLoop {
             connections: Slab::with_capacity(capacity),
-            stats: Stats::default(),
+            stats: Arc::clone(listener.group().stats(listener.worker())),
             traffic: Traffic::default(),
             buf: vec![0; READ_BUF].into_boxed_slice(),
             scratch: String::new(),
             idle,
-            log: (config.mode == Mode::Log).then(|| LogBuckets {
-                limits: Limits::of(config),
-                buckets: Vec::new(),
-            }),
+            log: LogBuckets::of(config),
             again: Vec::new(),
-            accept: Accept::new(config),
+            accept: Accept::new(config, Arc::clone(listener.group())),
             out_held: 0,
             out_budget: config.max_output_memory,
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
-            metrics: listener.take_metrics().map(|m| Metrics::new(m, config)),
+            metrics: Metrics::take(&mut listener, config),
             listener,
             mode: config.mode,
         }
@@ -160,8 +161,7 @@ impl EventLoop {
     }
 
     /// Work that follows each batch of events: accept, retry connections
-    /// with budget left over, expire idle ones, and answer scrapes with
-    /// the counters as the batch left them.
+    /// with budget left over, expire idle ones.
     fn after_events(&mut self, now: Instant) {
         if self.stopping.is_none() {
             while let Some((stream, peer)) =
@@ -174,18 +174,6 @@ impl EventLoop {
             self.drive(key, Ready::ANY);
         }
         self.expire_idle();
-        self.serve_metrics(now);
-    }
-
-    fn serve_metrics(&mut self, now: Instant) {
-        let Some(metrics) = &mut self.metrics else { return };
-        let registry = self.listener.registry();
-        metrics.turn(registry, now);
-        if metrics.waiting() {
-            let summary = summary(&self.stats, self.traffic);
-            let counters = Counters { summary, open: self.connections.len() };
-            metrics.answer(registry, &counters);
-        }
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -308,9 +296,23 @@ impl EventLoop {
     /// service manager's watchdog and status), with the counters exact
     /// at this instant: the shared ones plus this thread's bytes.
     fn service(&mut self, now: Instant) {
-        let (stats, traffic) = (&self.stats, self.traffic);
-        let open = self.connections.len();
-        self.listener.service(now, || (summary(stats, traffic), open));
+        // An atomic add per counter per turn, not per read or write.
+        self.stats.add(std::mem::take(&mut self.traffic));
+        let group = Arc::clone(self.listener.group());
+        self.listener.service(now, || group.totals());
+    }
+
+    /// Serves the metrics endpoint (`--metrics-addr`, on the first
+    /// worker only): accepts and expires scrapes, and answers complete
+    /// requests with every worker's counters as of [`EventLoop::service`].
+    fn serve_metrics(&mut self, now: Instant) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let registry = self.listener.registry();
+        metrics.turn(registry, now);
+        if metrics.waiting() {
+            let (summary, open) = self.listener.group().totals();
+            metrics.answer(registry, &Counters { summary, open });
+        }
     }
 
     /// Acts on what the waker or a signal asked.
@@ -357,26 +359,25 @@ impl EventLoop {
     }
 }
 
-/// The counters as they are now: the shared ones plus the bytes the
-/// loop counts on its own.
-fn summary(stats: &Stats, traffic: Traffic) -> Summary {
-    let mut summary = stats.summary();
-    summary.bytes_in += traffic.bytes_in;
-    summary.bytes_out += traffic.bytes_out;
-    summary
-}
-
 /// Log mode's rate limits: the server's, and a bucket per slab key. They
 /// live beside the slab rather than in [`Connection`], so the other modes
 /// pay nothing for them.
-struct LogBuckets {
+pub(crate) struct LogBuckets {
     limits: Limits,
     buckets: Vec<Bucket>,
 }
 
 impl LogBuckets {
+    /// The buckets `config` asks for: `None` outside log mode.
+    pub(crate) fn of(config: &Config) -> Option<LogBuckets> {
+        (config.mode == Mode::Log).then(|| LogBuckets {
+            limits: Limits::of(config),
+            buckets: Vec::new(),
+        })
+    }
+
     /// The bucket of slab key `key`, made on first use.
-    fn bucket(&mut self, key: usize) -> &mut Bucket {
+    pub(crate) fn bucket(&mut self, key: usize) -> &mut Bucket {
         if self.buckets.len() <= key {
             self.buckets.resize(key + 1, Bucket::default());
         }
@@ -384,7 +385,7 @@ impl LogBuckets {
     }
 
     /// What decides whether connection `key` may log a chunk line.
-    fn limit<'a>(
+    pub(crate) fn limit<'a>(
         &'a mut self,
         key: usize,
         stats: &'a Stats,

@@ -32,17 +32,30 @@ const FINAL_WAIT: Duration = Duration::from_secs(1);
 /// the summary's alone.
 const PENDING_WAIT: Duration = Duration::from_millis(400);
 
+thread_local! {
+    /// The `--workers` worker this thread runs, if it runs one.
+    static WORKER: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Names the calling thread's log lines after worker `n` (`w1 …`).
+pub(crate) fn set_worker(n: usize) {
+    WORKER.set(Some(n));
+}
+
 /// Log target of the lines that are always shown.
 pub const STATUS: &str = "readyloop::status";
 
 /// `listening on ADDR, ADDR (model=M, mode=MODE)`, the first line;
 /// `listening on ADDR (socket activation) (model=…` when the sockets
-/// came from systemd.
+/// came from systemd. With `--workers` above 1 the line ends
+/// `workers=N)`.
 pub fn listening(
     addrs: &[SocketAddr],
     activated: bool,
     model: Model,
     mode: Mode,
+    workers: usize,
 ) {
     let mut list = String::new();
     for (n, addr) in addrs.iter().enumerate() {
@@ -50,9 +63,13 @@ pub fn listening(
         list.push_str(&format!("{sep}{addr}"));
     }
     let how = if activated { " (socket activation)" } else { "" };
+    let workers = match workers {
+        0 | 1 => String::new(),
+        n => format!(", workers={n}"),
+    };
     info!(
         target: STATUS,
-        "listening on {list}{how} (model={model}, mode={mode})"
+        "listening on {list}{how} (model={model}, mode={mode}{workers})"
     );
 }
 
@@ -77,11 +94,27 @@ pub fn finish(summary: &mut Summary) {
 /// `stats open=N uptime_s=T accepted=…`: the counters so far (SIGUSR1,
 /// `--stats-interval`), always shown, with the same fields as the
 /// summary.
-pub fn stats(summary: &Summary, open: usize, uptime: Duration) {
+///
+/// With `--workers`, `accepted_by_worker=A,B,…` ends the line: how the
+/// kernel spread the connections.
+pub fn stats(
+    summary: &Summary,
+    open: usize,
+    uptime: Duration,
+    by_worker: &[u64],
+) {
     let line = summary.to_string();
     let fields = line.strip_prefix("summary ").unwrap_or(&line);
     let uptime = uptime.as_secs_f64();
-    info!(target: STATUS, "stats open={open} uptime_s={uptime:.3} {fields}");
+    let mut workers = String::new();
+    for (n, accepted) in by_worker.iter().enumerate() {
+        let sep = if n == 0 { " accepted_by_worker=" } else { "," };
+        workers.push_str(&format!("{sep}{accepted}"));
+    }
+    info!(
+        target: STATUS,
+        "stats open={open} uptime_s={uptime:.3} {fields}{workers}"
+    );
 }
 
 /// A connection was accepted; `open` counts it.
@@ -227,8 +260,14 @@ impl Log for OneWrite {
         };
         // The same text simple_logger prints (without its optional
         // timestamps and colours), newline included.
+        // A worker of `--workers` names itself on its lines (not on the
+        // status lines, which speak for the whole server).
+        let worker = match WORKER.get() {
+            Some(n) if target != STATUS => format!("w{n} "),
+            _ => String::new(),
+        };
         let line = format!(
-            "{:<5} [{target}] {}\n",
+            "{:<5} [{target}] {worker}{}\n",
             record.level().as_str(),
             record.args()
         );

@@ -22,6 +22,7 @@
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
+//! | | `models::uring` | the io_uring model: completions instead of readiness |
 //! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
 //! | listener | `listener` | the listening sockets, the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
@@ -82,10 +83,12 @@
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // Unsafe code only where the OS leaves no choice: `models::forked`
-// (fork), `rlimit` (setrlimit), `sink` (poll), `listener::wake`
-// (sigaction, pthread_kill) and one socket option in `load::source`.
+// (fork), `models::uring` (memory shared with the kernel), `rlimit`
+// (setrlimit), `sink` (poll), `listener::wake` (sigaction,
+// pthread_kill) and one socket option in `load::source`.
 #![deny(unsafe_code)]
 
+mod affinity;
 pub mod cli;
 pub mod client;
 mod config;
@@ -107,6 +110,7 @@ mod secs;
 mod server;
 mod sink;
 mod stats;
+mod workers;
 
 pub use config::{Config, Mode, Model};
 pub use connection::OUT_CAP;

@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub(crate) fn listen(
     addr: SocketAddr,
     backlog: u32,
+    reuse_port: bool,
 ) -> io::Result<TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
@@ -25,6 +26,12 @@ pub(crate) fn listen(
     }
     // A restarted server must not wait out TIME_WAIT of its old sockets.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // `--workers`: every worker binds the address, and the kernel
+        // hashes each new connection to one of their sockets. Only
+        // sockets of the same user can join the group.
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     socket.set_nonblocking(true)?;

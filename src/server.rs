@@ -10,53 +10,80 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 
-use mio::Waker;
-
 use crate::config::{Config, Model};
 use crate::error::Error;
+use crate::listener::group::Group;
 use crate::listener::{Listener, Setup};
 use crate::stats::Summary;
-use crate::{event_loop, journal, models};
+use crate::{event_loop, journal, models, workers};
 
 /// A bound server, not yet running.
 #[derive(Debug)]
 pub struct Server {
     config: Config,
-    listener: Listener,
+    /// One per worker (`--workers`); the first has the signals and the
+    /// service duties.
+    listeners: Vec<Listener>,
 }
 
-/// Binds the listening socket and sets up the poll, so that the address
-/// is known (port 0 resolved) before the server runs.
+/// Binds the listening sockets and sets up the poll, so that the
+/// addresses are known (port 0 resolved) before the server runs. With
+/// `workers` above 1, every worker's sockets are bound here, before any
+/// worker starts: a bind failure stops the server before anything runs.
 pub fn bind(config: Config) -> Result<Server, Error> {
-    let mut listener = Listener::bind(&Setup {
+    let workers = config.workers.max(1);
+    if workers > 1 && config.model != Model::Mio {
+        return Err(Error::Workers(format!(
+            "--workers needs --model mio; the {} model has no loop to \
+             repeat",
+            config.model
+        )));
+    }
+    let setup = Setup {
         addrs: &config.addrs,
         backlog: config.backlog,
         signals: config.handle_signals,
         systemd: config.systemd,
         stats_interval: config.stats_interval,
-    })?;
-    if let Some(addr) = config.metrics_addr {
-        listener.bind_metrics(addr, config.backlog)?;
+        reuse_port: workers > 1,
+        max_per_ip: config.max_connections_per_ip,
+    };
+    let mut listeners = vec![Listener::bind(&setup)?];
+    for _ in 1..workers {
+        listeners.push(Listener::another(&listeners[0], &setup)?);
     }
-    Ok(Server { config, listener })
+    if workers > 1 {
+        let wakers = listeners.iter().map(Listener::waker).collect();
+        let group =
+            Arc::new(Group::new(wakers, config.max_connections_per_ip));
+        for (n, listener) in listeners.iter_mut().enumerate() {
+            listener.join(&group, n);
+        }
+    }
+    // The metrics listener is the first worker's: one endpoint reports
+    // every worker's counters.
+    if let Some(addr) = config.metrics_addr {
+        listeners[0].bind_metrics(addr, config.backlog)?;
+    }
+    Ok(Server { config, listeners })
 }
 
 impl Server {
     /// The (first) address the server listens on: the real port if 0
     /// was asked.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addrs()[0]
+        self.local_addrs()[0]
     }
 
     /// Every address the server listens on, in order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        self.listener.local_addrs()
+        self.listeners[0].local_addrs()
     }
 
     /// Where the metrics are served (the real port if 0 was asked), if
     /// `metrics_addr` was set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.listener.metrics_addr()
+        self.listeners[0].metrics_addr()
     }
 
     /// The configuration the server was bound with.
@@ -66,28 +93,37 @@ impl Server {
 
     /// A handle that stops this server from any thread.
     pub fn handle(&self) -> Handle {
-        Handle { waker: self.listener.waker() }
+        Handle { group: Arc::clone(self.listeners[0].group()) }
     }
 
     /// Runs the server until it is stopped, prints the `listening on`
     /// line first and the `summary` line last, and returns the summary.
     pub fn run(self) -> Result<Summary, Error> {
-        let Server { config, mut listener } = self;
+        let Server { config, mut listeners } = self;
+        let first = &listeners[0];
         journal::listening(
-            listener.local_addrs(),
-            listener.activated(),
+            first.local_addrs(),
+            first.activated(),
             config.model,
             config.mode,
+            listeners.len(),
         );
-        if let Some(addr) = listener.metrics_addr() {
+        if let Some(addr) = first.metrics_addr() {
             journal::metrics(addr);
         }
-        listener.ready();
+        listeners[0].ready();
+        if listeners.len() > 1 {
+            let mut summary = workers::run(listeners, &config)?;
+            journal::finish(&mut summary);
+            return Ok(summary);
+        }
+        let listener = listeners.remove(0);
         let mut summary = match config.model {
             Model::Mio => event_loop::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,
             Model::Thread => models::threaded::run(listener, &config)?,
             Model::Process => models::forked::run(listener, &config)?,
+            Model::Uring => models::uring::run(listener, &config)?,
         };
         journal::finish(&mut summary);
         Ok(summary)
@@ -110,15 +146,14 @@ impl Server {
 /// connection and returns its summary. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    waker: Arc<Waker>,
+    group: Arc<Group>,
 }
 
 impl Handle {
-    /// Asks the server to stop; returns at once.
+    /// Asks the server (every worker) to stop; returns at once. A second
+    /// call stops at once, as a second SIGTERM does.
     pub fn stop(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::error!("cannot wake the server to stop it: {e}");
-        }
+        self.group.ask_stop(false);
     }
 }
 

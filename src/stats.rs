@@ -137,6 +137,15 @@ impl Stats {
         &self.log_total
     }
 
+    /// The counters so far with `traffic` not yet added (SIGUSR1's
+    /// `stats` line of a loop that counts bytes in plain integers).
+    pub fn summary_with(&self, traffic: Traffic) -> Summary {
+        let mut summary = self.summary();
+        summary.bytes_in += traffic.bytes_in;
+        summary.bytes_out += traffic.bytes_out;
+        summary
+    }
+
     /// A copy of the counters as they are now.
     pub fn summary(&self) -> Summary {
         Summary {
@@ -173,6 +182,22 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds `other`'s counts to these (the workers' summaries make the
+    /// server's).
+    pub fn add(&mut self, other: &Summary) {
+        self.accepted += other.accepted;
+        self.closed_eof += other.closed_eof;
+        self.closed_reset += other.closed_reset;
+        self.closed_error += other.closed_error;
+        self.closed_idle += other.closed_idle;
+        self.closed_shutdown += other.closed_shutdown;
+        self.rejected += other.rejected;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.log_dropped += other.log_dropped;
+        self.log_suppressed += other.log_suppressed;
+    }
+
     /// Connections that ended, for any reason.
     pub fn closed(&self) -> u64 {
         self.closed_eof

@@ -19,6 +19,7 @@
 //! only that pattern's tests.
 
 mod charts;
+mod floor;
 mod kernel;
 mod load;
 #[path = "../../tests/suite/support/load_json.rs"]
@@ -44,7 +45,7 @@ use load::{Drive, Test};
 use readyloop::load::Pattern;
 use readyloop::Model;
 use sample::Sample;
-use server::{Kind, Running, Spec, BASELINE, SERVERS};
+use server::{Kind, Running, Spec, SERVERS};
 use settings::Settings;
 
 fn main() -> ExitCode {
@@ -53,6 +54,11 @@ fn main() -> ExitCode {
         let flavor = args.get(2).map_or("", String::as_str);
         let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);
         return peer::main(flavor, addr);
+    }
+    if args.get(1).map(String::as_str) == Some("floor") {
+        let which = args.get(2).map_or("", String::as_str);
+        let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);
+        return floor::main(which, addr);
     }
     // `cargo bench -- FILTER` and `cargo test --benches` pass flags
     // meant for libtest; only `--bench` means "run".
@@ -293,7 +299,8 @@ pub(crate) fn measure_with(
     }
 }
 
-/// Syscalls per message for the mio model and the tokio baseline.
+/// Syscalls per message for each model with its floor, and the tokio
+/// baseline.
 fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
     if settings.strace_messages == 0 {
         return Err("not run: READYLOOP_BENCH_ONLY leaves it out".into());
@@ -301,9 +308,7 @@ fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
     syscalls::strace_available()?;
     let test = settings.cpu_test;
     let mut counts = Vec::new();
-    for spec in
-        SERVERS.iter().filter(|s| s.name == "mio" || s.name == BASELINE)
-    {
+    for spec in SERVERS.iter().filter(|s| server::headline(s.name)) {
         match syscalls::count(
             spec,
             test,

@@ -9,7 +9,7 @@ use readyloop::load::Pattern;
 use crate::load::Test;
 use crate::metrics_cost::{self, Cost};
 use crate::sample::Sample;
-use crate::server::{self, Running, BASELINE, SERVERS};
+use crate::server::{self, Running, SERVERS};
 use crate::settings::Settings;
 use crate::{charts, output, procfs, syscalls};
 
@@ -66,9 +66,7 @@ pub fn basics(settings: &Settings) -> Vec<String> {
         )),
         Err(e) => lines.push(format!("binary size: unknown ({e})")),
     }
-    for spec in
-        SERVERS.iter().filter(|s| s.name == "mio" || s.name == BASELINE)
-    {
+    for spec in SERVERS.iter().filter(|s| server::headline(s.name)) {
         if let Ok(server) =
             Running::start(server::command(spec, settings.cpus.0))
         {

@@ -18,6 +18,8 @@ pub enum Kind {
     Readyloop(Model),
     /// The tokio peer on this runtime flavor.
     Tokio(&'static str),
+    /// A floor (`floor.rs`): `epoll` or `uring`.
+    Floor(&'static str),
 }
 
 /// A server under test.
@@ -29,15 +31,26 @@ pub struct Spec {
     pub kind: Kind,
 }
 
-/// Every server, peers last; the first tokio one is the ratio baseline.
-pub const SERVERS: [Spec; 6] = [
+/// Every server, peers then floors last; the first tokio one is the
+/// ratio baseline. A floor's name says it is one, in every table.
+pub const SERVERS: [Spec; 9] = [
     Spec { name: "mio", kind: Kind::Readyloop(Model::Mio) },
+    Spec { name: "uring", kind: Kind::Readyloop(Model::Uring) },
     Spec { name: "iterative", kind: Kind::Readyloop(Model::Iterative) },
     Spec { name: "thread", kind: Kind::Readyloop(Model::Thread) },
     Spec { name: "process", kind: Kind::Readyloop(Model::Process) },
     Spec { name: "tokio-ct", kind: Kind::Tokio("current_thread") },
     Spec { name: "tokio-mt", kind: Kind::Tokio("multi_thread") },
+    Spec { name: "floor-epoll", kind: Kind::Floor("epoll") },
+    Spec { name: "floor-uring", kind: Kind::Floor("uring") },
 ];
+
+/// The servers whose syscalls, start-up RSS and profiles the report
+/// shows: each model with its floor, and the baseline.
+pub fn headline(name: &str) -> bool {
+    matches!(name, "mio" | "uring" | "floor-epoll" | "floor-uring")
+        || name == BASELINE
+}
 
 /// The ratio baseline.
 pub const BASELINE: &str = "tokio-ct";
@@ -79,15 +92,19 @@ pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
             cmd.args(["--max-connections", "200000"]);
             cmd
         }
-        Kind::Tokio(flavor) => {
-            let me = std::env::current_exe()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut cmd = pinned(cpu, &me);
-            cmd.args(["peer", flavor, "127.0.0.1:0"]);
-            cmd
-        }
+        Kind::Tokio(flavor) => myself(cpu, ["peer", flavor]),
+        Kind::Floor(which) => myself(cpu, ["floor", which]),
     }
+}
+
+/// This benchmark binary re-executed as `compare ARGS 127.0.0.1:0`.
+fn myself(cpu: Option<u32>, args: [&str; 2]) -> Command {
+    let me = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut cmd = pinned(cpu, &me);
+    cmd.args(args).arg("127.0.0.1:0");
+    cmd
 }
 
 impl Running {

@@ -20,7 +20,7 @@ use crate::net::would_block;
 use crate::net::{interrupted, out_of_descriptors, skip_on_accept};
 use crate::stats::Stats;
 
-use super::per_address::PerAddress;
+use super::group::Group;
 
 /// Trap 2 for the listener: connections accepted per turn, so a connect
 /// flood cannot starve the connections already open; the listener stays
@@ -38,7 +38,11 @@ pub(crate) struct Accept {
     /// `--max-connections`.
     max: usize,
     /// `--max-connections-per-ip`: open connections per address.
-    per_address: PerAddress,
+    /// `--max-connections-per-ip`, 0 when off.
+    max_per_ip: usize,
+    /// The open connections per address, counted with every other
+    /// worker's (one lock per accept and per close, none when off).
+    group: std::sync::Arc<Group>,
     /// `--send-buffer`: SO_SNDBUF of accepted sockets.
     send_buffer: Option<usize>,
     /// The listeners that may hold pending connections, a bit each: an
@@ -58,10 +62,15 @@ pub(crate) struct Accept {
 
 impl Accept {
     /// Ready at once: connections may have queued before the first poll.
-    pub(crate) fn new(config: &Config) -> Accept {
+    /// `group` holds the per-address table the workers share.
+    pub(crate) fn new(
+        config: &Config,
+        group: std::sync::Arc<Group>,
+    ) -> Accept {
         Accept {
             max: config.max_connections,
-            per_address: PerAddress::new(config.max_connections_per_ip),
+            max_per_ip: config.max_connections_per_ip,
+            group,
             send_buffer: config.send_buffer,
             ready: ALL,
             cursor: 0,
@@ -119,7 +128,7 @@ impl Accept {
     /// `--send-buffer`: a fixed SO_SNDBUF bounds the kernel memory a
     /// client that does not read can hold (and turns off the kernel's
     /// autotuning for that socket).
-    fn size_send_buffer(
+    pub(crate) fn size_send_buffer(
         &mut self,
         stream: &TcpStream,
         peer: SocketAddr,
@@ -200,12 +209,12 @@ impl Accept {
             journal::rejected(&mut self.rejections, peer, self.max);
             return false;
         }
-        if !self.per_address.admit(peer) {
+        if self.max_per_ip > 0 && !self.with_table(|t| t.admit(peer)) {
             stats.rejected();
             journal::rejected_per_address(
                 &mut self.per_address_rejections,
                 peer,
-                self.per_address.max(),
+                self.max_per_ip,
             );
             return false;
         }
@@ -215,7 +224,42 @@ impl Accept {
     /// A connection [`Accept::admits`] let in has closed: its address may
     /// open another.
     pub(crate) fn release(&mut self, peer: SocketAddr) {
-        self.per_address.release(peer);
+        if self.max_per_ip > 0 {
+            self.with_table(|t| t.release(peer));
+        }
+    }
+
+    /// A completion model accepts without [`Accept::next`]; its accept
+    /// failed with `e`. Logs as `next` would, and pauses accepting when
+    /// descriptors run out (trap 4). True when accepting may go on.
+    pub(crate) fn on_failure(&mut self, e: &io::Error, now: Instant) -> bool {
+        match self.failed(e, now) {
+            Failed::Pause(until) => {
+                self.paused_until = Some(until);
+                false
+            }
+            Failed::Drained | Failed::Next => true,
+        }
+    }
+
+    /// Until when accepting pauses, if it does at `now` (a pause that ran
+    /// out, or that [`Accept::freed`] ended, is over).
+    pub(crate) fn paused_until(&mut self, now: Instant) -> Option<Instant> {
+        if self.paused_until.is_some_and(|t| now >= t) {
+            self.paused_until = None;
+        }
+        self.paused_until
+    }
+
+    /// Runs `f` on the shared per-address table (a panic elsewhere while
+    /// it was held leaves plain counts, still usable).
+    fn with_table<T>(
+        &self,
+        f: impl FnOnce(&mut super::per_address::PerAddress) -> T,
+    ) -> T {
+        let mut table =
+            self.group.per_address().lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut table)
     }
 
     /// Decides what follows a failed `accept`, and logs what an operator
@@ -293,7 +337,8 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let mut config = Config::new(addr);
         config.send_buffer = Some(8192);
-        let mut accept = Accept::new(&config);
+        let group = std::sync::Arc::new(Group::new(Vec::new(), 0));
+        let mut accept = Accept::new(&config, group);
         let (stream, _) = accept
             .next(std::slice::from_ref(&listener), Instant::now())
             .unwrap();

@@ -6,6 +6,7 @@
 
 pub(crate) mod accept;
 mod activation;
+pub(crate) mod group;
 mod per_address;
 mod service;
 
@@ -23,6 +24,7 @@ use crate::journal::RateLimited;
 use crate::net;
 use crate::stats::Summary;
 
+use group::Group;
 use service::Service;
 
 pub(crate) use signals::{all as handled_signals, Control};
@@ -102,8 +104,11 @@ pub(crate) struct Listener {
     poll: Poll,
     signals: Option<Signals>,
     waker: Arc<Waker>,
-    /// A stop was asked for already: the next stop signal means "now".
-    stop_asked: bool,
+    /// The workers of this server (one unless `--workers`): the stop they
+    /// share and their counters.
+    group: Arc<Group>,
+    /// This listener's worker in the group.
+    worker: usize,
     ignored: RateLimited,
     /// The counters reported while running: the `stats` line and the
     /// service manager's notifications.
@@ -126,7 +131,7 @@ impl std::fmt::Debug for Listener {
 
 /// Where the client listeners come from, and how the listener layer is
 /// set up.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Setup<'a> {
     /// Addresses to bind (when no sockets were passed).
     pub(crate) addrs: &'a [SocketAddr],
@@ -139,6 +144,10 @@ pub(crate) struct Setup<'a> {
     pub(crate) systemd: bool,
     /// `--stats-interval`.
     pub(crate) stats_interval: Option<Duration>,
+    /// Bind with SO_REUSEPORT, for workers to bind the same addresses.
+    pub(crate) reuse_port: bool,
+    /// `--max-connections-per-ip`, which the workers count together.
+    pub(crate) max_per_ip: usize,
 }
 
 impl Listener {
@@ -153,8 +162,48 @@ impl Listener {
         let activated = passed.is_some();
         let std_listeners = match passed {
             Some(sockets) => sockets,
-            None => bind_all(setup.addrs, setup.backlog)?,
+            None => bind_all(setup.addrs, setup.backlog, setup.reuse_port)?,
         };
+        Listener::register(std_listeners, activated, setup)
+    }
+
+    /// Another worker's listener beside `first` (`--workers`): the same
+    /// addresses bound again with SO_REUSEPORT (the kernel spreads new
+    /// connections over every socket bound so), or, for sockets systemd
+    /// passed (which cannot be bound again), copies of the same sockets.
+    /// No signals and no service duties: the first worker has those.
+    pub(crate) fn another(
+        first: &Listener,
+        setup: &Setup<'_>,
+    ) -> Result<Listener, Error> {
+        let std_listeners = match first.activated {
+            true => first
+                .sockets
+                .iter()
+                .map(|s| {
+                    socket2::SockRef::from(s)
+                        .try_clone()
+                        .map(std::net::TcpListener::from)
+                        .map_err(Error::setup("copy a passed socket"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            false => bind_all(&first.addrs, setup.backlog, true)?,
+        };
+        let worker_setup = Setup {
+            addrs: &first.addrs,
+            signals: false,
+            systemd: false,
+            stats_interval: None,
+            ..*setup
+        };
+        Listener::register(std_listeners, first.activated, &worker_setup)
+    }
+
+    fn register(
+        std_listeners: Vec<std::net::TcpListener>,
+        activated: bool,
+        setup: &Setup<'_>,
+    ) -> Result<Listener, Error> {
         if std_listeners.is_empty() {
             return Err(Error::NoListener);
         }
@@ -185,14 +234,17 @@ impl Listener {
             true => Some(signals::register(registry)?),
             false => None,
         };
+        let waker = Arc::new(waker);
+        let group = Group::new(vec![Arc::clone(&waker)], setup.max_per_ip);
         Ok(Listener {
             sockets,
             addrs,
             activated,
             poll,
             signals,
-            waker: Arc::new(waker),
-            stop_asked: false,
+            waker,
+            group: Arc::new(group),
+            worker: 0,
             ignored: RateLimited::default(),
             service: Service::new(setup.stats_interval, setup.systemd),
             metrics: None,
@@ -210,7 +262,8 @@ impl Listener {
         backlog: u32,
     ) -> Result<(), Error> {
         let listen_err = |source| Error::Listen { addr, source };
-        let std_listener = net::listen(addr, backlog).map_err(listen_err)?;
+        let std_listener =
+            net::listen(addr, backlog, false).map_err(listen_err)?;
         let local_addr = std_listener.local_addr().map_err(listen_err)?;
         let mut socket = TcpListener::from_std(std_listener);
         self.poll
@@ -243,9 +296,25 @@ impl Listener {
         self.activated
     }
 
-    /// The waker that stops whoever waits on this poll.
+    /// The waker that wakes whoever waits on this poll.
     pub(crate) fn waker(&self) -> Arc<Waker> {
         Arc::clone(&self.waker)
+    }
+
+    /// Makes this listener worker `worker` of `group`.
+    pub(crate) fn join(&mut self, group: &Arc<Group>, worker: usize) {
+        self.group = Arc::clone(group);
+        self.worker = worker;
+    }
+
+    /// The workers this listener belongs to.
+    pub(crate) fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+
+    /// This listener's worker number.
+    pub(crate) fn worker(&self) -> usize {
+        self.worker
     }
 
     /// The listening sockets, to accept from (none once stopped).
@@ -268,13 +337,19 @@ impl Listener {
         fds
     }
 
+    /// The poll's own descriptor (epoll): a completion model watches it
+    /// for the waker and the signals.
+    pub(crate) fn poll_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
     /// What `token` asks of the server, if it is the waker's or the
     /// signals' (draining the signals, so their edge is consumed); `None`
     /// for any other token. A wake-up with no signal pending asks
     /// nothing: spurious wake-ups are harmless.
     pub(crate) fn control(&mut self, token: Token) -> Option<Control> {
         match token {
-            WAKER => Some(self.ask_stop(false)),
+            WAKER => Some(self.group.asked()),
             SIGNALS => {
                 let mut control = Control::default();
                 let pending: Vec<i32> = match &mut self.signals {
@@ -326,11 +401,10 @@ impl Listener {
         }
     }
 
-    /// A stop (the waker, SIGINT, SIGTERM, SIGHUP); a second one while
-    /// stopping, or `now`, stops at once.
+    /// A stop (SIGINT, SIGTERM, SIGHUP), for every worker; a second one
+    /// while stopping, or `now`, stops at once.
     fn ask_stop(&mut self, now: bool) -> Control {
-        let again = std::mem::replace(&mut self.stop_asked, true);
-        Control { stop: true, now: now || again }
+        self.group.ask_stop(now)
     }
 
     /// Stops accepting for good: deregisters and closes every listener,
@@ -370,7 +444,18 @@ impl Listener {
         now: Instant,
         counters: impl FnOnce() -> (Summary, usize),
     ) {
-        self.service.run(now, counters);
+        let group = &self.group;
+        let by_worker = || match group.workers() {
+            1 => Vec::new(),
+            _ => group.accepted_by_worker(),
+        };
+        self.service.run(now, counters, by_worker);
+    }
+
+    /// When the periodic duties of [`Listener::service`] are next due,
+    /// for a model that waits elsewhere than [`Listener::wait`].
+    pub(crate) fn service_due(&self) -> Option<Instant> {
+        self.service.next_due()
     }
 
     /// Waits on the poll until an event or `deadline` (`None`: no
@@ -403,11 +488,12 @@ impl Listener {
 fn bind_all(
     addrs: &[SocketAddr],
     backlog: u32,
+    reuse_port: bool,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
     addrs
         .iter()
         .map(|&addr| {
-            net::listen(addr, backlog)
+            net::listen(addr, backlog, reuse_port)
                 .map_err(|source| Error::Listen { addr, source })
         })
         .collect()

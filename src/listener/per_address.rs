@@ -34,11 +34,6 @@ impl PerAddress {
         PerAddress { max, open: HashMap::new() }
     }
 
-    /// The limit, 0 when off.
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-
     /// Counts a connection from `peer` if its address is under the limit;
     /// false (and nothing counted) if it is at the limit.
     pub(crate) fn admit(&mut self, peer: SocketAddr) -> bool {

@@ -91,6 +91,7 @@ impl Service {
         &mut self,
         now: Instant,
         counters: impl FnOnce() -> (Summary, usize),
+        by_worker: impl FnOnce() -> Vec<u64>,
     ) {
         let mut counters = Some(counters);
         let mut snapshot = None;
@@ -111,7 +112,8 @@ impl Service {
         };
         if std::mem::take(&mut self.stats_asked) || periodic {
             let (summary, open) = get();
-            journal::stats(&summary, open, now.duration_since(self.start));
+            let uptime = now.duration_since(self.start);
+            journal::stats(&summary, open, uptime, &by_worker());
         }
         if let Some(notify) = &mut self.notify {
             notify.run(now, get);

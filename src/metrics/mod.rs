@@ -20,6 +20,7 @@ mod render;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -28,7 +29,7 @@ use mio::{Interest, Registry, Token};
 use crate::config::Config;
 use crate::journal::RateLimited;
 use crate::listener::accept::Accept;
-use crate::listener::{Source, FIRST_SCRAPE, MAX_SCRAPES};
+use crate::listener::{Listener, Source, FIRST_SCRAPE, MAX_SCRAPES};
 use crate::net::{interrupted, would_block};
 
 use render::Build;
@@ -89,18 +90,22 @@ enum Step {
 }
 
 impl Metrics {
-    /// The endpoint on `socket`, a listener already registered under
-    /// the metrics token.
-    pub(crate) fn new(socket: TcpListener, config: &Config) -> Metrics {
-        Metrics {
+    /// The endpoint, if `listener` has a metrics listener (registered
+    /// under the metrics token): takes it over.
+    pub(crate) fn take(
+        listener: &mut Listener,
+        config: &Config,
+    ) -> Option<Metrics> {
+        let socket = listener.take_metrics()?;
+        Some(Metrics {
             socket,
-            accept: Accept::new(config),
+            accept: Accept::new(config, Arc::clone(listener.group())),
             slots: std::array::from_fn(|_| None),
             open: 0,
             build: Build { model: config.model, mode: config.mode },
             text: String::new(),
             turned_away: RateLimited::default(),
-        }
+        })
     }
 
     /// An event for the metrics listener or one of its scrapes.

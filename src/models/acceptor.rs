@@ -16,6 +16,7 @@
 //! scrape is answered within that slice even then.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
@@ -167,7 +168,7 @@ pub(crate) fn run<D: Dispatch>(
     config: &Config,
     model: &mut D,
 ) -> Result<Gate, Error> {
-    let metrics = listener.take_metrics().map(|m| Metrics::new(m, config));
+    let metrics = Metrics::take(&mut listener, config);
     let mut gate = Gate {
         listener,
         events: Events::with_capacity(EVENTS),
@@ -176,7 +177,7 @@ pub(crate) fn run<D: Dispatch>(
         now: false,
         metrics,
     };
-    let mut accept = Accept::new(config);
+    let mut accept = Accept::new(config, Arc::clone(gate.listener.group()));
     let mut departed = Vec::new();
     while !gate.stopping {
         let now = Instant::now();

@@ -10,3 +10,4 @@ mod blocking;
 pub mod forked;
 pub mod iterative;
 pub mod threaded;
+pub mod uring;

@@ -8,6 +8,7 @@
 //! | [`matrix`] | every behaviour the four models share, one test per model |
 //! | [`mio`] | what only the mio model promises (its traps, its costs) |
 //! | [`process`] | the process model's children and its fork guard |
+//! | [`uring`] | the uring model: unavailable io_uring is a clear exit 1 |
 //! | [`library`] | the library API: start and stop in-process |
 //! | [`cli`] | exit codes and errors of the command line |
 //! | [`client`] | `readyloop client`: echo, half-close, RST, idle, exit codes |
@@ -24,9 +25,11 @@
 //! minutes per model.
 
 /// Makes one test per model of each behaviour `fn name(model: Model)`:
-/// a module `name` with a test `mio`, `iterative`, `thread` and
-/// `process`, so a failure names the model (`matrix::...::thread`). A
-/// model that cannot run fails its test. `concurrent:` first leaves out
+/// a module `name` with a test `mio`, `iterative`, `thread`, `process`
+/// and `uring`, so a failure names the model (`matrix::...::thread`). A
+/// model that cannot run fails its test; only where a probe of its own
+/// finds io_uring unavailable does a uring test print why and pass
+/// (`support::uring`). `concurrent:` first leaves out
 /// the iterative model (one client at a time, so nothing piles up on
 /// it); `in_process:` the process model (forking a multi-threaded test
 /// process is unsound).
@@ -43,22 +46,25 @@ macro_rules! per_model {
                 )]
                 #[test]
                 fn $test() {
-                    super::$behaviour(readyloop::Model::$model)
+                    crate::support::uring::run(
+                        readyloop::Model::$model,
+                        super::$behaviour,
+                    )
                 }
             )*
         }
     };
     (concurrent: $($behaviour:ident),* $(,)?) => {
-        per_model!(@each [mio Mio, thread Thread, process Process]
-            $($behaviour),*);
+        per_model!(@each [mio Mio, thread Thread, process Process,
+            uring Uring] $($behaviour),*);
     };
     (in_process: $($behaviour:ident),* $(,)?) => {
-        per_model!(@each [mio Mio, iterative Iterative, thread Thread]
-            $($behaviour),*);
+        per_model!(@each [mio Mio, iterative Iterative, thread Thread,
+            uring Uring] $($behaviour),*);
     };
     ($($behaviour:ident),* $(,)?) => {
         per_model!(@each [mio Mio, iterative Iterative, thread Thread,
-            process Process] $($behaviour),*);
+            process Process, uring Uring] $($behaviour),*);
     };
 }
 
@@ -80,14 +86,22 @@ mod process;
 mod service;
 mod structure;
 mod support;
+mod uring;
+mod workers;
 
 /// The matrix names every model there is: a new model fails here until
 /// [`per_model!`] makes its tests.
 #[test]
 fn the_matrix_covers_every_model() {
     use readyloop::Model;
-    let matrix = [Model::Mio, Model::Iterative, Model::Thread, Model::Process];
+    let matrix = [
+        Model::Mio,
+        Model::Iterative,
+        Model::Thread,
+        Model::Process,
+        Model::Uring,
+    ];
     assert_eq!(Model::ALL, matrix);
     let names: Vec<&str> = matrix.iter().map(|m| m.name()).collect();
-    assert_eq!(names, ["mio", "iterative", "thread", "process"]);
+    assert_eq!(names, ["mio", "iterative", "thread", "process", "uring"]);
 }

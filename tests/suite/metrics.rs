@@ -353,3 +353,34 @@ fn a_scrape_out_of_descriptors_waits_without_spinning() {
     assert_eq!(code, 0);
     assert_eq!(summary.accepted, summary.closed(), "{summary}");
 }
+
+/// With `--workers 3` the first worker serves the endpoint, and a scrape
+/// adds up every worker's counters: the clients' connections, spread
+/// over the workers by the kernel, are all there.
+#[test]
+fn a_scrape_adds_up_every_worker() {
+    let args = ["--mode", "echo", "--workers", "3"];
+    let (server, metrics) = serve_metrics(Model::Mio, &args);
+    let clients = 30;
+    let mut sent = 0;
+    for i in 0..clients {
+        let data = pattern(i, 500 + 7 * i as usize);
+        echo_and_close(server.addr, &data);
+        sent += data.len() as u64;
+    }
+    let done = scrape_until(metrics, "every close counted", |s| {
+        let s = s.summary();
+        s.closed() == clients && s.bytes_out == sent
+    });
+    let want = Summary {
+        accepted: clients,
+        closed_eof: clients,
+        bytes_in: sent,
+        bytes_out: sent,
+        ..Summary::default()
+    };
+    assert_eq!(done.summary(), want, "{}", done.text);
+    let mut summary = stop(server);
+    summary.log_dropped = 0;
+    assert_eq!(summary, want);
+}

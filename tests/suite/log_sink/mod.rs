@@ -42,7 +42,7 @@ per_model!(
 /// the pipe (64 KiB) and the server's own buffer (64 KiB) several times.
 fn connections(model: Model) -> usize {
     match model {
-        Model::Mio => 10_000,
+        Model::Mio | Model::Uring => 10_000,
         _ => 2_000,
     }
 }

@@ -49,7 +49,7 @@ const THREAD_STACK_CACHE_KIB: u64 = 10 * 1024;
 
 fn plan(model: Model, duration: Duration, total: usize) -> Plan {
     let concurrency = match model {
-        Model::Mio | Model::Thread => MANY_CLIENTS,
+        Model::Mio | Model::Thread | Model::Uring => MANY_CLIENTS,
         Model::Process => PROCESS_CLIENTS,
         Model::Iterative => 1,
     };

@@ -11,6 +11,7 @@ pub mod rng;
 pub mod scrape;
 pub mod server;
 pub mod stall;
+pub mod uring;
 pub mod wait;
 
 pub use net::*;

@@ -1,0 +1,129 @@
+//! What the workers of one server share (`--workers N`): the stop, and
+//! each worker's counters. Nothing on the path of a message is shared:
+//! a worker touches the group when a stop is asked, when it publishes
+//! its byte counts once a turn, and when the `stats` line, the service
+//! manager's status or a scrape adds the workers' counters up.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mio::Waker;
+
+use crate::stats::{Stats, Summary};
+
+use super::per_address::PerAddress;
+use super::signals::Control;
+
+/// Serving.
+const SERVING: u8 = 0;
+/// Stopping: flush and linger for the stop window.
+const STOPPING: u8 = 1;
+/// Stopping now.
+const NOW: u8 = 2;
+
+/// The workers' shared state; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Group {
+    stop: AtomicU8,
+    wakers: Vec<Arc<Waker>>,
+    stats: Vec<Arc<Stats>>,
+    /// `--max-connections-per-ip` counts a client's connections on every
+    /// worker together (a client's connections hash to any of them).
+    per_address: Mutex<PerAddress>,
+}
+
+impl Group {
+    /// The group of the workers woken by `wakers`, worker `n` by the
+    /// `n`th, each with counters of its own.
+    pub(crate) fn new(wakers: Vec<Arc<Waker>>, max_per_ip: usize) -> Group {
+        let stats = wakers.iter().map(|_| Arc::default()).collect();
+        Group {
+            stop: AtomicU8::new(SERVING),
+            wakers,
+            stats,
+            per_address: Mutex::new(PerAddress::new(max_per_ip)),
+        }
+    }
+
+    /// Workers in the group.
+    pub(crate) fn workers(&self) -> usize {
+        self.wakers.len()
+    }
+
+    /// Asks every worker to stop: the first time to stop, again (or with
+    /// `now`) to stop now. Returns what the workers will see.
+    pub(crate) fn ask_stop(&self, now: bool) -> Control {
+        let step =
+            |level: u8| Some(if now { NOW } else { (level + 1).min(NOW) });
+        let before = self
+            .stop
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, step)
+            .unwrap_or(NOW);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                log::error!("cannot wake a worker to stop it: {e}");
+            }
+        }
+        control(step(before).unwrap_or(NOW))
+    }
+
+    /// What has been asked so far.
+    pub(crate) fn asked(&self) -> Control {
+        control(self.stop.load(Ordering::SeqCst))
+    }
+
+    /// The counters of worker `n`.
+    pub(crate) fn stats(&self, n: usize) -> &Arc<Stats> {
+        &self.stats[n]
+    }
+
+    /// The open connections per address, shared by every worker.
+    pub(crate) fn per_address(&self) -> &Mutex<PerAddress> {
+        &self.per_address
+    }
+
+    /// Every worker's counters added up, and the connections open (each
+    /// worker counts an accept and a close the moment it happens; bytes
+    /// as of each worker's last turn).
+    pub(crate) fn totals(&self) -> (Summary, usize) {
+        let mut total = Summary::default();
+        for stats in &self.stats {
+            total.add(&stats.summary());
+        }
+        (total, open(&total))
+    }
+
+    /// Connections accepted by each worker so far.
+    pub(crate) fn accepted_by_worker(&self) -> Vec<u64> {
+        self.stats.iter().map(|s| s.summary().accepted).collect()
+    }
+}
+
+/// Connections accepted and not yet closed.
+pub(crate) fn open(s: &Summary) -> usize {
+    usize::try_from(s.accepted.saturating_sub(s.closed())).unwrap_or(0)
+}
+
+fn control(level: u8) -> Control {
+    Control { stop: level >= STOPPING, now: level >= NOW }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_stop_or_now_means_now() {
+        let poll = mio::Poll::new().unwrap();
+        let waker =
+            Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let group = Group::new(vec![waker], 0);
+        assert_eq!(group.asked(), Control::default());
+        assert_eq!(group.ask_stop(false), Control { stop: true, now: false });
+        assert_eq!(group.asked(), Control { stop: true, now: false });
+        assert_eq!(group.ask_stop(false), Control { stop: true, now: true });
+        assert_eq!(group.ask_stop(false), Control { stop: true, now: true });
+        let fresh = Group::new(Vec::new(), 0);
+        assert_eq!(fresh.ask_stop(true), Control { stop: true, now: true });
+    }
+}
