@@ -15,6 +15,7 @@ use simple_logger::SimpleLogger;
 
 use crate::config::{Config, Mode, Model};
 use crate::journal::{self, STATUS};
+use crate::net;
 use crate::secs::zero_or_at_least;
 
 /// A single-threaded readiness-IO TCP server, the classic models it is
@@ -153,6 +154,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub pin: bool,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
+    /// 127.0.0.1:9898; it must not overlap a client address. Unset: no
+    /// metrics endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -286,7 +293,11 @@ impl ServeArgs {
                 config.workers, config.max_connections
             ));
         }
-        Ok(config)
+        config.metrics_addr = self.metrics_addr;
+        match metrics_clash(&config) {
+            Some(clash) => Err(clash),
+            None => Ok(config),
+        }
     }
 }
 
@@ -330,6 +341,18 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Why `--metrics-addr` cannot be served beside the client listeners,
+/// if it cannot: scrapers and clients on one address would each get
+/// the other's connections.
+pub(crate) fn metrics_clash(config: &Config) -> Option<String> {
+    let metrics = config.metrics_addr?;
+    let client = config.addrs.iter().find(|&&c| net::overlaps(metrics, c))?;
+    Some(format!(
+        "--metrics-addr {metrics} overlaps the client address {client}: \
+         scrapers and clients need addresses of their own"
+    ))
 }
 
 /// Every address `host` has, with `port`.
@@ -428,6 +451,18 @@ mod tests {
         }
         assert!(parse_send_buffer("0").is_err());
         assert!(parse_send_buffer("2G").is_err());
+    }
+
+    #[test]
+    fn a_metrics_address_that_overlaps_the_clients_is_named() {
+        let mut config = Config::new("127.0.0.1:8989".parse().unwrap());
+        assert_eq!(metrics_clash(&config), None);
+        config.metrics_addr = Some("127.0.0.1:9898".parse().unwrap());
+        assert_eq!(metrics_clash(&config), None);
+        config.metrics_addr = Some("0.0.0.0:8989".parse().unwrap());
+        let clash = metrics_clash(&config).unwrap();
+        assert!(clash.contains("0.0.0.0:8989"), "{clash}");
+        assert!(clash.contains("127.0.0.1:8989"), "{clash}");
     }
 
     #[test]

@@ -136,6 +136,10 @@ pub struct Config {
     /// in-process servers in tests leave it off and stop through a
     /// [`Handle`](crate::Handle).
     pub handle_signals: bool,
+    /// Where to serve the Prometheus metrics (`GET /metrics`); `None`:
+    /// nowhere. It must not overlap the client address (the command
+    /// line refuses it).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -160,6 +164,7 @@ impl Config {
             stats_interval: None,
             systemd: false,
             handle_signals: false,
+            metrics_addr: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::listener::{
     Control, Listener, Source, FIRST_CONNECTION, STOP_WINDOW,
 };
 use crate::log_limit::{Bucket, Limits};
+use crate::metrics::{Counters, Metrics};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
 /// The one read buffer every connection shares.
@@ -57,11 +58,16 @@ pub(crate) fn run(
                         lp.on_control(control, now);
                     }
                 }
-                Source::Metrics | Source::Scrape(_) => {}
+                source @ (Source::Metrics | Source::Scrape(_)) => {
+                    if let Some(metrics) = &mut lp.metrics {
+                        metrics.on_event(source, lp.listener.registry());
+                    }
+                }
             }
         }
         lp.after_events(now);
         lp.service(now);
+        lp.serve_metrics(now);
         journal::flush();
         if lp.finished(now) {
             lp.stats.add(std::mem::take(&mut lp.traffic));
@@ -95,10 +101,12 @@ struct EventLoop {
     stopping: Option<Instant>,
     start: Instant,
     now_ms: u64,
+    /// `--metrics-addr`, served by this loop until the process exits.
+    metrics: Option<Metrics>,
 }
 
 impl EventLoop {
-    fn new(listener: Listener, config: &Config) -> EventLoop {
+    fn new(mut listener: Listener, config: &Config) -> EventLoop {
         // Capacity is reserved, not touched: untouched pages cost no RSS.
         let capacity = config.max_connections.min(1 << 20);
         let idle = config.idle_timeout.map(|t| {
@@ -119,6 +127,7 @@ impl EventLoop {
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
+            metrics: Metrics::take(&mut listener, config),
             listener,
             mode: config.mode,
         }
@@ -147,7 +156,8 @@ impl EventLoop {
             Some(_) => None,
         };
         let log = journal::retry_at(now);
-        [idle, accept, self.stopping, log].into_iter().flatten().min()
+        let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
+        [idle, accept, self.stopping, log, metrics].into_iter().flatten().min()
     }
 
     /// Work that follows each batch of events: accept, retry connections
@@ -290,6 +300,19 @@ impl EventLoop {
         self.stats.add(std::mem::take(&mut self.traffic));
         let group = Arc::clone(self.listener.group());
         self.listener.service(now, || group.totals());
+    }
+
+    /// Serves the metrics endpoint (`--metrics-addr`, on the first
+    /// worker only): accepts and expires scrapes, and answers complete
+    /// requests with every worker's counters as of [`EventLoop::service`].
+    fn serve_metrics(&mut self, now: Instant) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let registry = self.listener.registry();
+        metrics.turn(registry, now);
+        if metrics.waiting() {
+            let (summary, open) = self.listener.group().totals();
+            metrics.answer(registry, &Counters { summary, open });
+        }
     }
 
     /// Acts on what the waker or a signal asked.

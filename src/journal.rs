@@ -3,7 +3,8 @@
 //!
 //! Two lines are part of the machine-readable contract and go to the
 //! [`STATUS`] target, which the binary always shows whatever the
-//! `--log-level`: `listening on …` first, `summary …` last.
+//! `--log-level`: `listening on …` first, `summary …` last. (So do
+//! `metrics on …`, second when `--metrics-addr` is set, and `stats …`.)
 //!
 //! Lines reach stderr through [`sink`](crate::sink), which never blocks
 //! the caller: what it cannot write soon enough it drops and counts
@@ -70,6 +71,12 @@ pub fn listening(
         target: STATUS,
         "listening on {list}{how} (model={model}, mode={mode}{workers})"
     );
+}
+
+/// `metrics on http://ADDR/metrics`, right after the first line when
+/// `--metrics-addr` is set.
+pub fn metrics(addr: SocketAddr) {
+    info!(target: STATUS, "metrics on http://{addr}/metrics");
 }
 
 /// Ends the log of a run: writes what is pending (dropping what stderr

@@ -23,6 +23,7 @@
 //! | | `idle` | the idle list: deadlines in O(1) per event |
 //! | | `models` | the iterative, thread and process models |
 //! | | `models::uring` | the io_uring model: completions instead of readiness |
+//! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
 //! | listener | `listener` | the listening sockets, the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
 //! | | `listener::signals` | which signals stop, stop now, report or are ignored |
@@ -101,6 +102,7 @@ mod journal;
 mod listener;
 pub mod load;
 mod log_limit;
+mod metrics;
 mod models;
 mod net;
 pub mod rlimit;

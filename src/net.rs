@@ -1,7 +1,7 @@
 //! Socket set-up and the small predicates that name what an IO error means.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -36,6 +36,24 @@ pub(crate) fn listen(
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Whether listeners on `a` and `b` would take the same connections: the
+/// same port, and the same address or an unspecified one (`0.0.0.0`,
+/// `[::]`) in the same family. Families never overlap: IPv6 listeners
+/// are `IPV6_V6ONLY`, so `[::]:P` takes no IPv4 client of `0.0.0.0:P`
+/// (an IPv4-mapped IPv6 address counts as the IPv4 address it is).
+/// Port 0 never overlaps: the kernel picks a free port for each.
+pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    let same_family = matches!(
+        (x, y),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
+    );
+    same_family && (x == y || x.is_unspecified() || y.is_unspecified())
 }
 
 /// The operation would block: the edge has been consumed, wait for the
@@ -79,4 +97,31 @@ pub(crate) fn skip_on_accept(e: &io::Error) -> bool {
                 | libc::ENETUNREACH
         )
     ) || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlap(a: &str, b: &str) -> bool {
+        let (a, b) = (a.parse().unwrap(), b.parse().unwrap());
+        let answer = overlaps(a, b);
+        assert_eq!(answer, overlaps(b, a), "{a} {b}: not symmetric");
+        answer
+    }
+
+    #[test]
+    fn listeners_overlap_on_the_same_port_and_address_family() {
+        assert!(overlap("127.0.0.1:9898", "127.0.0.1:9898"));
+        assert!(overlap("0.0.0.0:9898", "127.0.0.1:9898"));
+        assert!(overlap("[::]:9898", "[::1]:9898"));
+        assert!(overlap("[::1]:9898", "[::1]:9898"));
+        assert!(overlap("[::ffff:127.0.0.1]:9898", "127.0.0.1:9898"));
+        assert!(!overlap("127.0.0.1:9898", "127.0.0.1:9899"));
+        assert!(!overlap("127.0.0.1:9898", "127.0.0.2:9898"));
+        assert!(!overlap("[::]:9898", "0.0.0.0:9898"));
+        assert!(!overlap("[::1]:9898", "127.0.0.1:9898"));
+        assert!(!overlap("127.0.0.1:0", "127.0.0.1:0"));
+        assert!(!overlap("0.0.0.0:0", "127.0.0.1:0"));
+    }
 }

@@ -60,6 +60,11 @@ pub fn bind(config: Config) -> Result<Server, Error> {
             listener.join(&group, n);
         }
     }
+    // The metrics listener is the first worker's: one endpoint reports
+    // every worker's counters.
+    if let Some(addr) = config.metrics_addr {
+        listeners[0].bind_metrics(addr, config.backlog)?;
+    }
     Ok(Server { config, listeners })
 }
 
@@ -73,6 +78,12 @@ impl Server {
     /// Every address the server listens on, in order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         self.listeners[0].local_addrs()
+    }
+
+    /// Where the metrics are served (the real port if 0 was asked), if
+    /// `metrics_addr` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listeners[0].metrics_addr()
     }
 
     /// The configuration the server was bound with.
@@ -97,6 +108,9 @@ impl Server {
             config.mode,
             listeners.len(),
         );
+        if let Some(addr) = first.metrics_addr() {
+            journal::metrics(addr);
+        }
         listeners[0].ready();
         if listeners.len() > 1 {
             let mut summary = workers::run(listeners, &config)?;

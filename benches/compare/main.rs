@@ -9,6 +9,10 @@
 //! its spread. Server CPU per message comes from utime + stime in
 //! /proc/PID/stat (children included) over the run.
 //!
+//! After the matrix, the mio model runs the CPU test again with
+//! `--metrics-addr` on and scraped every second against off, round by
+//! round (`metrics_cost`).
+//!
 //! Output: a table on stdout, `target/bench/report.md`, `report.csv`
 //! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
 //! under a minute; `READYLOOP_BENCH_ONLY=idle` (a pattern name) runs
@@ -20,6 +24,7 @@ mod kernel;
 mod load;
 #[path = "../../tests/suite/support/load_json.rs"]
 mod load_json;
+mod metrics_cost;
 mod output;
 mod peer;
 #[path = "../../tests/suite/support/proc.rs"]
@@ -107,6 +112,7 @@ fn bench() -> Result<(), String> {
             }
         }
     }
+    let metrics = metrics_cost::run(&settings);
     let strace = strace_counts(&settings);
     let basics = report::basics(&settings);
     let servers: Vec<&'static str> = SERVERS.iter().map(|s| s.name).collect();
@@ -116,6 +122,7 @@ fn bench() -> Result<(), String> {
     println!("{}", output::text_table(idle_head, &idle));
     let syscall_text = report::syscall_table(&strace);
     println!("{syscall_text}");
+    println!("{}", metrics.line(&settings));
     println!("{}", basics.join("\n"));
     let charts = report::draw(&out_dir, &samples, &settings, &servers);
     let md = report::report_md(
@@ -127,6 +134,7 @@ fn bench() -> Result<(), String> {
         &basics,
         &strace,
         &charts,
+        &metrics,
         started.elapsed(),
     );
     write(&out_dir.join("report.md"), &md)?;
@@ -151,7 +159,7 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn brief(s: &Sample) -> String {
+pub(crate) fn brief(s: &Sample) -> String {
     if let Some(why) = &s.skipped {
         return format!("skipped ({why})");
     }
@@ -190,14 +198,38 @@ fn measure(
     round: u32,
     unavailable: &mut HashMap<&'static str, String>,
 ) -> Sample {
+    measure_with(settings, spec, test, round, unavailable, None)
+}
+
+/// [`measure`], and with `metrics` the server serves `--metrics-addr`,
+/// scraped every second while the load runs (tallied in `metrics`).
+pub(crate) fn measure_with(
+    settings: &Settings,
+    spec: &Spec,
+    test: Test,
+    round: u32,
+    unavailable: &mut HashMap<&'static str, String>,
+    metrics: Option<&mut metrics_cost::Tally>,
+) -> Sample {
     if let Some(why) = unavailable.get(spec.name) {
         return Sample::skipped(round, spec.name, test, why.clone());
     }
     if let Some(why) = cannot(spec, test) {
         return Sample::skipped(round, spec.name, test, why);
     }
-    let server = match Running::start(server::command(spec, settings.cpus.0)) {
-        Ok(server) => server,
+    let mut cmd = server::command(spec, settings.cpus.0);
+    if metrics.is_some() {
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
+    let started = Running::start(cmd).and_then(|mut server| {
+        let scraper = match metrics.is_some() {
+            true => Some(server.metrics()?),
+            false => None,
+        };
+        Ok((server, scraper))
+    });
+    let (server, scraper) = match started {
+        Ok(started) => started,
         Err(why) => {
             unavailable.insert(spec.name, why.clone());
             return Sample::skipped(round, spec.name, test, why);
@@ -235,6 +267,11 @@ fn measure(
     let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
     let cpu =
         (cpu_after - cpu_before) as f64 / procfs::ticks_per_second() as f64;
+    if let (Some(scraper), Some(tally)) = (scraper, metrics) {
+        let done = scraper.stop();
+        tally.answered += done.answered;
+        tally.failed += done.failed;
+    }
     server.stop();
     let outcome = match outcome {
         Ok(o) => o,

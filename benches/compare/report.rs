@@ -7,6 +7,7 @@ use std::time::Duration;
 use readyloop::load::Pattern;
 
 use crate::load::Test;
+use crate::metrics_cost::{self, Cost};
 use crate::sample::Sample;
 use crate::server::{self, Running, SERVERS};
 use crate::settings::Settings;
@@ -162,6 +163,7 @@ pub fn report_md(
     basics: &[String],
     strace: &Result<Vec<syscalls::Count>, String>,
     charts: &[String],
+    metrics: &Cost,
     took: Duration,
 ) -> String {
     let (head, idle_head) = output::heads();
@@ -215,13 +217,19 @@ pub fn report_md(
     );
     let _ = writeln!(
         md,
+        "## Cost of the metrics endpoint\n\nThe mio model on {} with `--metrics-addr` on and scraped every second, against off, alternating round by round; on/off is the median over rounds of the ratio in the same round.\n\n{}\n",
+        settings.cpu_test.label(),
+        metrics_table(metrics)
+    );
+    let _ = writeln!(
+        md,
         "## Size and start-up\n\n{}\n",
         basics.iter().map(|l| format!("- {l}")).collect::<Vec<_>>().join("\n")
     );
     let _ = writeln!(
         md,
         "## Targets for the mio model\n\n{}",
-        targets(settings, samples, strace, basics)
+        targets(settings, samples, strace, basics, metrics)
     );
     let _ = writeln!(
         md,
@@ -235,11 +243,44 @@ pub fn report_md(
     md
 }
 
+/// The metrics endpoint's table: CPU per message off and on, on/off,
+/// and how the scrapes went.
+fn metrics_table(cost: &Cost) -> String {
+    let f = |v: Option<f64>, unit: &str| {
+        v.map_or("-".into(), |v| format!("{v:.2}{unit}"))
+    };
+    let rounds = cost
+        .samples
+        .iter()
+        .filter(|s| s.server == metrics_cost::ON.name)
+        .count();
+    let row = vec![
+        rounds.to_string(),
+        f(cost.cpu(&metrics_cost::OFF), ""),
+        f(cost.cpu(&metrics_cost::ON), ""),
+        f(cost.ratio(), "x"),
+        cost.scrapes.answered.to_string(),
+        cost.scrapes.failed.to_string(),
+    ];
+    output::md_table(
+        &[
+            "rounds",
+            "CPU µs/msg off",
+            "on, scraped every 1 s",
+            "on/off",
+            "scrapes answered",
+            "failed",
+        ],
+        &[row],
+    )
+}
+
 fn targets(
     settings: &Settings,
     samples: &[Sample],
     strace: &Result<Vec<syscalls::Count>, String>,
     basics: &[String],
+    metrics: &Cost,
 ) -> String {
     let verdict = |ok: Option<bool>| match ok {
         Some(true) => "met",
@@ -283,6 +324,12 @@ fn targets(
             "≤ 1.1x".into(),
             f(p99, "x"),
             verdict(p99.map(|v| v <= 1.1)).into(),
+        ],
+        vec![
+            format!("CPU per message, metrics on vs off ({})", t.label()),
+            format!("≤ {}x", metrics_cost::TARGET),
+            f(metrics.ratio(), "x"),
+            verdict(metrics.ratio().map(|v| v <= metrics_cost::TARGET)).into(),
         ],
         vec![
             "bytes per idle connection".into(),

@@ -142,6 +142,16 @@ impl Running {
         Ok(server)
     }
 
+    /// Reads where the server serves its metrics (`--metrics-addr`) and
+    /// starts scraping them every second.
+    pub fn metrics(&mut self) -> Result<crate::metrics_cost::Scraper, String> {
+        let line =
+            self.wait_for("metrics on http://", Duration::from_secs(10))?;
+        let addr = crate::metrics_cost::addr(&line)
+            .ok_or_else(|| format!("no metrics address in {line:?}"))?;
+        Ok(crate::metrics_cost::Scraper::start(addr))
+    }
+
     /// Waits for a stderr line containing `needle`.
     fn wait_for(
         &mut self,

@@ -113,6 +113,10 @@ pub(crate) struct Listener {
     /// The counters reported while running: the `stats` line and the
     /// service manager's notifications.
     service: Service,
+    /// `--metrics-addr`: its listener, registered under [`METRICS`],
+    /// until the model takes it.
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -243,7 +247,42 @@ impl Listener {
             worker: 0,
             ignored: RateLimited::default(),
             service: Service::new(setup.stats_interval, setup.systemd),
+            metrics: None,
+            metrics_addr: None,
         })
+    }
+
+    /// Binds the metrics listener on `addr` and registers it under
+    /// [`METRICS`]; the model that runs takes it with
+    /// [`Listener::take_metrics`]. A failure is the same `cannot listen
+    /// on …` as a client address's.
+    pub(crate) fn bind_metrics(
+        &mut self,
+        addr: SocketAddr,
+        backlog: u32,
+    ) -> Result<(), Error> {
+        let listen_err = |source| Error::Listen { addr, source };
+        let std_listener =
+            net::listen(addr, backlog, false).map_err(listen_err)?;
+        let local_addr = std_listener.local_addr().map_err(listen_err)?;
+        let mut socket = TcpListener::from_std(std_listener);
+        self.poll
+            .registry()
+            .register(&mut socket, METRICS, Interest::READABLE)
+            .map_err(Error::setup("register the metrics listener"))?;
+        self.metrics = Some(socket);
+        self.metrics_addr = Some(local_addr);
+        Ok(())
+    }
+
+    /// Where the metrics listener listens, if there is one.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The metrics listener, for the model to serve.
+    pub(crate) fn take_metrics(&mut self) -> Option<TcpListener> {
+        self.metrics.take()
     }
 
     /// The addresses it listens on (real ports if 0 was asked), in the

@@ -8,6 +8,12 @@
 //! `--max-connections-per-ip` is accepted and closed at once. The model
 //! reports which connections have closed since it was last asked, so the
 //! per-address counts follow without a lock per close.
+//!
+//! The [`Gate`] also serves the metrics endpoint (`--metrics-addr`): it
+//! reads scrapes on every wait, and answers them when the model hands it
+//! the counters ([`Gate::service`]). The iterative model, which
+//! serves a client on this thread, looks at the gate once a slice, so a
+//! scrape is answered within that slice even then.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use crate::error::Error;
 use crate::journal;
 use crate::listener::accept::Accept;
 use crate::listener::{Listener, Source};
+use crate::metrics::{Counters, Metrics};
 use crate::stats::{Reason, Stats};
 
 use super::blocking;
@@ -67,6 +74,8 @@ pub(crate) struct Gate {
     stopping: bool,
     /// A second stop, or SIGQUIT: no more flushing or lingering.
     now: bool,
+    /// `--metrics-addr`, served until the process exits.
+    metrics: Option<Metrics>,
 }
 
 impl Gate {
@@ -75,16 +84,28 @@ impl Gate {
         &self.listener
     }
 
-    /// Waits for events (until `deadline` at the latest) and returns
-    /// their tokens, after taking note of a stop among them.
+    /// Waits for events (until `deadline` at the latest, or a scrape's)
+    /// and returns the tokens of the model's own and the client
+    /// listener's, after taking note of a stop among them and serving
+    /// the scrapes.
     pub(crate) fn wait(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<&[Token], Error> {
+        let metrics = self.metrics.as_ref();
+        let scrapes = metrics.and_then(|m| m.deadline(Instant::now()));
+        let deadline = [deadline, scrapes].into_iter().flatten().min();
         self.listener.wait(&mut self.events, deadline)?;
         self.tokens.clear();
         for event in self.events.iter() {
             let token = event.token();
+            let source = Source::of(token);
+            if let Source::Metrics | Source::Scrape(_) = source {
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.on_event(source, self.listener.registry());
+                }
+                continue;
+            }
             match self.listener.control(token) {
                 Some(control) => {
                     self.stopping |= control.stop;
@@ -92,6 +113,9 @@ impl Gate {
                 }
                 None => self.tokens.push(token),
             }
+        }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.turn(self.listener.registry(), Instant::now());
         }
         Ok(&self.tokens)
     }
@@ -102,11 +126,21 @@ impl Gate {
     }
 
     /// The listener layer's periodic duties: the `stats` line (SIGUSR1,
-    /// `--stats-interval`), the service manager's watchdog and status.
+    /// `--stats-interval`), the service manager's watchdog and status;
+    /// and the scrapes that wait for the counters are answered.
     pub(crate) fn service(&mut self, stats: &Stats) {
         self.listener.service(Instant::now(), || {
             (stats.summary(), blocking::open(stats))
         });
+        if let Some(metrics) = &mut self.metrics {
+            if metrics.waiting() {
+                let counters = Counters {
+                    summary: stats.summary(),
+                    open: blocking::open(stats),
+                };
+                metrics.answer(self.listener.registry(), &counters);
+            }
+        }
     }
 
     /// Whether a stop has arrived, without blocking (see also
@@ -130,16 +164,18 @@ impl Gate {
 /// then stops listening and returns the gate, on which the model waits
 /// for its connections to finish.
 pub(crate) fn run<D: Dispatch>(
-    listener: Listener,
+    mut listener: Listener,
     config: &Config,
     model: &mut D,
 ) -> Result<Gate, Error> {
+    let metrics = Metrics::take(&mut listener, config);
     let mut gate = Gate {
         listener,
         events: Events::with_capacity(EVENTS),
         tokens: Vec::with_capacity(EVENTS),
         stopping: false,
         now: false,
+        metrics,
     };
     let mut accept = Accept::new(config, Arc::clone(gate.listener.group()));
     let mut departed = Vec::new();

@@ -18,6 +18,7 @@
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
+//! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
@@ -79,6 +80,7 @@ mod load;
 mod load_fails;
 mod log_sink;
 mod matrix;
+mod metrics;
 mod mio;
 mod process;
 mod service;

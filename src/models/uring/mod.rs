@@ -12,7 +12,8 @@
 //!   submit queued sends and re-arms; wait for a completion or a deadline
 //!   for each completion (user_data: kind, slab key, generation):
 //!       accept  -> admit or reject the new socket, arm its receive
-//!       control -> the listener layer's epoll is readable: waker/signals
+//!       control -> the listener layer's epoll is readable: waker,
+//!                  signals, the metrics listener and its scrapes
 //!       recv    -> log / echo (copy to its output) / discard; buffer back
 //!       send    -> advance its output; drained: resume, close or linger
 //!       cancel  -> one less operation in flight
@@ -51,6 +52,7 @@ use crate::idle::IdleList;
 use crate::journal;
 use crate::listener::accept::Accept;
 use crate::listener::{Control, Listener, Source, STOP_WINDOW};
+use crate::metrics::{Counters, Metrics};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 use crate::OUT_CAP;
 
@@ -84,6 +86,7 @@ pub(crate) fn run(
             lp.on_completion(*c, now);
         }
         lp.service(now);
+        lp.serve_metrics(now);
         journal::flush();
         if lp.finished(now) {
             lp.stats.add(lp.traffic);
@@ -122,10 +125,14 @@ struct Loop {
     stopping: Option<Instant>,
     start: Instant,
     now_ms: u64,
+    /// `--metrics-addr`: its sockets are on the listener layer's epoll,
+    /// so their events arrive with the control completions.
+    metrics: Option<Metrics>,
 }
 
 impl Loop {
-    fn new(listener: Listener, config: &Config) -> Result<Loop, Error> {
+    fn new(mut listener: Listener, config: &Config) -> Result<Loop, Error> {
+        let metrics = Metrics::take(&mut listener, config);
         let listeners = listener.sockets().len();
         let group = Arc::clone(listener.group());
         let capacity = config.max_connections.min(1 << 20);
@@ -165,6 +172,7 @@ impl Loop {
             stopping: None,
             start: Instant::now(),
             now_ms: 0,
+            metrics,
         })
     }
 
@@ -174,7 +182,7 @@ impl Loop {
     }
 
     /// Until when the next wait may block: the nearest idle expiry,
-    /// accept pause, stop window, or log retry.
+    /// accept pause, stop window, log retry, or scrape deadline.
     fn deadline(&mut self, now: Instant) -> Option<Instant> {
         let idle = self
             .idle
@@ -187,7 +195,11 @@ impl Loop {
         };
         let log = journal::retry_at(now);
         let service = self.listener.service_due();
-        [idle, accept, self.stopping, log, service].into_iter().flatten().min()
+        let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
+        [idle, accept, self.stopping, log, service, metrics]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_completion(&mut self, c: Completion, now: Instant) {
@@ -571,7 +583,14 @@ impl Loop {
         }
         let tokens: Vec<_> = self.events.iter().map(|e| e.token()).collect();
         for token in tokens {
-            if Source::of(token) != Source::Control {
+            let source = Source::of(token);
+            if let Source::Metrics | Source::Scrape(_) = source {
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.on_event(source, self.listener.registry());
+                }
+                continue;
+            }
+            if source != Source::Control {
                 continue; // the listener: its multishot accept takes it
             }
             if let Some(control) = self.listener.control(token) {
@@ -595,6 +614,19 @@ impl Loop {
         let summary = self.stats.summary_with(self.traffic);
         let open = self.open;
         self.listener.service(now, || (summary, open));
+    }
+
+    /// Serves the metrics endpoint: accepts and expires scrapes, and
+    /// answers complete requests with the counters exact at this instant.
+    fn serve_metrics(&mut self, now: Instant) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let registry = self.listener.registry();
+        metrics.turn(registry, now);
+        if metrics.waiting() {
+            let summary = self.stats.summary_with(self.traffic);
+            let counters = Counters { summary, open: self.open };
+            metrics.answer(registry, &counters);
+        }
     }
 
     fn begin_stop(&mut self, now: Instant) {

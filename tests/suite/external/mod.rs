@@ -9,11 +9,13 @@
 //! | [`activation`] | socket activation with `systemd-socket-activate` |
 //! | [`units`] | `contrib/systemd`: `systemd-analyze verify` and `security` |
 //! | [`sandbox`] | the service's command line stays inside its sandbox |
+//! | [`promtool`] | `promtool check metrics` accepts every model's scrape |
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 mod activation;
+mod promtool;
 mod sandbox;
 mod units;
 

@@ -8,6 +8,7 @@ pub mod load_json;
 pub mod net;
 pub mod proc;
 pub mod rng;
+pub mod scrape;
 pub mod server;
 pub mod stall;
 pub mod uring;

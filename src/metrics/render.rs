@@ -1,0 +1,171 @@
+//! The counters in the Prometheus text format 0.0.4: a `# HELP` and a
+//! `# TYPE` line for each family, then its samples.
+
+use std::fmt::Write as _;
+
+use crate::config::{Mode, Model};
+use crate::stats::Summary;
+
+/// What a scrape reports, taken when it is answered.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Counters {
+    /// The counters of the `summary` line, exact at this moment.
+    pub summary: Summary,
+    /// Client connections open now.
+    pub open: usize,
+}
+
+/// Labels of `readyloop_build_info`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Build {
+    pub model: Model,
+    pub mode: Mode,
+}
+
+/// One family: its name, type, help, and samples (labels, value).
+struct Family<'a> {
+    name: &'a str,
+    kind: &'a str,
+    help: &'a str,
+}
+
+impl Family<'_> {
+    fn write(&self, out: &mut String, samples: &[(&str, u64)]) {
+        let Family { name, kind, help } = self;
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    }
+}
+
+/// Writes every family into `out`. Label values are the crate's own
+/// names (version, model, mode, close reasons), none of which holds a
+/// character the format would need escaped.
+pub(crate) fn render(out: &mut String, c: &Counters, build: Build) {
+    let s = &c.summary;
+    let counter = |name, help| Family { name, kind: "counter", help };
+    let gauge = |name, help| Family { name, kind: "gauge", help };
+    counter(
+        "readyloop_connections_accepted_total",
+        "Client connections accepted and served.",
+    )
+    .write(out, &[("", s.accepted)]);
+    counter(
+        "readyloop_connections_closed_total",
+        "Client connections closed, by reason.",
+    )
+    .write(
+        out,
+        &[
+            ("{reason=\"eof\"}", s.closed_eof),
+            ("{reason=\"reset\"}", s.closed_reset),
+            ("{reason=\"error\"}", s.closed_error),
+            ("{reason=\"idle\"}", s.closed_idle),
+            ("{reason=\"shutdown\"}", s.closed_shutdown),
+        ],
+    );
+    counter(
+        "readyloop_connections_rejected_total",
+        "Client connections closed at once: over --max-connections or \
+         --max-connections-per-ip.",
+    )
+    .write(out, &[("", s.rejected)]);
+    gauge("readyloop_connections_open", "Client connections open now.")
+        .write(out, &[("", c.open as u64)]);
+    counter("readyloop_bytes_received_total", "Bytes read from clients.")
+        .write(out, &[("", s.bytes_in)]);
+    counter("readyloop_bytes_sent_total", "Bytes written to clients.")
+        .write(out, &[("", s.bytes_out)]);
+    let labels = format!(
+        "{{version=\"{}\",model=\"{}\",mode=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        build.model,
+        build.mode
+    );
+    gauge(
+        "readyloop_build_info",
+        "Always 1; the labels say which build serves, how.",
+    )
+    .write(out, &[(&labels, 1)]);
+    if let Some(fds) = open_fds() {
+        gauge("process_open_fds", "Number of open file descriptors.")
+            .write(out, &[("", fds)]);
+    }
+    if let Some(bytes) = resident_bytes() {
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        )
+        .write(out, &[("", bytes)]);
+    }
+}
+
+/// This process's open descriptors (the one that reads the directory
+/// among them); `None` if /proc cannot say.
+fn open_fds() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(entries.count() as u64)
+}
+
+/// This process's resident memory: `VmRSS` of /proc/self/status, the
+/// kernel's count behind the second field of /proc/self/statm, already
+/// in KiB rather than pages (whose size only `sysconf`, an unsafe call,
+/// would tell). `None` if /proc cannot say.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_type_and_its_samples() {
+        let summary = Summary {
+            accepted: 7,
+            closed_eof: 3,
+            closed_reset: 1,
+            rejected: 2,
+            bytes_in: 100,
+            bytes_out: 90,
+            ..Summary::default()
+        };
+        let counters = Counters { summary, open: 3 };
+        let build = Build { model: Model::Thread, mode: Mode::Echo };
+        let mut out = String::new();
+        render(&mut out, &counters, build);
+        for line in [
+            "readyloop_connections_accepted_total 7",
+            "readyloop_connections_closed_total{reason=\"eof\"} 3",
+            "readyloop_connections_closed_total{reason=\"reset\"} 1",
+            "readyloop_connections_closed_total{reason=\"shutdown\"} 0",
+            "readyloop_connections_rejected_total 2",
+            "readyloop_connections_open 3",
+            "readyloop_bytes_received_total 100",
+            "readyloop_bytes_sent_total 90",
+            "# TYPE readyloop_connections_open gauge",
+            "# TYPE readyloop_bytes_sent_total counter",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in:\n{out}");
+        }
+        let info = format!(
+            "readyloop_build_info{{version=\"{}\",model=\"thread\",\
+             mode=\"echo\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(out.lines().any(|l| l == info), "{out}");
+        let fds =
+            out.lines().find_map(|l| l.strip_prefix("process_open_fds "));
+        assert!(fds
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 2));
+        let helps = out.lines().filter(|l| l.starts_with("# HELP ")).count();
+        let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!((helps, types), (9, 9), "{out}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The scraper's side of `--metrics-addr`: where the server serves its
+//! metrics, one HTTP exchange, and the text format read back.
+#![allow(dead_code)] // the external suite uses a subset
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+
+use readyloop::{Model, Summary};
+
+use super::net::{connect, read_to_end};
+use super::server::{serve, ServerProcess};
+
+/// `GET /metrics` as Prometheus sends it.
+pub const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: readyloop\r\n\
+    Accept: text/plain;version=0.0.4\r\n\r\n";
+
+/// The server serving `model` with `args` and its metrics on a free
+/// loopback port; returns it with the metrics address.
+pub fn serve_metrics(
+    model: Model,
+    args: &[&str],
+) -> (ServerProcess, SocketAddr) {
+    let all = [args, &["--metrics-addr", "127.0.0.1:0"]].concat();
+    let mut server = serve(model, &all);
+    let addr = metrics_addr(&mut server);
+    (server, addr)
+}
+
+/// The address of the server's `metrics on http://ADDR/metrics` line.
+pub fn metrics_addr(server: &mut ServerProcess) -> SocketAddr {
+    let line = server.wait_for_status("metrics on http://");
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// One response, read to the server's close.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The status line and the header fields.
+    pub head: String,
+    /// What followed the head.
+    pub body: String,
+}
+
+impl Response {
+    /// The value of header field `name` (case-insensitive).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Sends `request` exactly as given and reads the response to the end
+/// (every answer closes the connection).
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = connect(addr);
+    stream.write_all(request).expect("send the request");
+    let (bytes, _) = read_to_end(&mut stream);
+    let text = String::from_utf8(bytes).expect("a UTF-8 response");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {text:?}"));
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3)?.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    Response { status, head: head.into(), body: body.into() }
+}
+
+/// `GET /metrics`, which must answer 200 in the text format 0.0.4.
+pub fn scrape(addr: SocketAddr) -> Scrape {
+    let response = exchange(addr, GET);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        response.field("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let length = response.field("content-length").and_then(|l| l.parse().ok());
+    assert_eq!(length, Some(response.body.len()), "{}", response.head);
+    Scrape::parse(&response.body)
+}
+
+/// The samples of one scrape: `name{labels}` to value, and the text.
+#[derive(Clone, Debug)]
+pub struct Scrape {
+    pub samples: BTreeMap<String, u64>,
+    pub text: String,
+}
+
+impl Scrape {
+    /// Reads the sample lines of `text` (integers: every series of the
+    /// server counts something).
+    pub fn parse(text: &str) -> Scrape {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("a sample");
+                let value = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not an integer: {l}"));
+                (series.to_string(), value)
+            })
+            .collect();
+        Scrape { samples, text: text.into() }
+    }
+
+    /// The value of `series`, which must be there.
+    pub fn get(&self, series: &str) -> u64 {
+        match self.samples.get(series) {
+            Some(&value) => value,
+            None => panic!("no {series} in:\n{}", self.text),
+        }
+    }
+
+    /// `readyloop_connections_open`.
+    pub fn open(&self) -> u64 {
+        self.get("readyloop_connections_open")
+    }
+
+    /// The client counters, as the `summary` line has them (the log
+    /// counters, which a scrape does not report, as 0).
+    pub fn summary(&self) -> Summary {
+        let closed = |reason: &str| {
+            self.get(&format!(
+                "readyloop_connections_closed_total{{reason=\"{reason}\"}}"
+            ))
+        };
+        Summary {
+            accepted: self.get("readyloop_connections_accepted_total"),
+            closed_eof: closed("eof"),
+            closed_reset: closed("reset"),
+            closed_error: closed("error"),
+            closed_idle: closed("idle"),
+            closed_shutdown: closed("shutdown"),
+            rejected: self.get("readyloop_connections_rejected_total"),
+            bytes_in: self.get("readyloop_bytes_received_total"),
+            bytes_out: self.get("readyloop_bytes_sent_total"),
+            log_dropped: 0,
+            log_suppressed: 0,
+        }
+    }
+}
