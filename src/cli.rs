@@ -140,7 +140,7 @@ pub struct ServeArgs {
           value_parser = zero_or_at_least(Duration::from_millis(100)))]
     pub stats_interval: Duration,
 
-    /// mio model: run N independent loops, one thread each, every one
+    /// mio and uring models: run N independent loops, one thread each, every one
     /// with its own listening sockets on the same addresses
     /// (SO_REUSEPORT: the kernel spreads new connections among them); 0:
     /// one per available CPU. --max-connections is split among them.
@@ -149,7 +149,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
-    /// mio model: pin each worker's thread to one CPU (round robin over
+    /// mio and uring models: pin each worker's thread to one CPU (round robin over
     /// the CPUs the process may use).
     #[arg(long)]
     pub pin: bool,
@@ -279,10 +279,11 @@ impl ServeArgs {
             n => n as usize,
         };
         config.pin = self.pin;
-        if config.model != Model::Mio && (self.workers != 1 || self.pin) {
+        let one_loop = matches!(config.model, Model::Mio | Model::Uring);
+        if !one_loop && (self.workers != 1 || self.pin) {
             return Err(format!(
-                "--workers and --pin need --model mio: the {} model has no \
-                 loop to repeat or pin",
+                "--workers and --pin need --model mio or uring: the {} \
+                 model has no loop to repeat or pin",
                 config.model
             ));
         }

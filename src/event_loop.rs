@@ -311,7 +311,8 @@ impl EventLoop {
         metrics.turn(registry, now);
         if metrics.waiting() {
             let (summary, open) = self.listener.group().totals();
-            metrics.answer(registry, &Counters { summary, open });
+            let workers = self.listener.group().per_worker();
+            metrics.answer(registry, &Counters { summary, open, workers });
         }
     }
 

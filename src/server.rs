@@ -32,10 +32,10 @@ pub struct Server {
 /// worker starts: a bind failure stops the server before anything runs.
 pub fn bind(config: Config) -> Result<Server, Error> {
     let workers = config.workers.max(1);
-    if workers > 1 && config.model != Model::Mio {
+    if workers > 1 && !matches!(config.model, Model::Mio | Model::Uring) {
         return Err(Error::Workers(format!(
-            "--workers needs --model mio; the {} model has no loop to \
-             repeat",
+            "--workers needs --model mio or uring; the {} model has no \
+             loop to repeat",
             config.model
         )));
     }

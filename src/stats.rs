@@ -137,15 +137,6 @@ impl Stats {
         &self.log_total
     }
 
-    /// The counters so far with `traffic` not yet added (SIGUSR1's
-    /// `stats` line of a loop that counts bytes in plain integers).
-    pub fn summary_with(&self, traffic: Traffic) -> Summary {
-        let mut summary = self.summary();
-        summary.bytes_in += traffic.bytes_in;
-        summary.bytes_out += traffic.bytes_out;
-        summary
-    }
-
     /// A copy of the counters as they are now.
     pub fn summary(&self) -> Summary {
         Summary {

@@ -1,4 +1,5 @@
-//! `--workers N`: the mio loop N times over, one thread each, sharing
+//! `--workers N`: the mio loop (or the uring loop) N times over, one
+//! thread each, sharing
 //! nothing on the path of a message. Each worker has its own poll, slab
 //! and listening sockets, bound to the same addresses with SO_REUSEPORT
 //! before any worker starts ([`crate::bind`]); the kernel hashes every
@@ -17,11 +18,11 @@
 
 use std::thread;
 
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::error::Error;
 use crate::listener::Listener;
 use crate::stats::Summary;
-use crate::{affinity, event_loop, journal};
+use crate::{affinity, event_loop, journal, models};
 
 /// Runs one mio loop per listener (the first on this thread) until they
 /// stop, and returns the sum of their summaries.
@@ -47,7 +48,7 @@ pub(crate) fn run(
         let spawned =
             thread::Builder::new().name(format!("w{n}")).spawn(move || {
                 start(n, cpu);
-                let result = event_loop::run(listener, &worker);
+                let result = run_one(listener, &worker);
                 if result.is_err() {
                     // One loop broke: the others stop too.
                     shared.ask_stop(true);
@@ -65,7 +66,7 @@ pub(crate) fn run(
     }
     start(0, cpu(0));
     let mut total = Summary::default();
-    match event_loop::run(first, &share(config, 0, count)) {
+    match run_one(first, &share(config, 0, count)) {
         Ok(s) => total.add(&s),
         Err(e) => {
             group.ask_stop(true);
@@ -86,6 +87,14 @@ pub(crate) fn run(
     match failure {
         Some(e) => Err(e),
         None => Ok(total),
+    }
+}
+
+/// One worker's loop: the model's, for the models that are one loop.
+fn run_one(listener: Listener, config: &Config) -> Result<Summary, Error> {
+    match config.model {
+        Model::Uring => models::uring::run(listener, config),
+        _ => event_loop::run(listener, config),
     }
 }
 

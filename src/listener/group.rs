@@ -97,6 +97,16 @@ impl Group {
     pub(crate) fn accepted_by_worker(&self) -> Vec<u64> {
         self.stats.iter().map(|s| s.summary().accepted).collect()
     }
+
+    /// Each worker's accepted and open connections, when there is more
+    /// than one worker (empty otherwise).
+    pub(crate) fn per_worker(&self) -> Vec<(u64, usize)> {
+        if self.stats.len() < 2 {
+            return Vec::new();
+        }
+        let each = self.stats.iter().map(|s| s.summary());
+        each.map(|s| (s.accepted, open(&s))).collect()
+    }
 }
 
 /// Connections accepted and not yet closed.

@@ -7,12 +7,14 @@ use crate::config::{Mode, Model};
 use crate::stats::Summary;
 
 /// What a scrape reports, taken when it is answered.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Counters {
     /// The counters of the `summary` line, exact at this moment.
     pub summary: Summary,
     /// Client connections open now.
     pub open: usize,
+    /// With `--workers`: each worker's accepted and open connections.
+    pub workers: Vec<(u64, usize)>,
 }
 
 /// Labels of `readyloop_build_info`.
@@ -74,6 +76,25 @@ pub(crate) fn render(out: &mut String, c: &Counters, build: Build) {
     .write(out, &[("", s.rejected)]);
     gauge("readyloop_connections_open", "Client connections open now.")
         .write(out, &[("", c.open as u64)]);
+    if !c.workers.is_empty() {
+        let labels: Vec<String> = (0..c.workers.len())
+            .map(|n| format!("{{worker=\"{n}\"}}"))
+            .collect();
+        let each = |f: fn(&(u64, usize)) -> u64| -> Vec<(&str, u64)> {
+            let pairs = labels.iter().zip(&c.workers);
+            pairs.map(|(l, w)| (l.as_str(), f(w))).collect()
+        };
+        counter(
+            "readyloop_worker_connections_accepted_total",
+            "Client connections each worker (--workers) accepted.",
+        )
+        .write(out, &each(|w| w.0));
+        gauge(
+            "readyloop_worker_connections_open",
+            "Client connections open on each worker (--workers).",
+        )
+        .write(out, &each(|w| w.1 as u64));
+    }
     counter("readyloop_bytes_received_total", "Bytes read from clients.")
         .write(out, &[("", s.bytes_in)]);
     counter("readyloop_bytes_sent_total", "Bytes written to clients.")
@@ -135,7 +156,7 @@ mod tests {
             bytes_out: 90,
             ..Summary::default()
         };
-        let counters = Counters { summary, open: 3 };
+        let counters = Counters { summary, open: 3, workers: Vec::new() };
         let build = Build { model: Model::Thread, mode: Mode::Echo };
         let mut out = String::new();
         render(&mut out, &counters, build);

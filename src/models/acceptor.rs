@@ -137,6 +137,7 @@ impl Gate {
                 let counters = Counters {
                     summary: stats.summary(),
                     open: blocking::open(stats),
+                    workers: Vec::new(),
                 };
                 metrics.answer(self.listener.registry(), &counters);
             }

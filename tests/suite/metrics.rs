@@ -380,6 +380,21 @@ fn a_scrape_adds_up_every_worker() {
         ..Summary::default()
     };
     assert_eq!(done.summary(), want, "{}", done.text);
+    // Each worker's share, labelled: the shares add up to the total.
+    let per: Vec<u64> = (0..3)
+        .map(|n| {
+            let series = format!(
+                "readyloop_worker_connections_accepted_total{{worker=\"{n}\"}}"
+            );
+            done.get(&series)
+        })
+        .collect();
+    assert_eq!(per.iter().sum::<u64>(), clients, "{}", done.text);
+    for n in 0..3 {
+        let open =
+            format!("readyloop_worker_connections_open{{worker=\"{n}\"}}");
+        assert_eq!(done.get(&open), 0, "{}", done.text);
+    }
     let mut summary = stop(server);
     summary.log_dropped = 0;
     assert_eq!(summary, want);

@@ -36,12 +36,22 @@ fn load(server: &ServerProcess, args: &[&str]) -> LoadReport {
 
 /// 1,000 connections from the load generator spread over two workers:
 /// each takes between 30% and 70% of them, every byte echoes, and the
-/// summary's counts are the exact sums of the workers'.
+/// summary's counts are the exact sums of the workers'. Both loop models
+/// (mio and uring) run as workers.
 #[test]
-fn two_workers_share_the_connections_and_sum_exactly() {
+fn two_mio_workers_share_the_connections_and_sum_exactly() {
+    share_and_sum(readyloop::Model::Mio);
+}
+
+/// The same with the uring model's loop.
+#[test]
+fn two_uring_workers_share_the_connections_and_sum_exactly() {
+    crate::support::uring::run(readyloop::Model::Uring, share_and_sum);
+}
+
+fn share_and_sum(model: readyloop::Model) {
     let _heavy = heavy();
-    let mut server =
-        serve(readyloop::Model::Mio, &["--mode", "echo", "--workers", "2"]);
+    let mut server = serve(model, &["--mode", "echo", "--workers", "2"]);
     let line = server.wait_for_status("listening on ");
     assert!(line.ends_with(", workers=2)"), "{line}");
     let report = load(
@@ -212,7 +222,7 @@ fn worker_counts_and_refusals() {
     }
     stop(server);
     for (args, want) in [
-        (&["--workers", "2", "--model", "thread"][..], "--model mio"),
+        (&["--workers", "2", "--model", "thread"][..], "--model mio or uring"),
         (&["--pin", "--model", "process"][..], "--model mio"),
         (
             &["--workers", "3", "--max-connections", "2"][..],

@@ -89,7 +89,7 @@ pub(crate) fn run(
         lp.serve_metrics(now);
         journal::flush();
         if lp.finished(now) {
-            lp.stats.add(lp.traffic);
+            lp.stats.add(std::mem::take(&mut lp.traffic));
             return Ok(lp.stats.summary());
         }
     }
@@ -107,7 +107,9 @@ struct Loop {
     /// Connections not yet counted as closed.
     open: usize,
     next_gen: u32,
-    stats: Stats,
+    /// This worker's counters (accepts and closes as they happen, bytes
+    /// once a turn from `traffic`), which `--workers` adds up.
+    stats: Arc<Stats>,
     traffic: Traffic,
     scratch: String,
     idle: Option<IdleList>,
@@ -135,6 +137,7 @@ impl Loop {
         let metrics = Metrics::take(&mut listener, config);
         let listeners = listener.sockets().len();
         let group = Arc::clone(listener.group());
+        let stats = Arc::clone(group.stats(listener.worker()));
         let capacity = config.max_connections.min(1 << 20);
         // Trap C5: the completion queue holds a turn's completions: one
         // receive per buffer, a send and a re-arm per connection. When it
@@ -157,7 +160,7 @@ impl Loop {
             conns: Slab::with_capacity(capacity),
             open: 0,
             next_gen: 0,
-            stats: Stats::default(),
+            stats,
             traffic: Traffic::default(),
             scratch: String::new(),
             idle,
@@ -611,21 +614,23 @@ impl Loop {
     /// The listener layer's periodic duties (the `stats` line, systemd's
     /// watchdog and status), with the counters exact at this instant.
     fn service(&mut self, now: Instant) {
-        let summary = self.stats.summary_with(self.traffic);
-        let open = self.open;
-        self.listener.service(now, || (summary, open));
+        self.stats.add(std::mem::take(&mut self.traffic));
+        let group = Arc::clone(self.listener.group());
+        self.listener.service(now, || group.totals());
     }
 
     /// Serves the metrics endpoint: accepts and expires scrapes, and
     /// answers complete requests with the counters exact at this instant.
     fn serve_metrics(&mut self, now: Instant) {
         let Some(metrics) = &mut self.metrics else { return };
-        let registry = self.listener.registry();
-        metrics.turn(registry, now);
+        metrics.turn(self.listener.registry(), now);
         if metrics.waiting() {
-            let summary = self.stats.summary_with(self.traffic);
-            let counters = Counters { summary, open: self.open };
-            metrics.answer(registry, &counters);
+            self.stats.add(std::mem::take(&mut self.traffic));
+            let group = self.listener.group();
+            let (summary, open) = group.totals();
+            let workers = group.per_worker();
+            let counters = Counters { summary, open, workers };
+            metrics.answer(self.listener.registry(), &counters);
         }
     }
 
