@@ -56,6 +56,10 @@ pub fn bind(config: Config) -> Result<Server, Error> {
         let wakers = listeners.iter().map(Listener::waker).collect();
         let group =
             Arc::new(Group::new(wakers, config.max_connections_per_ip));
+        let (first, others) = listeners.split_at_mut(1);
+        for listener in others.iter_mut() {
+            listener.follow_watchdog(&first[0]);
+        }
         for (n, listener) in listeners.iter_mut().enumerate() {
             listener.join(&group, n);
         }

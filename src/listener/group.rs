@@ -4,8 +4,9 @@
 //! its byte counts once a turn, and when the `stats` line, the service
 //! manager's status or a scrape adds the workers' counters up.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -30,19 +31,65 @@ pub(crate) struct Group {
     /// `--max-connections-per-ip` counts a client's connections on every
     /// worker together (a client's connections hash to any of them).
     per_address: Mutex<PerAddress>,
+    /// When each worker last turned, in ms since `epoch`, stored only
+    /// while the watchdog is on: the first worker feeds it only while
+    /// every worker turns.
+    beats: Vec<Beat>,
+    epoch: Instant,
 }
+
+/// A worker's last turn, alone on its cache line: workers store theirs
+/// every turn and must not slow each other.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Beat(AtomicU64);
 
 impl Group {
     /// The group of the workers woken by `wakers`, worker `n` by the
     /// `n`th, each with counters of its own.
     pub(crate) fn new(wakers: Vec<Arc<Waker>>, max_per_ip: usize) -> Group {
         let stats = wakers.iter().map(|_| Arc::default()).collect();
+        let beats = wakers.iter().map(|_| Beat::default()).collect();
         Group {
             stop: AtomicU8::new(SERVING),
             wakers,
             stats,
             per_address: Mutex::new(PerAddress::new(max_per_ip)),
+            beats,
+            epoch: Instant::now(),
         }
+    }
+
+    /// Worker `n` turned at `now`.
+    pub(crate) fn beat(&self, n: usize, now: Instant) {
+        if let Some(beat) = self.beats.get(n) {
+            beat.0.store(self.ms(now), Ordering::Relaxed);
+        }
+    }
+
+    /// A worker that has not turned for longer than `limit`, and for how
+    /// long, as words for a log line.
+    pub(crate) fn stalled(
+        &self,
+        now: Instant,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let now_ms = self.ms(now);
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        for (n, beat) in self.beats.iter().enumerate() {
+            let quiet = now_ms.saturating_sub(beat.0.load(Ordering::Relaxed));
+            if quiet > limit_ms {
+                return Err(format!(
+                    "worker {n} has not turned for {quiet} ms"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Workers in the group.
@@ -135,5 +182,28 @@ mod tests {
         assert_eq!(group.ask_stop(false), Control { stop: true, now: true });
         let fresh = Group::new(Vec::new(), 0);
         assert_eq!(fresh.ask_stop(true), Control { stop: true, now: true });
+    }
+
+    #[test]
+    fn a_worker_that_does_not_turn_is_named() {
+        let poll = mio::Poll::new().unwrap();
+        let waker =
+            || Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let group = Group::new(vec![waker(), waker()], 0);
+        let t0 = group.epoch;
+        let limit = Duration::from_millis(100);
+        assert_eq!(
+            group.stalled(t0 + Duration::from_millis(50), limit),
+            Ok(())
+        );
+        group.beat(0, t0 + Duration::from_millis(150));
+        let later = t0 + Duration::from_millis(160);
+        let why = group.stalled(later, limit).unwrap_err();
+        assert!(
+            why.starts_with("worker 1 has not turned for 160 ms"),
+            "{why}"
+        );
+        group.beat(1, t0 + Duration::from_millis(155));
+        assert_eq!(group.stalled(later, limit), Ok(()));
     }
 }

@@ -301,6 +301,14 @@ impl Listener {
         Arc::clone(&self.waker)
     }
 
+    /// With the watchdog on in the first worker's listener, makes this
+    /// (another worker's) loop turn at least every half ping interval.
+    pub(crate) fn follow_watchdog(&mut self, first: &Listener) {
+        if let Some(every) = first.service.watchdog_every() {
+            self.service.set_heartbeat(every / 2);
+        }
+    }
+
     /// Makes this listener worker `worker` of `group`.
     pub(crate) fn join(&mut self, group: &Arc<Group>, worker: usize) {
         self.group = Arc::clone(group);
@@ -445,11 +453,21 @@ impl Listener {
         counters: impl FnOnce() -> (Summary, usize),
     ) {
         let group = &self.group;
+        if self.service.watched() && group.workers() > 1 {
+            group.beat(self.worker, now);
+        }
         let by_worker = || match group.workers() {
             1 => Vec::new(),
             _ => group.accepted_by_worker(),
         };
-        self.service.run(now, counters, by_worker);
+        // A worker stuck for a whole watchdog interval (twice the ping
+        // interval) stops the pings: systemd then restarts the service.
+        let limit = self.service.watchdog_every().unwrap_or_default() * 2;
+        let healthy = || match group.workers() {
+            1 => Ok(()),
+            _ => group.stalled(now, limit),
+        };
+        self.service.run(now, counters, by_worker, healthy);
     }
 
     /// When the periodic duties of [`Listener::service`] are next due,

@@ -35,6 +35,10 @@ pub(crate) struct Service {
     /// `--stats-interval`, and when the next periodic line is due.
     interval: Option<(Duration, Instant)>,
     notify: Option<Notify>,
+    /// `--workers` with the watchdog on, in a worker other than the first:
+    /// turn at least this often, so the first worker can tell an idle
+    /// worker from a stuck one.
+    heartbeat: Option<(Duration, Instant)>,
 }
 
 impl Service {
@@ -47,7 +51,24 @@ impl Service {
             stats_asked: false,
             interval: interval.map(|every| (every, start + every)),
             notify: if systemd { Notify::from_env(start) } else { None },
+            heartbeat: None,
         }
+    }
+
+    /// Half of `WATCHDOG_USEC`, when the watchdog is on here.
+    pub(crate) fn watchdog_every(&self) -> Option<Duration> {
+        self.notify.as_ref()?.watchdog.map(|(every, _)| every)
+    }
+
+    /// Makes the loop turn at least every `every` (see `heartbeat`).
+    pub(crate) fn set_heartbeat(&mut self, every: Duration) {
+        self.heartbeat = Some((every, Instant::now() + every));
+    }
+
+    /// Whether the loop's turns are watched: it feeds the watchdog, or
+    /// beats for the worker that does.
+    pub(crate) fn watched(&self) -> bool {
+        self.heartbeat.is_some() || self.watchdog_every().is_some()
     }
 
     /// SIGUSR1: log the counters in this turn.
@@ -64,10 +85,8 @@ impl Service {
     pub(crate) fn next_due(&self) -> Option<Instant> {
         let stats = self.interval.map(|(_, due)| due);
         let notify = self.notify.as_ref().map(Notify::next_due);
-        match (stats, notify) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let beat = self.heartbeat.map(|(_, due)| due);
+        [stats, notify, beat].into_iter().flatten().min()
     }
 
     /// `READY=1`: the listeners are registered and the loop runs.
@@ -87,12 +106,20 @@ impl Service {
     /// Does what is due at `now`: the `stats` line, the watchdog, the
     /// status. `counters` (the summary so far and the open connections)
     /// is called at most once, and only when a line or status needs it.
+    /// `healthy` says, when the watchdog is due, whether every worker
+    /// has turned lately (`Err` names one that has not: no ping then).
     pub(crate) fn run(
         &mut self,
         now: Instant,
         counters: impl FnOnce() -> (Summary, usize),
         by_worker: impl FnOnce() -> Vec<u64>,
+        healthy: impl FnOnce() -> Result<(), String>,
     ) {
+        if let Some((every, due)) = &mut self.heartbeat {
+            if now >= *due {
+                *due = now + *every;
+            }
+        }
         let mut counters = Some(counters);
         let mut snapshot = None;
         let mut get = || {
@@ -116,7 +143,7 @@ impl Service {
             journal::stats(&summary, open, uptime, &by_worker());
         }
         if let Some(notify) = &mut self.notify {
-            notify.run(now, get);
+            notify.run(now, get, healthy);
         }
     }
 }
@@ -132,6 +159,7 @@ struct Notify {
     next_status: Instant,
     last_status: String,
     failures: RateLimited,
+    stalls: RateLimited,
 }
 
 impl Notify {
@@ -175,6 +203,7 @@ impl Notify {
             next_status: now,
             last_status: String::new(),
             failures: RateLimited::default(),
+            stalls: RateLimited::default(),
         })
     }
 
@@ -189,11 +218,22 @@ impl Notify {
         &mut self,
         now: Instant,
         counters: impl FnOnce() -> (Summary, usize),
+        healthy: impl FnOnce() -> Result<(), String>,
     ) {
         if let Some((every, due)) = &mut self.watchdog {
             if now >= *due {
                 *due = now + *every;
-                self.send("WATCHDOG=1\n");
+                match healthy() {
+                    Ok(()) => self.send("WATCHDOG=1\n"),
+                    Err(why) => {
+                        if let Some(folded) = self.stalls.admit(now) {
+                            log::warn!(
+                                "not feeding the watchdog: {why} ({folded} \
+                                 more since the last line)"
+                            );
+                        }
+                    }
+                }
             }
         }
         if now >= self.next_status {

@@ -151,3 +151,24 @@ fn without_a_manager_nothing_is_said() {
     let warned = server.count("cannot reach the service manager");
     assert_eq!(warned, 1, "{:?}", server.log);
 }
+
+/// With `--workers`, the first worker feeds the watchdog only while every
+/// worker turns: idle workers turn on a heartbeat, so an idle server
+/// keeps the pings at pace (a worker that stopped turning would stop
+/// them; the unit test of `listener::group` covers that decision).
+#[test]
+fn idle_workers_keep_the_watchdog_fed() {
+    let mut manager = Manager::new();
+    let mut cmd = command(Model::Mio, &manager, 200_000);
+    cmd.args(["--workers", "3"]);
+    let mut server = ServerProcess::start_command(cmd);
+    manager.wait_for("READY=1");
+    // Nothing happens for 1.5 s on any worker.
+    let pings = manager.count_for("WATCHDOG=1", Duration::from_millis(1500));
+    assert!(pings >= 5, "{pings} pings in 1.5 s at a 100 ms pace");
+    echo_and_close(server.addr, b"served");
+    server.signal(Signal::TERM);
+    assert_eq!(server.wait_exit(), 0);
+    let log = server.collect_log().join("\n");
+    assert!(!log.contains("not feeding the watchdog"), "{log}");
+}
