@@ -171,16 +171,19 @@ fn default_workers(quick: bool, cpus: usize) -> Vec<usize> {
 fn parse_workers(v: &str, cpus: usize) -> Result<Vec<usize>, String> {
     let mut workers = vec![1];
     for part in v.split(',') {
-        let n: usize = part.trim().parse().map_err(|_| {
-            format!(
-                "READYLOOP_BENCH_WORKERS={v}: {part:?} is not a worker \
-                 count (give e.g. 1,2,4,8)"
-            )
-        })?;
-        if n == 0 || n > cpus {
+        let n = match part.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "READYLOOP_BENCH_WORKERS={v}: {part:?} is not a worker \
+                     count (give e.g. 1,2,4,8)"
+                ))
+            }
+        };
+        if n > cpus {
             return Err(format!(
-                "READYLOOP_BENCH_WORKERS={v}: {n} workers need {n} CPUs \
-                 of their own; this process may use {cpus}"
+                "READYLOOP_BENCH_WORKERS={v}: {n} workers run on {n} CPUs; \
+                 this process may use {cpus}"
             ));
         }
         workers.push(n);
