@@ -131,12 +131,17 @@ pub fn measure(
     let test = drive.test;
     let pid = server.pid;
     let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
+    let load_before = reaped_ticks();
     let start = Instant::now();
     let outcome = run(drive);
     let wall = start.elapsed().as_secs_f64();
     let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
-    let cpu =
-        (cpu_after - cpu_before) as f64 / procfs::ticks_per_second() as f64;
+    let tick = procfs::ticks_per_second() as f64;
+    let cpu = (cpu_after - cpu_before) as f64 / tick;
+    // The generator is the one child reaped meanwhile.
+    let load_cpu = load_before
+        .zip(reaped_ticks())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / tick);
     server.stop();
     let outcome = match outcome {
         Ok(o) => o,
@@ -158,10 +163,20 @@ pub fn measure(
         cpu_us_per_msg: (messages > 0 && !idle)
             .then(|| cpu * 1e6 / messages as f64),
         util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
+        load_util_pct: load_cpu
+            .filter(|_| wall > 0.0)
+            .map(|c| c / wall * 100.0),
         mem_kb: None,
         kernel: None,
         rounds: outcome.rounds_min.zip(outcome.rounds_max),
         held: outcome.held,
         errors: outcome.errors,
     }
+}
+
+/// CPU ticks of this process's children that have been waited for
+/// (cutime + cstime of /proc/self/stat).
+fn reaped_ticks() -> Option<u64> {
+    let stat = ::procfs::process::Process::myself().ok()?.stat().ok()?;
+    u64::try_from(stat.cutime + stat.cstime).ok()
 }

@@ -302,7 +302,7 @@ pub fn csv(samples: &[Sample]) -> String {
          p50_us,p99_us,cpu_us_per_msg,util_pct,mem_before_kb,mem_after_kb,\
          bytes_per_conn,rounds_min,rounds_max,held,errors,\
          sockets_per_conn,tcp_mem_per_conn,kernel_per_conn,\
-         server_kernel_max_per_conn,server_total_max_per_conn,workers\n",
+         server_kernel_max_per_conn,server_total_max_per_conn,workers,load_util_pct\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for s in samples {
@@ -310,7 +310,7 @@ pub fn csv(samples: &[Sample]) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{},{},{},\
-             {},{},{},{},{},{}",
+             {},{},{},{},{},{},{}",
             s.round,
             s.server,
             s.test.pattern,
@@ -337,6 +337,7 @@ pub fn csv(samples: &[Sample]) -> String {
             opt(k.and_then(|k| k.server_at_most)),
             opt(s.server_total_per_conn()),
             s.workers.map_or(String::new(), |n| n.to_string()),
+            opt(s.load_util_pct),
         );
     }
     out

@@ -35,6 +35,8 @@ pub struct Sample {
     /// Server CPU busy over the run, in percent of one core (near 100:
     /// the server was the limit; well below: the load generator was).
     pub util_pct: Option<f64>,
+    /// The load generator's CPU over the run, in percent of one core.
+    pub load_util_pct: Option<f64>,
     /// Server memory before and after (idle test), kB (PSS, children
     /// included).
     pub mem_kb: Option<(u64, u64)>,
@@ -69,6 +71,7 @@ impl Sample {
             p99_us: None,
             cpu_us_per_msg: None,
             util_pct: None,
+            load_util_pct: None,
             mem_kb: None,
             kernel: None,
             rounds: None,

@@ -10,7 +10,7 @@ use crate::sample::Sample;
 use crate::scaling::{Plan, SCALERS};
 
 /// Column headers of the scaling table.
-pub const HEAD: [&str; 11] = [
+pub const HEAD: [&str; 12] = [
     "test",
     "N",
     "server",
@@ -18,6 +18,7 @@ pub const HEAD: [&str; 11] = [
     "p99 µs",
     "CPU µs/msg",
     "srv CPU%",
+    "gen CPU%",
     "msg/s vs N=1",
     "CPU vs N=1",
     "CPU vs tokio-mt",
@@ -82,6 +83,7 @@ pub fn rows(plan: &Plan, samples: &[Sample]) -> Vec<Vec<String>> {
                     f(|s| s.p99_us, 0),
                     f(|s| s.cpu_us_per_msg, 2),
                     f(|s| s.util_pct, 0),
+                    f(|s| s.load_util_pct, 0),
                     ratio(r.rate),
                     ratio(r.cpu),
                     match server {
@@ -113,7 +115,7 @@ pub fn section(
     }
     let _ = writeln!(
         md,
-        "mio with `--workers N` (and with `--pin`), tokio multi_thread with N worker threads and the thread model, each confined with taskset to the same N CPUs, {} s per run. \"vs N=1\" is the median over rounds of the ratio to the same server with one worker (one worker thread, one CPU) in the same round; \"CPU vs tokio-mt\" the ratio to tokio multi_thread at the same N in the same round. srv CPU% is in percent of one CPU (N CPUs give up to N × 100). The load generator runs N threads. Where they ran:\n\n{}\n\n{}",
+        "mio with `--workers N` (and with `--pin`), tokio multi_thread with N worker threads and the thread model, each confined with taskset to the same N CPUs, {} s per run. \"vs N=1\" is the median over rounds of the ratio to the same server with one worker (one worker thread, one CPU) in the same round; \"CPU vs tokio-mt\" the ratio to tokio multi_thread at the same N in the same round. srv CPU% and gen CPU% (the load generator's) are in percent of one CPU (N CPUs give up to N × 100): where neither is near its CPUs' whole, something else held the CPUs. The load generator runs N threads. Where they ran:\n\n{}\n\n{}",
         plan.duration.as_secs_f64(),
         plan.layout_lines()
             .iter()
