@@ -206,6 +206,9 @@ pub fn report_md(
     }
     md.push_str(scaling);
     md.push('\n');
+    if settings.only_scaling {
+        return md;
+    }
     if !idle.is_empty() {
         let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\nThe columns after the note are the kernel's memory, host-wide, read at the same two moments, per held connection. On loopback both ends of a connection are on this host, so they count the server's socket and the load generator's. sockets/conn: delta of `sockets: used` in /proc/net/sockstat (2.00: one socket per end, nothing else opened meanwhile). TCP mem: delta of the TCP `mem` pages of sockstat: what the kernel has charged to TCP socket buffers, the per-socket reserve of less than a page included; an accounting figure, shown apart and not added to the next column. kernel: delta of `Slab` + `KernelStack` + `PageTables` of /proc/meminfo, both ends. server kernel ≤: kernel minus half of the slab caches that hold one object per socket at either end (TCP, sock_inode_cache, dentry, filp, lsm_*; /proc/slabinfo, root only): an upper bound of the server's end, which is charged everything else (epoll items, the client's port buckets, thread stacks, page tables). server total ≤: bytes/conn + server kernel ≤, what one more idle connection costs the server's host at most. Other work on the host moves these figures (sockets/conn away from 2 says it did).\n\n{}", output::md_table(idle_head, idle));
     }
