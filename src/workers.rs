@@ -14,7 +14,8 @@
 //! flushes and lingers as one loop does, and the summary is the sum of
 //! theirs. `--max-connections` is split: worker `n` of `N` may hold
 //! `max / N` connections, one more for the first `max % N` workers, so
-//! together they never hold more than `max`.
+//! together they never hold more than `max`; `--max-output-memory` is
+//! split the same way.
 
 use std::thread;
 
@@ -108,12 +109,13 @@ fn start(n: usize, cpu: Option<usize>) {
     }
 }
 
-/// Worker `n`'s configuration: its share of `--max-connections`.
+/// Worker `n`'s configuration: its share of `--max-connections` and of
+/// `--max-output-memory`.
 fn share(config: &Config, n: usize, count: usize) -> Config {
+    let part = |total: usize| total / count + usize::from(n < total % count);
     let mut worker = config.clone();
-    let (base, extra) =
-        (config.max_connections / count, config.max_connections % count);
-    worker.max_connections = base + usize::from(n < extra);
+    worker.max_connections = part(config.max_connections);
+    worker.max_output_memory = part(config.max_output_memory);
     worker
 }
 
@@ -132,6 +134,10 @@ mod tests {
                 .map(|n| share(&config, n, count).max_connections)
                 .collect();
             assert_eq!(shares.iter().sum::<usize>(), max, "{shares:?}");
+            let budget: usize = (0..count)
+                .map(|n| share(&config, n, count).max_output_memory)
+                .sum();
+            assert_eq!(budget, config.max_output_memory);
             let (lo, hi) = (shares.iter().min(), shares.iter().max());
             assert!(hi.unwrap() - lo.unwrap() <= 1, "{shares:?}");
         }

@@ -1,14 +1,16 @@
-//! Running `readyloop load --json` against a server and reading its
-//! result.
+//! Running `readyloop load --json` against a server, reading its
+//! result, and measuring the server's CPU meanwhile.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use readyloop::load::Pattern;
 
 use crate::load_json::LoadReport;
-use crate::server::{pinned, read_lines, readyloop};
+use crate::procfs;
+use crate::sample::Sample;
+use crate::server::{confined, read_lines, readyloop, Running};
 
 /// Loopback source addresses for the connect test.
 const CONNECT_SOURCES: &str = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,\
@@ -57,8 +59,10 @@ pub struct Drive<'a> {
     pub duration: Duration,
     /// `--messages` instead of a duration.
     pub messages: Option<u64>,
-    /// Pin the generator to this CPU.
-    pub cpu: Option<u32>,
+    /// Confine the generator to these CPUs (taskset's list syntax).
+    pub cpus: Option<String>,
+    /// `--threads`.
+    pub threads: usize,
     /// Called once when an idle run says every connection is held.
     pub on_held: Option<&'a mut dyn FnMut()>,
 }
@@ -66,10 +70,11 @@ pub struct Drive<'a> {
 /// Runs the load generator to its end.
 pub fn run(drive: Drive<'_>) -> Result<LoadReport, String> {
     let t = drive.test;
-    let mut cmd = pinned(drive.cpu, readyloop());
+    let mut cmd = confined(drive.cpus.as_deref(), readyloop());
     cmd.args(["load", "--json", "--quiet", "--addr", &drive.addr.to_string()]);
     cmd.args(["--pattern", t.pattern.name()]);
     cmd.args(["--connections", &t.connections.to_string()]);
+    cmd.args(["--threads", &drive.threads.max(1).to_string()]);
     cmd.args(["--size", &t.size.to_string()]);
     if t.pattern == Pattern::Connect {
         // Tens of thousands of connections a second, each leaving a
@@ -112,4 +117,68 @@ pub fn run(drive: Drive<'_>) -> Result<LoadReport, String> {
     }
     LoadReport::parse(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| format!("load output unreadable ({e}): {}", why()))
+}
+
+/// Runs `drive` against `server`, calls `before_stop`, stops the
+/// server, and makes the sample of `name` in `round`: the generator's
+/// figures and the server's CPU time over the run.
+pub fn measure(
+    server: Running,
+    name: &'static str,
+    round: u32,
+    drive: Drive<'_>,
+    before_stop: impl FnOnce(),
+) -> Sample {
+    let test = drive.test;
+    let pid = server.pid;
+    let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
+    let load_before = reaped_ticks();
+    let start = Instant::now();
+    let outcome = run(drive);
+    let wall = start.elapsed().as_secs_f64();
+    let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
+    let tick = procfs::ticks_per_second() as f64;
+    let cpu = (cpu_after - cpu_before) as f64 / tick;
+    // The generator is the one child reaped meanwhile.
+    let load_cpu = load_before
+        .zip(reaped_ticks())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / tick);
+    before_stop();
+    server.stop();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(why) => return Sample::skipped(round, name, test, why),
+    };
+    let messages = outcome.messages;
+    let idle = test.pattern == Pattern::Idle;
+    Sample {
+        round,
+        server: name,
+        test,
+        workers: None,
+        skipped: None,
+        messages,
+        rate: outcome.messages_per_s,
+        mb_per_s: outcome.mb_per_s,
+        p50_us: outcome.p50_us,
+        p99_us: outcome.p99_us,
+        cpu_us_per_msg: (messages > 0 && !idle)
+            .then(|| cpu * 1e6 / messages as f64),
+        util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
+        load_util_pct: load_cpu
+            .filter(|_| wall > 0.0)
+            .map(|c| c / wall * 100.0),
+        mem_kb: None,
+        kernel: None,
+        rounds: outcome.rounds_min.zip(outcome.rounds_max),
+        held: outcome.held,
+        errors: outcome.errors,
+    }
+}
+
+/// CPU ticks of this process's children that have been waited for
+/// (cutime + cstime of /proc/self/stat).
+fn reaped_ticks() -> Option<u64> {
+    let stat = ::procfs::process::Process::myself().ok()?.stat().ok()?;
+    u64::try_from(stat.cutime + stat.cstime).ok()
 }

@@ -16,7 +16,10 @@
 //! Output: a table on stdout, `target/bench/report.md`, `report.csv`
 //! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
 //! under a minute; `READYLOOP_BENCH_ONLY=idle` (a pattern name) runs
-//! only that pattern's tests.
+//! only that pattern's tests, `READYLOOP_BENCH_ONLY=scaling` only the
+//! scaling table (`scaling.rs`: `--workers N` against tokio
+//! multi_thread and the thread model on the same N CPUs, with
+//! `READYLOOP_BENCH_WORKERS=1,2,4,8` for the counts).
 
 mod charts;
 mod floor;
@@ -31,12 +34,13 @@ mod peer;
 mod procfs;
 mod report;
 mod sample;
+mod scaling;
+mod scaling_report;
 mod server;
 mod settings;
 mod syscalls;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("peer") {
         let flavor = args.get(2).map_or("", String::as_str);
         let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);
-        return peer::main(flavor, addr);
+        return peer::main(flavor, addr, args.get(4).map(String::as_str));
     }
     if args.get(1).map(String::as_str) == Some("floor") {
         let which = args.get(2).map_or("", String::as_str);
@@ -106,20 +110,31 @@ fn bench() -> Result<(), String> {
                     "bench: round {round} {} {}: {}",
                     test.label(),
                     spec.name,
-                    brief(&sample)
+                    sample.brief()
                 );
                 samples.push(sample);
             }
         }
     }
     let metrics = metrics_cost::run(&settings);
+    let scaled = scaling::run(&settings.scaling, settings.rounds);
     let strace = strace_counts(&settings);
     let basics = report::basics(&settings);
     let servers: Vec<&'static str> = SERVERS.iter().map(|s| s.name).collect();
     let (busy, idle) = output::tables(&samples, &settings.tests, &servers);
     let (head, idle_head) = output::heads();
-    println!("{}", output::text_table(head, &busy));
-    println!("{}", output::text_table(idle_head, &idle));
+    let scale_rows = scaling_report::rows(&settings.scaling, &scaled);
+    for (head, rows) in [
+        (head, &busy),
+        (idle_head, &idle),
+        (&scaling_report::HEAD[..], &scale_rows),
+    ] {
+        if !rows.is_empty() {
+            println!("{}", output::text_table(head, rows));
+        }
+    }
+    let scale_md =
+        scaling_report::section(&settings.scaling, &scale_rows, &scaled);
     let syscall_text = report::syscall_table(&strace);
     println!("{syscall_text}");
     println!("{}", metrics.line(&settings));
@@ -131,6 +146,7 @@ fn bench() -> Result<(), String> {
         &busy,
         &idle,
         &syscall_text,
+        &scale_md,
         &basics,
         &strace,
         &charts,
@@ -139,6 +155,7 @@ fn bench() -> Result<(), String> {
     );
     write(&out_dir.join("report.md"), &md)?;
     write(&out_dir.join("report.csv"), &output::csv(&samples))?;
+    write(&out_dir.join("scaling.csv"), &output::csv(&scaled))?;
     eprintln!(
         "bench: wrote {} in {:.0} s",
         out_dir.join("report.md").display(),
@@ -157,26 +174,6 @@ fn out_dir() -> PathBuf {
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-pub(crate) fn brief(s: &Sample) -> String {
-    if let Some(why) = &s.skipped {
-        return format!("skipped ({why})");
-    }
-    let mut out = format!("{:.0} msg/s {:.1} MB/s", s.rate, s.mb_per_s);
-    if let Some(p) = s.p99_us {
-        let _ = write!(out, " p99 {p:.0} µs");
-    }
-    if let Some(c) = s.cpu_us_per_msg {
-        let _ = write!(out, " cpu {c:.2} µs/msg");
-    }
-    if let Some(b) = s.bytes_per_conn() {
-        let _ = write!(out, " {b:.0} B/conn");
-    }
-    if s.errors > 0 {
-        let _ = write!(out, " errors {}", s.errors);
-    }
-    out
 }
 
 /// Why a model cannot run a test, if it cannot.
@@ -241,15 +238,13 @@ pub(crate) fn measure_with(
     let kernel_before = idle.then(kernel::snapshot).flatten();
     let mut mem_after = None;
     let mut kernel_after = None;
-    let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
-    let start = Instant::now();
     // Kernel first: reading PSS walks /proc, which grows the kernel's
     // inode caches, and that is the benchmark's memory, not the server's.
     let mut on_held = || {
         kernel_after = kernel::snapshot();
         mem_after = procfs::pss_kib(pid);
     };
-    let outcome = load::run(Drive {
+    let drive = Drive {
         addr: server.addr,
         test,
         duration: match idle {
@@ -257,46 +252,27 @@ pub(crate) fn measure_with(
             false => settings.duration,
         },
         messages: None,
-        cpu: settings.cpus.1,
+        cpus: settings.cpus.1.map(|c| c.to_string()),
+        threads: 1,
         on_held: match idle {
             true => Some(&mut on_held),
             false => None,
         },
-    });
-    let wall = start.elapsed().as_secs_f64();
-    let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
-    let cpu =
-        (cpu_after - cpu_before) as f64 / procfs::ticks_per_second() as f64;
-    if let (Some(scraper), Some(tally)) = (scraper, metrics) {
-        let done = scraper.stop();
-        tally.answered += done.answered;
-        tally.failed += done.failed;
-    }
-    server.stop();
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(why) => return Sample::skipped(round, spec.name, test, why),
     };
-    let messages = outcome.messages;
-    Sample {
-        round,
-        server: spec.name,
-        test,
-        skipped: None,
-        messages,
-        rate: outcome.messages_per_s,
-        mb_per_s: outcome.mb_per_s,
-        p50_us: outcome.p50_us,
-        p99_us: outcome.p99_us,
-        cpu_us_per_msg: (messages > 0 && !idle)
-            .then(|| cpu * 1e6 / messages as f64),
-        util_pct: (wall > 0.0).then(|| cpu / wall * 100.0),
-        mem_kb: mem_before.zip(mem_after),
-        kernel: kernel_before.zip(kernel_after),
-        rounds: outcome.rounds_min.zip(outcome.rounds_max),
-        held: outcome.held,
-        errors: outcome.errors,
+    let stop_scraper = || {
+        if let (Some(scraper), Some(tally)) = (scraper, metrics) {
+            let done = scraper.stop();
+            tally.answered += done.answered;
+            tally.failed += done.failed;
+        }
+    };
+    let mut sample =
+        load::measure(server, spec.name, round, drive, stop_scraper);
+    if sample.skipped.is_none() {
+        sample.mem_kb = mem_before.zip(mem_after);
+        sample.kernel = kernel_before.zip(kernel_after);
     }
+    sample
 }
 
 /// Syscalls per message for each model with its floor, and the tokio

@@ -118,7 +118,7 @@ pub fn run(settings: &Settings) -> Cost {
             eprintln!(
                 "bench: metrics round {round} {}: {}",
                 spec.name,
-                crate::brief(&sample)
+                sample.brief()
             );
             cost.samples.push(sample);
         }

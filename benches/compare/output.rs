@@ -40,7 +40,8 @@ const IDLE_HEAD: [&str; 13] = [
     "server total ≤ B/conn",
 ];
 
-fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
+/// A median with ±half its spread, when there are several values.
+pub fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
     match s {
         Some(s) if s.n > 1 => {
             format!("{:.*} ±{:.0}%", digits, s.median, s.spread_pct / 2.0)
@@ -50,7 +51,8 @@ fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
     }
 }
 
-fn ratio(r: Option<f64>) -> String {
+/// `1.23x`, or `-`.
+pub fn ratio(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 
@@ -73,11 +75,22 @@ pub fn ratio_to_baseline(
     test: Test,
     f: impl Fn(&Sample) -> Option<f64>,
 ) -> Option<f64> {
-    let ratios = of(samples, server, test)
+    paired_ratio((samples, server), (samples, BASELINE), test, f)
+}
+
+/// Median over rounds of `f(a) / f(b)`: `a` a sample of a server among
+/// some samples, `b` the sample of another in the same round among
+/// others.
+pub fn paired_ratio(
+    (these, server): (&[Sample], &str),
+    (bases, base): (&[Sample], &str),
+    test: Test,
+    f: impl Fn(&Sample) -> Option<f64>,
+) -> Option<f64> {
+    let ratios = of(these, server, test)
         .filter_map(|s| {
-            let base =
-                of(samples, BASELINE, test).find(|b| b.round == s.round)?;
-            Some(f(s)? / f(base)?)
+            let b = of(bases, base, test).find(|b| b.round == s.round)?;
+            Some(f(s)? / f(b)?)
         })
         .collect();
     stat(ratios).map(|s| s.median)
@@ -93,7 +106,8 @@ pub fn figure(
     stat(of(samples, server, test).filter_map(f).collect())
 }
 
-fn note(samples: &[Sample], server: &str, test: Test) -> String {
+/// Why a server is missing from a row, or how many errors it had.
+pub fn note(samples: &[Sample], server: &str, test: Test) -> String {
     if let Some(s) = samples
         .iter()
         .find(|s| s.server == server && s.test == test && s.skipped.is_some())
@@ -288,7 +302,7 @@ pub fn csv(samples: &[Sample]) -> String {
          p50_us,p99_us,cpu_us_per_msg,util_pct,mem_before_kb,mem_after_kb,\
          bytes_per_conn,rounds_min,rounds_max,held,errors,\
          sockets_per_conn,tcp_mem_per_conn,kernel_per_conn,\
-         server_kernel_max_per_conn,server_total_max_per_conn\n",
+         server_kernel_max_per_conn,server_total_max_per_conn,workers,load_util_pct\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for s in samples {
@@ -296,7 +310,7 @@ pub fn csv(samples: &[Sample]) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{},\"{}\",{},{:.1},{:.3},{},{},{},{},{},{},{},{},{},{},{},\
-             {},{},{},{},{}",
+             {},{},{},{},{},{},{}",
             s.round,
             s.server,
             s.test.pattern,
@@ -322,6 +336,8 @@ pub fn csv(samples: &[Sample]) -> String {
             opt(k.map(|k| k.kernel)),
             opt(k.and_then(|k| k.server_at_most)),
             opt(s.server_total_per_conn()),
+            s.workers.map_or(String::new(), |n| n.to_string()),
+            opt(s.load_util_pct),
         );
     }
     out

@@ -2,8 +2,10 @@
 //! connection, the usual read/write loop with a per-task buffer, as in
 //! tokio's own `echo-tcp` example), on a current_thread and on a
 //! multi_thread runtime. The benchmark binary runs them by re-executing
-//! itself as `compare peer FLAVOR ADDR`, so `cargo bench` builds them and
-//! nothing else has to be built by hand.
+//! itself as `compare peer FLAVOR ADDR [THREADS]`, so `cargo bench`
+//! builds them and nothing else has to be built by hand. THREADS sets
+//! the multi_thread runtime's worker threads (tokio's default: one per
+//! CPU the process may use).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -15,13 +17,29 @@ const BUF: usize = 4096;
 
 /// Runs the peer until killed; prints `listening on ADDR` to stderr like
 /// readyloop does, so the benchmark starts both the same way.
-pub fn main(flavor: &str, addr: &str) -> std::process::ExitCode {
+pub fn main(
+    flavor: &str,
+    addr: &str,
+    threads: Option<&str>,
+) -> std::process::ExitCode {
+    let threads = match threads.map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => {
+            eprintln!("error: worker threads must be a positive number");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match flavor {
         "current_thread" => {
             tokio::runtime::Builder::new_current_thread().enable_io().build()
         }
         "multi_thread" => {
-            tokio::runtime::Builder::new_multi_thread().enable_io().build()
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                builder.worker_threads(n);
+            }
+            builder.enable_io().build()
         }
         other => {
             eprintln!("error: unknown tokio flavor {other}");

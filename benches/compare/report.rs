@@ -160,6 +160,7 @@ pub fn report_md(
     busy: &[Vec<String>],
     idle: &[Vec<String>],
     syscall_text: &str,
+    scaling: &str,
     basics: &[String],
     strace: &Result<Vec<syscalls::Count>, String>,
     charts: &[String],
@@ -182,7 +183,11 @@ pub fn report_md(
         md,
         "Machine: {cores} cores, {cpu_model}. Mode: {}{}, {} round(s) (+{} of {}), {:.1} s per run, took {:.0} s. Pinning: {}.\n",
         if settings.quick { "QUICK smoke run" } else { "full" },
-        settings.only.map_or(String::new(), |p| format!(", {} tests only (READYLOOP_BENCH_ONLY)", p.name())),
+        match (settings.only, settings.only_scaling) {
+            (Some(p), _) => format!(", {} tests only (READYLOOP_BENCH_ONLY)", p.name()),
+            (None, true) => ", scaling table only (READYLOOP_BENCH_ONLY)".into(),
+            (None, false) => String::new(),
+        },
         settings.rounds,
         settings.cpu_rounds,
         settings.cpu_test.label(),
@@ -201,7 +206,14 @@ pub fn report_md(
             output::md_table(head, busy)
         );
     }
-    let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\nThe columns after the note are the kernel's memory, host-wide, read at the same two moments, per held connection. On loopback both ends of a connection are on this host, so they count the server's socket and the load generator's. sockets/conn: delta of `sockets: used` in /proc/net/sockstat (2.00: one socket per end, nothing else opened meanwhile). TCP mem: delta of the TCP `mem` pages of sockstat: what the kernel has charged to TCP socket buffers, the per-socket reserve of less than a page included; an accounting figure, shown apart and not added to the next column. kernel: delta of `Slab` + `KernelStack` + `PageTables` of /proc/meminfo, both ends. server kernel ≤: kernel minus half of the slab caches that hold one object per socket at either end (TCP, sock_inode_cache, dentry, filp, lsm_*; /proc/slabinfo, root only): an upper bound of the server's end, which is charged everything else (epoll items, the client's port buckets, thread stacks, page tables). server total ≤: bytes/conn + server kernel ≤, what one more idle connection costs the server's host at most. Other work on the host moves these figures (sockets/conn away from 2 says it did).\n\n{}", output::md_table(idle_head, idle));
+    md.push_str(scaling);
+    md.push('\n');
+    if settings.only_scaling {
+        return md;
+    }
+    if !idle.is_empty() {
+        let _ = writeln!(md, "## Idle memory\n\nServer anonymous PSS (heap and stacks; children included, copy-on-write pages split among sharers) before, and when the load generator reports every connection held; bytes/conn = delta / held.\n\nThe columns after the note are the kernel's memory, host-wide, read at the same two moments, per held connection. On loopback both ends of a connection are on this host, so they count the server's socket and the load generator's. sockets/conn: delta of `sockets: used` in /proc/net/sockstat (2.00: one socket per end, nothing else opened meanwhile). TCP mem: delta of the TCP `mem` pages of sockstat: what the kernel has charged to TCP socket buffers, the per-socket reserve of less than a page included; an accounting figure, shown apart and not added to the next column. kernel: delta of `Slab` + `KernelStack` + `PageTables` of /proc/meminfo, both ends. server kernel ≤: kernel minus half of the slab caches that hold one object per socket at either end (TCP, sock_inode_cache, dentry, filp, lsm_*; /proc/slabinfo, root only): an upper bound of the server's end, which is charged everything else (epoll items, the client's port buckets, thread stacks, page tables). server total ≤: bytes/conn + server kernel ≤, what one more idle connection costs the server's host at most. Other work on the host moves these figures (sockets/conn away from 2 says it did).\n\n{}", output::md_table(idle_head, idle));
+    }
     for &test in settings.tests.iter().filter(|t| t.pattern == Pattern::Idle) {
         if let Some(table) =
             output::cache_table(samples, test, &SERVERS.map(|s| s.name))

@@ -1,6 +1,7 @@
 //! One measurement, and the statistics over rounds.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use crate::kernel::{self, PerConn, Snapshot};
 use crate::load::Test;
@@ -14,6 +15,9 @@ pub struct Sample {
     pub server: &'static str,
     /// The test.
     pub test: Test,
+    /// Workers (or worker threads, or cores) in the scaling table; `None`
+    /// in the main matrix.
+    pub workers: Option<usize>,
     /// Why nothing was measured, if nothing was.
     pub skipped: Option<String>,
     /// Messages completed.
@@ -31,6 +35,8 @@ pub struct Sample {
     /// Server CPU busy over the run, in percent of one core (near 100:
     /// the server was the limit; well below: the load generator was).
     pub util_pct: Option<f64>,
+    /// The load generator's CPU over the run, in percent of one core.
+    pub load_util_pct: Option<f64>,
     /// Server memory before and after (idle test), kB (PSS, children
     /// included).
     pub mem_kb: Option<(u64, u64)>,
@@ -56,6 +62,7 @@ impl Sample {
             round,
             server,
             test,
+            workers: None,
             skipped: Some(why),
             messages: 0,
             rate: 0.0,
@@ -64,12 +71,35 @@ impl Sample {
             p99_us: None,
             cpu_us_per_msg: None,
             util_pct: None,
+            load_util_pct: None,
             mem_kb: None,
             kernel: None,
             rounds: None,
             held: 0,
             errors: 0,
         }
+    }
+
+    /// One line for the progress output.
+    pub fn brief(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return format!("skipped ({why})");
+        }
+        let mut out =
+            format!("{:.0} msg/s {:.1} MB/s", self.rate, self.mb_per_s);
+        if let Some(p) = self.p99_us {
+            let _ = write!(out, " p99 {p:.0} µs");
+        }
+        if let Some(c) = self.cpu_us_per_msg {
+            let _ = write!(out, " cpu {c:.2} µs/msg");
+        }
+        if let Some(b) = self.bytes_per_conn() {
+            let _ = write!(out, " {b:.0} B/conn");
+        }
+        if self.errors > 0 {
+            let _ = write!(out, " errors {}", self.errors);
+        }
+        out
     }
 
     /// Server memory per held connection, in bytes.

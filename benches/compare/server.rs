@@ -62,10 +62,16 @@ pub fn readyloop() -> &'static str {
 
 /// A command, pinned to `cpu` with taskset when pinning is on.
 pub fn pinned(cpu: Option<u32>, program: &str) -> Command {
-    match cpu {
-        Some(cpu) => {
+    confined(cpu.map(|c| c.to_string()).as_deref(), program)
+}
+
+/// A command confined to the CPUs of `list` (taskset's syntax: `0-3`,
+/// `4,5`) when there is one.
+pub fn confined(list: Option<&str>, program: &str) -> Command {
+    match list {
+        Some(list) => {
             let mut cmd = Command::new("taskset");
-            cmd.args(["-c", &cpu.to_string(), program]);
+            cmd.args(["-c", list, program]);
             cmd
         }
         None => Command::new(program),
@@ -84,25 +90,31 @@ pub struct Running {
 
 /// The arguments that start `spec` on a free loopback port.
 pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
+    command_on(spec, cpu.map(|c| c.to_string()).as_deref())
+}
+
+/// The same, confined to the CPUs of `list`. A tokio peer takes its
+/// worker thread count as one more argument.
+pub fn command_on(spec: &Spec, list: Option<&str>) -> Command {
     match spec.kind {
         Kind::Readyloop(model) => {
-            let mut cmd = pinned(cpu, readyloop());
+            let mut cmd = confined(list, readyloop());
             cmd.args(["serve", "--model", model.name(), "--mode", "echo"]);
             cmd.args(["--addr", "127.0.0.1:0", "--log-level", "warn"]);
             cmd.args(["--max-connections", "200000"]);
             cmd
         }
-        Kind::Tokio(flavor) => myself(cpu, ["peer", flavor]),
-        Kind::Floor(which) => myself(cpu, ["floor", which]),
+        Kind::Tokio(flavor) => myself(list, ["peer", flavor]),
+        Kind::Floor(which) => myself(list, ["floor", which]),
     }
 }
 
 /// This benchmark binary re-executed as `compare ARGS 127.0.0.1:0`.
-fn myself(cpu: Option<u32>, args: [&str; 2]) -> Command {
+fn myself(list: Option<&str>, args: [&str; 2]) -> Command {
     let me = std::env::current_exe()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut cmd = pinned(cpu, &me);
+    let mut cmd = confined(list, &me);
     cmd.args(args).arg("127.0.0.1:0");
     cmd
 }

@@ -1,12 +1,13 @@
 //! What one run covers: the matrix, its rounds and durations, the
-//! CPUs to pin to, from `READYLOOP_BENCH_QUICK` and
-//! `READYLOOP_BENCH_ONLY`.
+//! CPUs to pin to, and the scaling table, from `READYLOOP_BENCH_QUICK`,
+//! `READYLOOP_BENCH_ONLY` and `READYLOOP_BENCH_WORKERS`.
 
 use std::time::Duration;
 
 use readyloop::load::Pattern;
 
 use crate::load::Test;
+use crate::scaling;
 
 /// What one benchmark run covers.
 pub struct Settings {
@@ -24,6 +25,10 @@ pub struct Settings {
     pub cpus: (Option<u32>, Option<u32>),
     /// The one pattern to run, if `READYLOOP_BENCH_ONLY` names one.
     pub only: Option<Pattern>,
+    /// `READYLOOP_BENCH_ONLY=scaling`: the scaling table alone.
+    pub only_scaling: bool,
+    /// The scaling table (`--workers`).
+    pub scaling: scaling::Plan,
 }
 
 const fn t(pattern: Pattern, connections: u64, size: u64) -> Test {
@@ -51,18 +56,25 @@ impl Settings {
             false => (None, None),
         };
         let cpu_test = t(Pattern::Pingpong, 1000, 64);
-        let only = match std::env::var("READYLOOP_BENCH_ONLY") {
+        let only_var = std::env::var("READYLOOP_BENCH_ONLY");
+        let only_scaling = only_var.as_deref() == Ok("scaling");
+        let only = match only_var {
+            Ok(v) if v == "scaling" => None,
             Ok(v) => Some(
                 <Pattern as clap::ValueEnum>::value_variants()
                     .iter()
                     .copied()
                     .find(|p| p.name() == v)
                     .ok_or_else(|| {
-                        format!("READYLOOP_BENCH_ONLY={v}: not a pattern")
+                        format!(
+                            "READYLOOP_BENCH_ONLY={v}: not a pattern, nor \
+                             scaling"
+                        )
                     })?,
             ),
             Err(_) => None,
         };
+        let plan = scaling::Plan::new(quick, only, taskset)?;
         let mut settings = match quick {
             true => Settings {
                 quick,
@@ -82,6 +94,8 @@ impl Settings {
                 strace_messages: 20_000,
                 cpus,
                 only,
+                only_scaling,
+                scaling: plan,
             },
             false => Settings {
                 quick,
@@ -103,8 +117,15 @@ impl Settings {
                 strace_messages: 200_000,
                 cpus,
                 only,
+                only_scaling,
+                scaling: plan,
             },
         };
+        if only_scaling {
+            settings.tests.clear();
+            settings.cpu_rounds = 0;
+            settings.strace_messages = 0;
+        }
         if let Some(p) = only {
             settings.tests.retain(|t| t.pattern == p);
             if p != cpu_test.pattern {

@@ -75,7 +75,8 @@ pub fn count(
         test,
         duration: Duration::ZERO,
         messages: Some(messages),
-        cpu: cpu.1,
+        cpus: cpu.1.map(|c| c.to_string()),
+        threads: 1,
         on_held: None,
     });
     // Stop the traced server itself (strace's child), so that it exits

@@ -76,8 +76,7 @@ fn eof_and_reset_are_told_apart_and_isolated(model: Model) {
 /// never is (a timeout 20 times the pacing, so a loaded machine that
 /// runs the busy client late does not make it look idle).
 fn idle_connections_close_as_idle_busy_ones_do_not(model: Model) {
-    let mut server =
-        serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
+    let mut server = serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
     let mut quiet = connect(server.addr);
     assert_eq!(echo_round(&mut quiet, b"then quiet"), b"then quiet");
     // The iterative model serves the busy client once the quiet one is
