@@ -101,6 +101,19 @@ pub(super) struct OutBuf {
 }
 
 impl OutBuf {
+    /// Empties a drained buffer of the first size for use by another
+    /// connection, or `None` if it is not one (it grew, or a send still
+    /// holds its bytes).
+    pub(super) fn recycle(mut self: Box<Self>) -> Option<Box<Self>> {
+        let small = self.ring.len() == FIRST_OUT;
+        if !small || self.flight > 0 || self.retired.is_some() {
+            return None;
+        }
+        self.head = 0;
+        self.len = 0;
+        Some(self)
+    }
+
     /// Appends `bytes`.
     pub(super) fn push(&mut self, bytes: &[u8]) {
         let need = self.len + bytes.len();
