@@ -126,7 +126,9 @@ struct Loop {
     watching: bool,
     /// Connections with output to send, and receives to arm again.
     to_send: Vec<usize>,
-    /// Drained output buffers to reuse ([`SPARE_OUT`]).
+    /// Drained output buffers to reuse ([`SPARE_OUT`]), boxed as a
+    /// connection holds them: reuse moves a pointer, allocates nothing.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<conn::OutBuf>>,
     to_arm: Vec<usize>,
     out_held: usize,
