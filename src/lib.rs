@@ -37,6 +37,7 @@
 //! | | `log_limit` | log mode's rate limits: per connection and in total |
 //! | | [`escape`] | makes client bytes safe to log |
 //! | | `net` | socket set-up and error predicates |
+//! | | [`proxy`] | the PROXY protocol: the header parser, `--proxy-from`'s trust |
 //! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
 //! | | `error` | [`Error`]: why a server could not start or run |
 //! | | `holder` | who holds a port in use: `/proc/net/tcp{,6}` and `/proc/PID/fd`, bounded to 100 ms |
@@ -105,6 +106,7 @@ mod log_limit;
 mod metrics;
 mod models;
 mod net;
+pub mod proxy;
 pub mod rlimit;
 mod secs;
 mod server;
