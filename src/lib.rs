@@ -21,6 +21,7 @@
 //! | models | `event_loop` | the mio model: the loop, close, shutdown |
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
+//! | | `pending` | connections whose PROXY header is still arriving |
 //! | | `models` | the iterative, thread and process models |
 //! | | `models::uring` | the io_uring model: completions instead of readiness |
 //! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
@@ -106,6 +107,7 @@ mod log_limit;
 mod metrics;
 mod models;
 mod net;
+mod pending;
 pub mod proxy;
 pub mod rlimit;
 mod secs;
