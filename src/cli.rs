@@ -310,9 +310,9 @@ impl ServeArgs {
             ));
         }
         config.metrics_addr = self.metrics_addr;
-        config.proxy = self.proxy_protocol.then(|| crate::proxy::Proxy {
-            trust: self.proxy_from.clone(),
-        });
+        config.proxy = self
+            .proxy_protocol
+            .then(|| crate::proxy::Proxy { trust: self.proxy_from.clone() });
         if config.model == Model::Process
             && config.proxy.is_some()
             && config.max_connections_per_ip > 0

@@ -91,7 +91,11 @@ fn v1_and_v2_headers_name_the_peer(model: Model) {
     wait_count(&mut server, "closed: eof", clients.len());
     for (_, peer) in &clients {
         assert_eq!(server.count(&format!("] {peer} accepted (")), 1, "{peer}");
-        assert_eq!(server.count(&format!("] {peer} closed: eof")), 1, "{peer}");
+        assert_eq!(
+            server.count(&format!("] {peer} closed: eof")),
+            1,
+            "{peer}"
+        );
     }
     assert_eq!(server.count("127.0.0.1:"), 1, "only the listening line");
     let summary = stop(server);
@@ -261,8 +265,13 @@ fn without_the_flag_a_header_is_data(model: Model) {
 /// refuses the combination (its children learn the client after the
 /// fork): exit 2 with a one-line reason.
 fn the_per_address_limit_counts_the_named_clients(model: Model) {
-    let args =
-        ["--mode", "echo", "--proxy-protocol", "--max-connections-per-ip", "1"];
+    let args = [
+        "--mode",
+        "echo",
+        "--proxy-protocol",
+        "--max-connections-per-ip",
+        "1",
+    ];
     if model == Model::Process {
         let out = std::process::Command::new(binary())
             .args(["serve", "--addr", "127.0.0.1:0", "--model", "process"])
@@ -271,7 +280,10 @@ fn the_per_address_limit_counts_the_named_clients(model: Model) {
             .expect("run");
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--max-connections-per-ip with --proxy"), "{err}");
+        assert!(
+            err.contains("--max-connections-per-ip with --proxy"),
+            "{err}"
+        );
         return;
     }
     let mut server = serve(model, &args);
@@ -294,4 +306,3 @@ fn the_per_address_limit_counts_the_named_clients(model: Model) {
 fn binary() -> &'static str {
     crate::support::server::binary()
 }
-

@@ -306,13 +306,16 @@ impl Loop {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let admitted = match &self.pending {
             // The balancer's address until the header names the client.
-            Some(_) => self.accept.admits_one_more(self.open, peer, &self.stats),
+            Some(_) => {
+                self.accept.admits_one_more(self.open, peer, &self.stats)
+            }
             None => self.accept.admits(self.open, peer, &self.stats),
         };
         if !admitted {
             return; // dropping the stream closes it at once
         }
-        if let Some(reason) = self.pending.as_ref().and_then(|p| p.refuses(peer))
+        if let Some(reason) =
+            self.pending.as_ref().and_then(|p| p.refuses(peer))
         {
             self.stats.accepted();
             self.stats.closed(&reason);
@@ -431,8 +434,7 @@ impl Loop {
             n if n > 0 => {
                 let n = n as usize;
                 // The first receives feed a PROXY header, if one is due.
-                let pending =
-                    self.pending.as_mut().filter(|p| p.waits(key));
+                let pending = self.pending.as_mut().filter(|p| p.waits(key));
                 let skip = match pending {
                     None => 0,
                     Some(p) => {
@@ -493,19 +495,14 @@ impl Loop {
             (Phase::Open, Mode::Log) => {
                 let stats = &self.stats;
                 let log = self.log.as_mut();
-                if let Some(mut limit) =
-                    log.map(|l| l.limit(key, stats))
-                {
+                if let Some(mut limit) = log.map(|l| l.limit(key, stats)) {
                     let scratch = &mut self.scratch;
-                    journal::chunk(
-                        conn.peer, data, scratch, &mut limit,
-                    );
+                    journal::chunk(conn.peer, data, scratch, &mut limit);
                 }
             }
             (Phase::Open, Mode::Echo) => {
                 let before = conn.held();
-                let out =
-                    conn.out.get_or_insert_with(Default::default);
+                let out = conn.out.get_or_insert_with(Default::default);
                 // The first output of a turn queues one send; the
                 // rest of the turn's joins it.
                 if out.is_quiet() {
