@@ -151,9 +151,14 @@ pub(crate) fn serve_to_close(
     let (peer, first) = match cx.proxy {
         None => (peer, 0),
         Some(proxied) => match conn.read_header(cx) {
-            // Counted as accepted only now, so that it can close.
+            // Counted as accepted only now, so that it can close; a
+            // stop that cut the header short is a `shutdown`.
             Err(reason) => {
                 cx.stats.accepted();
+                let reason = match conn.noticed_stop(true) {
+                    true => Reason::Shutdown,
+                    false => reason,
+                };
                 return Served::Closed(peer, reason);
             }
             Ok((source, first)) => {
