@@ -351,7 +351,7 @@ fn workers_share_the_named_clients_limit() {
 /// A stop while a header is still arriving closes that connection at
 /// once, counted as accepted and closed as `shutdown`.
 fn a_stop_closes_a_header_still_arriving(model: Model) {
-    let mut server = serve(model, &["--mode", "echo", "--proxy-protocol"]);
+    let server = serve(model, &["--mode", "echo", "--proxy-protocol"]);
     let mut c = connect(server.addr);
     c.write_all(&v2(addr("192.0.2.9:9"))[..10]).expect("write");
     // The header's first bytes are in the server before the stop.
