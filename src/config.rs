@@ -140,6 +140,11 @@ pub struct Config {
     /// nowhere. It must not overlap the client address (the command
     /// line refuses it).
     pub metrics_addr: Option<SocketAddr>,
+    /// `--proxy-protocol`: every client connection must begin with a
+    /// PROXY header, from a source its [`Trust`](crate::proxy::Trust)
+    /// allows; `None`: no header is expected (bytes that look like one
+    /// are data).
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 impl Config {
@@ -165,6 +170,7 @@ impl Config {
             systemd: false,
             handle_signals: false,
             metrics_addr: None,
+            proxy: None,
         }
     }
 }
