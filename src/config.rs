@@ -140,6 +140,10 @@ pub struct Config {
     /// nowhere. It must not overlap the client address (the command
     /// line refuses it).
     pub metrics_addr: Option<SocketAddr>,
+    /// How long a stop keeps accepting and serving, with `/healthz`
+    /// answering 503, before it takes effect (`--drain`): time for a
+    /// load balancer's health check to notice. Zero: none.
+    pub drain: Duration,
 }
 
 impl Config {
@@ -165,6 +169,7 @@ impl Config {
             systemd: false,
             handle_signals: false,
             metrics_addr: None,
+            drain: Duration::ZERO,
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Service {
     /// `--stats-interval`, and when the next periodic line is due.
     interval: Option<(Duration, Instant)>,
     notify: Option<Notify>,
+    /// `STOPPING=1` went (it is sent once).
+    stopping: bool,
 }
 
 impl Service {
@@ -47,6 +49,7 @@ impl Service {
             stats_asked: false,
             interval: interval.map(|every| (every, start + every)),
             notify: if systemd { Notify::from_env(start) } else { None },
+            stopping: false,
         }
     }
 
@@ -77,10 +80,13 @@ impl Service {
         }
     }
 
-    /// `STOPPING=1`: the stop began.
+    /// `STOPPING=1`: the stop began (its drain included); once.
     pub(crate) fn stopping(&mut self) {
+        if std::mem::replace(&mut self.stopping, true) {
+            return;
+        }
         if let Some(notify) = &mut self.notify {
-            notify.send("STOPPING=1\n");
+            notify.send("STOPPING=1\nSTATUS=stopping\n");
         }
     }
 
@@ -116,7 +122,7 @@ impl Service {
             journal::stats(&summary, open, uptime, &by_worker());
         }
         if let Some(notify) = &mut self.notify {
-            notify.run(now, get);
+            notify.run(now, self.stopping, get);
         }
     }
 }
@@ -188,6 +194,7 @@ impl Notify {
     fn run(
         &mut self,
         now: Instant,
+        stopping: bool,
         counters: impl FnOnce() -> (Summary, usize),
     ) {
         if let Some((every, due)) = &mut self.watchdog {
@@ -199,8 +206,9 @@ impl Notify {
         if now >= self.next_status {
             self.next_status = now + STATUS_EVERY;
             let (s, open) = counters();
+            let state = if stopping { "stopping: " } else { "" };
             let status = format!(
-                "STATUS=open={open} accepted={} closed={} rejected={} \
+                "STATUS={state}open={open} accepted={} closed={} rejected={} \
                  bytes_in={} bytes_out={}\n",
                 s.accepted,
                 s.closed(),
