@@ -1,0 +1,103 @@
+//! `GET /healthz` and `--drain`: what a load balancer's health check
+//! sees when a server stops, in every model. It answers 200 while the
+//! server serves and 503 from the moment a stop is asked, through the
+//! drain (during which clients are still accepted and served) and the
+//! stop window; a second stop during the drain stops now.
+
+use std::net::{SocketAddr, TcpStream};
+
+use readyloop::Model;
+
+use crate::support::scrape::{exchange, serve_metrics};
+use crate::support::server::Signal;
+use crate::support::*;
+
+per_model!(
+    a_stop_turns_healthz_to_503_and_the_drain_still_serves,
+    a_drain_ends_in_the_usual_stop_with_healthz_still_503,
+);
+
+/// `GET /healthz` as HAProxy's `option httpchk GET /healthz` sends it.
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.0\r\n\r\n";
+
+/// The status and body of one health check.
+fn health(metrics: SocketAddr) -> (u16, String) {
+    let response = exchange(metrics, HEALTHZ);
+    (response.status, response.body)
+}
+
+/// Before a stop `/healthz` says `200 ok`; after SIGTERM with a long
+/// drain it says `503 stopping` while new clients are still accepted
+/// and echoed; a second SIGTERM stops the server now, with exit 0.
+fn a_stop_turns_healthz_to_503_and_the_drain_still_serves(model: Model) {
+    let (mut server, metrics) =
+        serve_metrics(model, &["--mode", "echo", "--drain", "600"]);
+    assert_eq!(health(metrics), (200, "ok\n".to_string()));
+    echo_and_close(server.addr, &pattern(1, 1000));
+    server.signal(Signal::TERM);
+    server.wait_for_line("received SIGTERM: draining for 600 s");
+    assert_eq!(health(metrics), (503, "stopping\n".to_string()));
+    // Draining: a new client is accepted and served as before.
+    echo_and_close(server.addr, &pattern(2, 50_000));
+    assert_eq!(health(metrics).0, 503);
+    assert!(server.alive(), "the drain has 600 s left");
+    let (code, summary) = server.finish_with(&[Signal::TERM]);
+    assert_eq!(code, 0, "{:?}", server.log);
+    assert_eq!(summary.accepted, 2, "{summary:?}");
+    assert_eq!(summary.closed_eof, 2, "{summary:?}");
+    assert_eq!(server.count("received SIGTERM again: stopping now"), 1);
+}
+
+/// When a short drain ends the stop goes on as without one: the client
+/// listener closes (a new client is refused), and while the stop window
+/// (2 s) waits for a client that does not read its echo, `/healthz`
+/// still answers 503.
+fn a_drain_ends_in_the_usual_stop_with_healthz_still_503(model: Model) {
+    let (mut server, metrics) =
+        serve_metrics(model, &["--mode", "echo", "--drain", "0.3"]);
+    let open = connect(server.addr);
+    fill_until_blocked(&open);
+    server.signal(Signal::TERM);
+    server.wait_for_line("received SIGTERM: draining for 0.3 s");
+    // The iterative model stops listening only once its one client is
+    // done (its stop window runs inside that client's service).
+    if model != Model::Iterative {
+        server.wait_for_line("stopping: 1 connections open");
+        let refused = TcpStream::connect(server.addr);
+        assert!(
+            refused.is_err(),
+            "the client listener closed after the drain"
+        );
+    }
+    assert_eq!(health(metrics), (503, "stopping\n".to_string()));
+    assert!(server.alive(), "the stop window waits for the open client");
+    drop(open);
+    assert_eq!(server.wait_exit(), 0, "{:?}", server.collect_log());
+    assert_eq!(server.count("stopping: "), 1);
+}
+
+/// Writes to `stream` without reading until the server's echo backs up
+/// and the write would block (bounded: at most 64 MiB).
+fn fill_until_blocked(stream: &TcpStream) {
+    use std::io::{ErrorKind, Write};
+    stream.set_nonblocking(true).expect("nonblocking");
+    let chunk = pattern(3, 64 * 1024);
+    let mut sent = 0;
+    let mut blocked = 0;
+    // A WouldBlock may be momentary while the server reads; blocked
+    // for a few retries in a row means its echo has backed up.
+    while blocked < 20 {
+        assert!(sent < 64 << 20, "the server never stopped reading");
+        match (&*stream).write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                blocked = 0;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                blocked += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
