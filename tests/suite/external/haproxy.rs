@@ -385,7 +385,8 @@ fn rolling_restart(header: Header) {
     let out = load.wait_with_output().expect("the load generator");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report = LoadReport::parse(&stdout).expect("its JSON report");
-    assert!(out.status.success(), "{stdout}{:?}", out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(report.connect_errors, 0, "{report:?}");
     assert_eq!(report.mismatches, 0, "{report:?}");
