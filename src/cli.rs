@@ -169,6 +169,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Every client connection must begin with a PROXY protocol header
+    /// (v1 or v2, as HAProxy's send-proxy, nginx's proxy_protocol or a
+    /// cloud balancer send it); its source address becomes the
+    /// connection's peer in the log and the per-address limit. A
+    /// connection without a valid header within 5 s is closed (counted
+    /// as error, `proxy: …`).
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol: the only networks that may send a header,
+    /// CIDR[,CIDR…] (a header lets its sender claim any client address,
+    /// so only the balancers may); others are closed at once.
+    #[arg(long, value_name = "CIDRS", default_value = "127.0.0.0/8,::1/128",
+          value_parser = crate::proxy::Trust::parse)]
+    pub proxy_from: crate::proxy::Trust,
+
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -304,6 +320,9 @@ impl ServeArgs {
             ));
         }
         config.metrics_addr = self.metrics_addr;
+        config.proxy = self.proxy_protocol.then(|| crate::proxy::Proxy {
+            trust: self.proxy_from.clone(),
+        });
         match metrics_clash(&config) {
             Some(clash) => Err(clash),
             None => Ok(config),

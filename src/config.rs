@@ -144,6 +144,11 @@ pub struct Config {
     /// answering 503, before it takes effect (`--drain`): time for a
     /// load balancer's health check to notice. Zero: none.
     pub drain: Duration,
+    /// `--proxy-protocol`: every client connection must begin with a
+    /// PROXY header, from a source its [`Trust`](crate::proxy::Trust)
+    /// allows; `None`: no header is expected (bytes that look like one
+    /// are data).
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 impl Config {
@@ -170,6 +175,7 @@ impl Config {
             handle_signals: false,
             metrics_addr: None,
             drain: Duration::ZERO,
+            proxy: None,
         }
     }
 }

@@ -156,6 +156,22 @@ impl Connection {
         self.peer
     }
 
+    /// The client a PROXY header named becomes the peer.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+
+    /// Serves `io.buf[..n]`, the client's first bytes, which came in the
+    /// same read as its PROXY header.
+    pub fn first_bytes(&mut self, io: &mut Io<'_>, n: usize) -> Progress {
+        io.traffic.bytes_in += n as u64;
+        io.moved = true;
+        match self.consume(io, n) {
+            Ok(()) => Progress::Waiting,
+            Err(e) => Progress::Closed(Reason::from_io(e)),
+        }
+    }
+
     /// Bytes of memory its pending output holds (the buffer's capacity
     /// and its box), for the output budget.
     pub fn held(&self) -> usize {

@@ -30,6 +30,7 @@ use crate::listener::{
 };
 use crate::log_limit::{Bucket, Limits};
 use crate::metrics::{Counters, Metrics};
+use crate::pending::{Header, Pending};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
 /// The one read buffer every connection shares.
@@ -103,6 +104,8 @@ struct EventLoop {
     now_ms: u64,
     /// `--metrics-addr`, served by this loop until the process exits.
     metrics: Option<Metrics>,
+    /// `--proxy-protocol`: the connections whose header is arriving.
+    pending: Option<Pending>,
 }
 
 impl EventLoop {
@@ -128,6 +131,7 @@ impl EventLoop {
             start: Instant::now(),
             now_ms: 0,
             metrics: Metrics::take(&mut listener, config),
+            pending: config.proxy.clone().map(Pending::new),
             listener,
             mode: config.mode,
         }
@@ -157,7 +161,15 @@ impl EventLoop {
         };
         let log = journal::retry_at(now);
         let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
-        [idle, accept, self.stopping, log, metrics].into_iter().flatten().min()
+        let header = self
+            .pending
+            .as_ref()
+            .and_then(Pending::next_deadline)
+            .map(|ms| self.start + Duration::from_millis(ms));
+        [idle, accept, self.stopping, log, metrics, header]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Work that follows each batch of events: accept, retry connections
@@ -174,11 +186,26 @@ impl EventLoop {
             self.drive(key, Ready::ANY);
         }
         self.expire_idle();
+        self.expire_headers();
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if !self.accept.admits(self.connections.len(), peer, &self.stats) {
+        let open = self.connections.len();
+        let admitted = match &self.pending {
+            // A proxied connection's address is the balancer's until its
+            // header arrives: the per-address limit waits for the client.
+            Some(_) => self.accept.admits_one_more(open, peer, &self.stats),
+            None => self.accept.admits(open, peer, &self.stats),
+        };
+        if !admitted {
             return; // dropping the stream closes it at once
+        }
+        if let Some(reason) = self.pending.as_ref().and_then(|p| p.refuses(peer))
+        {
+            self.stats.accepted();
+            self.stats.closed(&reason);
+            journal::closed(peer, &reason, open);
+            return;
         }
         let entry = self.connections.vacant_entry();
         let key = entry.key();
@@ -197,14 +224,70 @@ impl EventLoop {
             return;
         }
         entry.insert(Connection::new(stream, peer));
+        if let Some(log) = &mut self.log {
+            *log.bucket(key) = Bucket::default();
+        }
+        if let Some(pending) = &mut self.pending {
+            // Counted and logged once the header names the client.
+            pending.start(key, self.now_ms);
+            return;
+        }
+        self.serving(key, peer);
+    }
+
+    /// Connection `key` from `peer` is served from now on: counted,
+    /// tracked for idleness, logged.
+    fn serving(&mut self, key: usize, peer: SocketAddr) {
         self.stats.accepted();
         if let Some(idle) = &mut self.idle {
             idle.insert(key, self.now_ms);
         }
-        if let Some(log) = &mut self.log {
-            *log.bucket(key) = Bucket::default();
-        }
         journal::accepted(peer, self.connections.len());
+    }
+
+    /// Reads connection `key`'s PROXY header; once it is complete, the
+    /// connection is admitted by the client's address and served.
+    fn read_header(&mut self, key: usize) {
+        let (Some(conn), Some(pending)) =
+            (self.connections.get_mut(key), &mut self.pending)
+        else {
+            return;
+        };
+        let first = match pending.read(key, conn.stream_mut(), &mut self.buf)
+        {
+            Header::Waiting => return,
+            Header::Refused(reason) => return self.close(key, reason),
+            Header::Done { peer, first } => {
+                let peer = peer.unwrap_or(conn.peer());
+                conn.set_peer(peer);
+                first
+            }
+        };
+        let peer = conn.peer();
+        if !self.accept.admits_address(peer, &self.stats) {
+            // Counted as rejected, as at accept: never served.
+            if let Some(mut conn) = self.connections.try_remove(key) {
+                let _ = self.listener.registry().deregister(conn.stream_mut());
+            }
+            self.accept.freed();
+            return;
+        }
+        self.serving(key, peer);
+        if !first.is_empty() {
+            let n = first.len();
+            self.buf.copy_within(first, 0);
+            self.drive_with(key, |conn, io| conn.first_bytes(io, n));
+        }
+        // Trap 1: the header's reads took this edge; read what follows.
+        self.drive(key, Ready::ANY);
+    }
+
+    fn expire_headers(&mut self) {
+        while let Some(key) =
+            self.pending.as_mut().and_then(|p| p.expired(self.now_ms))
+        {
+            self.close(key, crate::proxy::too_slow());
+        }
     }
 
     /// Lets connection `key` do the IO `ready` allows, then acts on what
@@ -214,6 +297,18 @@ impl EventLoop {
         // this batch. Its slot cannot hold a new connection yet (accepts
         // happen after the batch), so a vacant slot is the whole check;
         // a wake-up that finds nothing to do is harmless.
+        if self.pending.as_ref().is_some_and(|p| p.waits(key)) {
+            return self.read_header(key);
+        }
+        self.drive_with(key, |conn, io| conn.on_ready(io, ready));
+    }
+
+    /// Runs `handler` on connection `key` and acts on its [`Progress`].
+    fn drive_with(
+        &mut self,
+        key: usize,
+        handler: impl FnOnce(&mut Connection, &mut Io<'_>) -> Progress,
+    ) {
         let Some(conn) = self.connections.get_mut(key) else { return };
         let held = conn.held();
         let mut io = Io {
@@ -225,7 +320,7 @@ impl EventLoop {
             moved: false,
             allowance: self.out_budget.saturating_sub(self.out_held),
         };
-        let progress = conn.on_ready(&mut io, ready);
+        let progress = handler(conn, &mut io);
         // The budget is kept here, in one place, from what the buffer
         // holds before and after; the allowance only bounds the growth.
         self.out_held = self.out_held - held + conn.held();
@@ -244,6 +339,12 @@ impl EventLoop {
     /// Deregisters, removes, counts and logs connection `key`.
     fn close(&mut self, key: usize, reason: Reason) {
         let Some(mut conn) = self.connections.try_remove(key) else { return };
+        // A connection refused at its header was counted at none of
+        // accept, the per-address table or the idle list.
+        let unserved = self.pending.as_mut().is_some_and(|p| p.forget(key));
+        if unserved {
+            self.stats.accepted();
+        }
         // Trap 6: deregister before the socket closes and its slot is
         // reused, so no event can arrive for a token that moved on.
         let _ = self.listener.registry().deregister(conn.stream_mut());
@@ -259,7 +360,9 @@ impl EventLoop {
         }
         journal::closed(conn.peer(), &reason, self.connections.len());
         self.out_held -= conn.held();
-        self.accept.release(conn.peer());
+        if !unserved {
+            self.accept.release(conn.peer());
+        }
         drop(conn);
         self.accept.freed();
     }
@@ -337,6 +440,11 @@ impl EventLoop {
             self.connections.iter().map(|(k, _)| k).collect();
         log::info!("stopping: {} connections open", keys.len());
         for key in keys {
+            // A header still arriving: nothing was served to flush.
+            if self.pending.as_ref().is_some_and(|p| p.waits(key)) {
+                self.close(key, Reason::Shutdown);
+                continue;
+            }
             if let Some(conn) = self.connections.get_mut(key) {
                 conn.stop();
             }

@@ -21,6 +21,7 @@
 //! | models | `event_loop` | the mio model: the loop, close, shutdown |
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
+//! | | `pending` | connections whose PROXY header is still arriving |
 //! | | `models` | the iterative, thread and process models |
 //! | | `models::uring` | the io_uring model: completions instead of readiness |
 //! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
@@ -37,6 +38,7 @@
 //! | | `log_limit` | log mode's rate limits: per connection and in total |
 //! | | [`escape`] | makes client bytes safe to log |
 //! | | `net` | socket set-up and error predicates |
+//! | | [`proxy`] | the PROXY protocol: the header parser, `--proxy-from`'s trust |
 //! | | [`rlimit`] | the descriptor limit (RLIMIT_NOFILE) |
 //! | | `error` | [`Error`]: why a server could not start or run |
 //! | | `holder` | who holds a port in use: `/proc/net/tcp{,6}` and `/proc/PID/fd`, bounded to 100 ms |
@@ -105,6 +107,8 @@ mod log_limit;
 mod metrics;
 mod models;
 mod net;
+mod pending;
+pub mod proxy;
 pub mod rlimit;
 mod secs;
 mod server;

@@ -204,11 +204,34 @@ impl Accept {
         peer: SocketAddr,
         stats: &Stats,
     ) -> bool {
+        self.admits_one_more(open, peer, stats)
+            && self.admits_address(peer, stats)
+    }
+
+    /// The `--max-connections` half of [`Accept::admits`]: all a
+    /// connection that must first send a PROXY header is checked for at
+    /// accept, its address being the balancer's until then.
+    pub(crate) fn admits_one_more(
+        &mut self,
+        open: usize,
+        peer: SocketAddr,
+        stats: &Stats,
+    ) -> bool {
         if open >= self.max {
             stats.rejected();
             journal::rejected(&mut self.rejections, peer, self.max);
             return false;
         }
+        true
+    }
+
+    /// The `--max-connections-per-ip` half of [`Accept::admits`], for a
+    /// proxied connection once its header named the client.
+    pub(crate) fn admits_address(
+        &mut self,
+        peer: SocketAddr,
+        stats: &Stats,
+    ) -> bool {
         if self.max_per_ip > 0 && !self.with_table(|t| t.admit(peer)) {
             stats.rejected();
             journal::rejected_per_address(

@@ -1,0 +1,162 @@
+//! The mio model's connections whose PROXY header is still arriving
+//! (`--proxy-protocol`): a boxed partial header per such connection, kept
+//! beside the slab (as the log buckets are) so that a [`Connection`]
+//! stays the same size and costs nothing more once its header is in.
+//!
+//! Every header has the same time to arrive, so deadlines are made in
+//! order and a FIFO queue holds them: the head is always the nearest.
+//!
+//! [`Connection`]: crate::connection::Connection
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use mio::net::TcpStream;
+
+use crate::net::{interrupted, would_block};
+use crate::proxy::{self, header, Parse, Proxy, HEADER_TIMEOUT};
+use crate::stats::Reason;
+
+/// What reading a header came to.
+#[derive(Debug)]
+pub(crate) enum Header {
+    /// Incomplete, and the socket is drained (trap 1): wait for more.
+    Waiting,
+    /// Complete: the connection's peer, and where the client's own bytes
+    /// that came with the header lie in the read buffer.
+    Done { peer: Option<SocketAddr>, first: Range<usize> },
+    /// No valid header: close with this reason.
+    Refused(Reason),
+}
+
+/// One connection's header so far.
+#[derive(Debug)]
+struct Partial {
+    bytes: Vec<u8>,
+    /// Tells this connection's deadline from a former one of its slot.
+    serial: u64,
+}
+
+/// The connections waiting for their header; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    proxy: Proxy,
+    partial: Vec<Option<Box<Partial>>>,
+    /// (slab key, serial, deadline in the loop's ms), oldest first.
+    deadlines: VecDeque<(usize, u64, u64)>,
+    serial: u64,
+}
+
+impl Pending {
+    /// The table `proxy` asks for.
+    pub(crate) fn new(proxy: Proxy) -> Pending {
+        Pending {
+            proxy,
+            partial: Vec::new(),
+            deadlines: VecDeque::new(),
+            serial: 0,
+        }
+    }
+
+    /// Why a connection from `balancer` may not send a header, if not.
+    pub(crate) fn refuses(&self, balancer: SocketAddr) -> Option<Reason> {
+        self.proxy.refuses(balancer)
+    }
+
+    /// Connection `key` was accepted at `now_ms`: its header is due.
+    pub(crate) fn start(&mut self, key: usize, now_ms: u64) {
+        if self.partial.len() <= key {
+            self.partial.resize_with(key + 1, || None);
+        }
+        self.serial += 1;
+        self.partial[key] =
+            Some(Box::new(Partial { bytes: Vec::new(), serial: self.serial }));
+        let timeout = HEADER_TIMEOUT.as_millis() as u64;
+        self.deadlines.push_back((key, self.serial, now_ms + timeout));
+    }
+
+    /// Whether connection `key` is still waiting for its header.
+    pub(crate) fn waits(&self, key: usize) -> bool {
+        self.partial.get(key).is_some_and(Option::is_some)
+    }
+
+    /// Forgets connection `key`'s header; true if it was waiting.
+    pub(crate) fn forget(&mut self, key: usize) -> bool {
+        self.partial.get_mut(key).and_then(Option::take).is_some()
+    }
+
+    /// When the nearest header is due, in the loop's ms.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        let live = |&&(key, serial, _): &&(usize, u64, u64)| {
+            self.partial
+                .get(key)
+                .and_then(Option::as_ref)
+                .is_some_and(|p| p.serial == serial)
+        };
+        self.deadlines.iter().find(live).map(|&(_, _, at)| at)
+    }
+
+    /// A connection whose header is overdue at `now_ms`, if any; the
+    /// caller closes it (which forgets it) and asks again.
+    pub(crate) fn expired(&mut self, now_ms: u64) -> Option<usize> {
+        self.drop_stale();
+        let &(key, _, at) = self.deadlines.front()?;
+        if at > now_ms {
+            return None;
+        }
+        self.deadlines.pop_front();
+        Some(key)
+    }
+
+    /// Drops deadlines of headers that arrived or connections that
+    /// closed.
+    fn drop_stale(&mut self) {
+        while let Some(&(key, serial, _)) = self.deadlines.front() {
+            let live = self.partial.get(key).and_then(Option::as_ref);
+            if live.is_some_and(|p| p.serial == serial) {
+                return;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+
+    /// Reads connection `key`'s header from `stream` through `buf`, never
+    /// more than a header's cap, until it is complete, refused, or the
+    /// socket is drained. Bytes past the header are left in `buf`.
+    pub(crate) fn read(
+        &mut self,
+        key: usize,
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> Header {
+        let Some(Some(partial)) = self.partial.get_mut(key) else {
+            return Header::Waiting;
+        };
+        loop {
+            let room = header::room(&partial.bytes).min(buf.len());
+            let n = match stream.read(&mut buf[..room]) {
+                Ok(0) => return Header::Refused(proxy::cut_short()),
+                Ok(n) => n,
+                // Trap 1: drained; the next bytes come with a new edge.
+                Err(e) if would_block(&e) => return Header::Waiting,
+                Err(e) if interrupted(&e) => continue, // trap 9
+                Err(e) => return Header::Refused(Reason::from_io(e)),
+            };
+            let had = partial.bytes.len();
+            partial.bytes.extend_from_slice(&buf[..n]);
+            match proxy::parse(&partial.bytes) {
+                Ok(Parse::Incomplete) => {}
+                Ok(Parse::Done(h)) => {
+                    self.forget(key);
+                    return Header::Done {
+                        peer: h.source,
+                        first: h.len - had..n,
+                    };
+                }
+                Err(invalid) => return Header::Refused(proxy::refused(invalid)),
+            }
+        }
+    }
+}
