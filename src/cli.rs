@@ -320,9 +320,9 @@ impl ServeArgs {
             ));
         }
         config.metrics_addr = self.metrics_addr;
-        config.proxy = self.proxy_protocol.then(|| crate::proxy::Proxy {
-            trust: self.proxy_from.clone(),
-        });
+        config.proxy = self
+            .proxy_protocol
+            .then(|| crate::proxy::Proxy { trust: self.proxy_from.clone() });
         match metrics_clash(&config) {
             Some(clash) => Err(clash),
             None => Ok(config),

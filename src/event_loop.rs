@@ -200,7 +200,8 @@ impl EventLoop {
         if !admitted {
             return; // dropping the stream closes it at once
         }
-        if let Some(reason) = self.pending.as_ref().and_then(|p| p.refuses(peer))
+        if let Some(reason) =
+            self.pending.as_ref().and_then(|p| p.refuses(peer))
         {
             self.stats.accepted();
             self.stats.closed(&reason);
@@ -253,8 +254,7 @@ impl EventLoop {
         else {
             return;
         };
-        let first = match pending.read(key, conn.stream_mut(), &mut self.buf)
-        {
+        let first = match pending.read(key, conn.stream_mut(), &mut self.buf) {
             Header::Waiting => return,
             Header::Refused(reason) => return self.close(key, reason),
             Header::Done { peer, first } => {

@@ -155,7 +155,9 @@ impl Pending {
                         first: h.len - had..n,
                     };
                 }
-                Err(invalid) => return Header::Refused(proxy::refused(invalid)),
+                Err(invalid) => {
+                    return Header::Refused(proxy::refused(invalid))
+                }
             }
         }
     }

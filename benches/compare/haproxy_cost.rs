@@ -10,8 +10,8 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub fn run(settings: &Settings) -> Cost {
 /// One run of `test` through HAProxy to the server of `spec`.
 fn measure(
     settings: &Settings,
-    haproxy: &PathBuf,
+    haproxy: &Path,
     spec: &Spec,
     test: Test,
     round: u32,
@@ -98,7 +98,9 @@ fn measure(
         Ok(server) => server,
         Err(why) => return skipped(why),
     };
-    let balancer = match Balancer::start(haproxy, server.addr, header) {
+    let balancer =
+        Balancer::start(haproxy, settings.cpus.1, server.addr, header);
+    let balancer = match balancer {
         Ok(b) => b,
         Err(why) => return skipped(why),
     };
@@ -161,7 +163,8 @@ impl Drop for Balancer {
 
 impl Balancer {
     fn start(
-        haproxy: &PathBuf,
+        haproxy: &Path,
+        cpu: Option<u32>,
         backend: SocketAddr,
         header: bool,
     ) -> Result<Balancer, String> {
@@ -186,7 +189,7 @@ impl Balancer {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{e}"))?;
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).map_err(|e| format!("{e}"))?;
-        let child = Command::new(haproxy)
+        let child = server::pinned(cpu, &haproxy.to_string_lossy())
             .arg("-db")
             .arg("-f")
             .arg(&path)

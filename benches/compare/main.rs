@@ -126,7 +126,7 @@ fn bench() -> Result<(), String> {
     let syscall_text = report::syscall_table(&strace);
     println!("{syscall_text}");
     println!("{}", metrics.line(&settings));
-    println!("{}", haproxy.table());
+    println!("behind HAProxy, PROXY v2 against none:\n{}", haproxy.table());
     println!("{}", basics.join("\n"));
     let charts = report::draw(&out_dir, &samples, &settings, &servers);
     let mut md = report::report_md(

@@ -81,7 +81,9 @@ impl fmt::Display for Invalid {
             Invalid::V2TooShort(n) => {
                 write!(f, "v2 header of {n} bytes is short for its family")
             }
-            Invalid::Malformed(what) => write!(f, "malformed v1 header: {what}"),
+            Invalid::Malformed(what) => {
+                write!(f, "malformed v1 header: {what}")
+            }
         }
     }
 }

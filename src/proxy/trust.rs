@@ -24,9 +24,12 @@ impl Cidr {
             v4 => v4,
         };
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix(u32::from(net).into(), u32::from(ip).into(), self.bits, 32)
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix(
+                u32::from(net).into(),
+                u32::from(ip).into(),
+                self.bits,
+                32,
+            ),
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 prefix(u128::from(net), u128::from(ip), self.bits, 128)
             }
@@ -107,7 +110,8 @@ impl Trust {
 
 impl fmt::Display for Trust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nets: Vec<String> = self.nets.iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> =
+            self.nets.iter().map(|n| n.to_string()).collect();
         f.write_str(&nets.join(","))
     }
 }

@@ -5,8 +5,10 @@
 //! stop window; a second stop during the drain stops now.
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
 
-use readyloop::Model;
+use readyloop::{Mode, Model};
 
 use crate::support::scrape::{exchange, serve_metrics};
 use crate::support::server::Signal;
@@ -15,7 +17,9 @@ use crate::support::*;
 per_model!(
     a_stop_turns_healthz_to_503_and_the_drain_still_serves,
     a_drain_ends_in_the_usual_stop_with_healthz_still_503,
+    the_service_manager_hears_stopping_when_the_drain_begins,
 );
+per_model!(in_process: a_handle_stop_drains_first);
 
 /// `GET /healthz` as HAProxy's `option httpchk GET /healthz` sends it.
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.0\r\n\r\n";
@@ -100,4 +104,57 @@ fn fill_until_blocked(stream: &TcpStream) {
             Err(e) => panic!("write: {e}"),
         }
     }
+}
+
+/// Under a service manager (`NOTIFY_SOCKET`), `STOPPING=1` is sent when
+/// the drain begins, not when it ends: the server still serves then.
+fn the_service_manager_hears_stopping_when_the_drain_begins(model: Model) {
+    let path = std::env::temp_dir().join(format!(
+        "readyloop-drain-notify-{}-{model}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let manager = UnixDatagram::bind(&path).expect("bind a notify socket");
+    manager.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut cmd = ServerProcess::command_at(
+        "127.0.0.1:0",
+        &["--model", model.name(), "--mode", "echo", "--drain", "600"],
+    );
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut server = ServerProcess::start_command(cmd);
+    let heard = |needle: &str| {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = manager.recv(&mut buf).expect("a notification in time");
+            if String::from_utf8_lossy(&buf[..n]).contains(needle) {
+                return;
+            }
+        }
+    };
+    heard("READY=1");
+    server.signal(Signal::TERM);
+    heard("STOPPING=1");
+    // Still draining: a new client is served.
+    echo_and_close(server.addr, b"after STOPPING=1");
+    let (code, summary) = server.finish_with(&[Signal::TERM]);
+    assert_eq!((code, summary.accepted), (0, 1));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A [`readyloop::Handle`] starts the drain as SIGTERM does: `/healthz`
+/// says 503 at once, a new client is still served, and a second stop
+/// stops now.
+fn a_handle_stop_drains_first(model: Model) {
+    let mut config = crate::library::config(model, Mode::Echo);
+    config.drain = Duration::from_secs(600);
+    config.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = readyloop::bind(config).expect("bind");
+    let metrics = server.metrics_addr().expect("a metrics address");
+    let running = server.spawn().expect("spawn");
+    assert_eq!(health(metrics).0, 200);
+    running.handle.stop();
+    assert_eq!(health(metrics), (503, "stopping\n".to_string()));
+    echo_and_close(running.addr, &pattern(4, 3000));
+    let summary = running.stop().expect("summary");
+    assert_eq!((summary.accepted, summary.closed_eof), (1, 1));
 }
