@@ -30,6 +30,9 @@ pub const ON: Spec = Spec {
     kind: Kind::Readyloop(readyloop::Model::Mio),
 };
 
+/// One figure of a sample.
+type Figure = fn(&Sample) -> Option<f64>;
+
 /// The results, or why there are none.
 pub struct Cost {
     /// `Err`: why nothing ran (HAProxy not installed).
@@ -227,7 +230,7 @@ impl Cost {
     }
 
     /// Median over rounds of with / without in the same round.
-    fn ratio(&self, test: Test, f: fn(&Sample) -> Option<f64>) -> Option<f64> {
+    fn ratio(&self, test: Test, f: Figure) -> Option<f64> {
         let samples = self.samples.as_ref().ok()?;
         let of = |name: &str, round: u32| {
             samples
@@ -268,22 +271,27 @@ impl Cost {
             "| test | figure | without header | with PROXY v2 | with/without |\n\
              |---|---|---|---|---|\n",
         );
-        let cpu = |s: &Sample| s.cpu_us_per_msg;
-        let rate = |s: &Sample| Some(s.rate);
+        let cpu: Figure = |s| s.cpu_us_per_msg;
+        let rate: Figure = |s| Some(s.rate);
         for &test in &self.tests {
-            let (name, get, digits): (_, fn(&Sample) -> Option<f64>, _) =
-                match test.pattern {
-                    Pattern::Connect => ("connections/s", rate, 0),
-                    _ => ("server CPU µs/msg", cpu, 2),
-                };
-            let _ = writeln!(
-                out,
-                "| {} | {name} | {} | {} | {}x |",
-                test.label(),
-                show(self.median(&OFF, test, get), digits),
-                show(self.median(&ON, test, get), digits),
-                show(self.ratio(test, get), 2),
-            );
+            let per = match test.pattern {
+                Pattern::Connect => "connection",
+                _ => "message",
+            };
+            let figures: [(String, Figure, usize); 2] = [
+                (format!("server CPU µs per {per}"), cpu, 2),
+                (format!("{per}s/s"), rate, 0),
+            ];
+            for (name, get, digits) in figures {
+                let _ = writeln!(
+                    out,
+                    "| {} | {name} | {} | {} | {}x |",
+                    test.label(),
+                    show(self.median(&OFF, test, get), digits),
+                    show(self.median(&ON, test, get), digits),
+                    show(self.ratio(test, get), 2),
+                );
+            }
         }
         for spec in [OFF, ON] {
             if let Some(why) = self.skipped(&spec) {

@@ -478,7 +478,11 @@ impl Listener {
     /// When the periodic duties of [`Listener::service`] are next due,
     /// for a model that waits elsewhere than [`Listener::wait`].
     pub(crate) fn service_due(&self) -> Option<Instant> {
-        let drain = self.group.draining_until(Instant::now());
+        // No clock read on the way to every wait unless draining.
+        let drain = match self.seen {
+            Seen::Draining => self.group.draining_until(Instant::now()),
+            Seen::Serving | Seen::Stopping => None,
+        };
         [self.service.next_due(), drain].into_iter().flatten().min()
     }
 
@@ -525,7 +529,14 @@ impl Listener {
                 Ok(()) => {
                     // A model that serves on this thread between waits
                     // (the iterative one) may call `service` late.
-                    self.follow_stop(Instant::now());
+                    let news = match self.seen {
+                        Seen::Serving => !self.group.healthy(),
+                        Seen::Draining => true,
+                        Seen::Stopping => false,
+                    };
+                    if news {
+                        self.follow_stop(Instant::now());
+                    }
                     return Ok(());
                 }
                 Err(e) if net::interrupted(&e) => continue,
