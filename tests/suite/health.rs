@@ -158,3 +158,26 @@ fn a_handle_stop_drains_first(model: Model) {
     let summary = running.stop().expect("summary");
     assert_eq!((summary.accepted, summary.closed_eof), (1, 1));
 }
+
+/// With `--workers 3` the drain is one for all: every worker keeps
+/// serving through it (ten clients are echoed, whichever worker the
+/// kernel hands each to) and every worker stops when it ends, without a
+/// second signal.
+#[test]
+fn workers_drain_and_stop_together() {
+    let (mut server, metrics) = serve_metrics(
+        Model::Mio,
+        &["--mode", "echo", "--workers", "3", "--drain", "2"],
+    );
+    let open = connect(server.addr);
+    server.signal(Signal::TERM);
+    server.wait_for_line("received SIGTERM: draining for 2 s");
+    assert_eq!(health(metrics).0, 503);
+    for n in 0..10 {
+        echo_and_close(server.addr, &pattern(n, 100));
+    }
+    drop(open);
+    assert_eq!(server.wait_exit(), 0, "{:?}", server.collect_log());
+    let summary = server.wait_for_status("summary ");
+    assert!(summary.contains("accepted=11 "), "{summary}");
+}
