@@ -85,7 +85,7 @@ impl Group {
     }
 
     /// Wakes every worker, to look at what was asked.
-    pub(crate) fn wake_all(&self) {
+    fn wake_all(&self) {
         for waker in &self.wakers {
             if let Err(e) = waker.wake() {
                 log::error!("cannot wake a worker to stop it: {e}");
