@@ -31,6 +31,21 @@ pub(crate) enum Header {
     Refused(Reason),
 }
 
+/// Adds `data` to `partial` (no more than a header's cap of it) and
+/// parses; a completion's `first` is a range of `data`.
+fn feed(partial: &mut Partial, data: &[u8]) -> Header {
+    let had = partial.bytes.len();
+    let take = data.len().min(header::MAX.saturating_sub(had));
+    partial.bytes.extend_from_slice(&data[..take]);
+    match proxy::parse(&partial.bytes) {
+        Ok(Parse::Incomplete) => Header::Waiting,
+        Ok(Parse::Done(h)) => {
+            Header::Done { peer: h.source, first: h.len - had..data.len() }
+        }
+        Err(invalid) => Header::Refused(proxy::refused(invalid)),
+    }
+}
+
 /// One connection's header so far.
 #[derive(Debug)]
 struct Partial {
@@ -122,6 +137,21 @@ impl Pending {
         }
     }
 
+    /// Adds `data`, received by a completion model, to connection `key`'s
+    /// header; what follows the header is `data[first]`.
+    pub(crate) fn feed(&mut self, key: usize, data: &[u8]) -> Header {
+        let Some(Some(partial)) = self.partial.get_mut(key) else {
+            return Header::Waiting;
+        };
+        let got = feed(partial, data);
+        // A refused connection stays here until the loop closes it, so
+        // that the close knows it was never served.
+        if matches!(got, Header::Done { .. }) {
+            self.forget(key);
+        }
+        got
+    }
+
     /// Reads connection `key`'s header from `stream` through `buf`, never
     /// more than a header's cap, until it is complete, refused, or the
     /// socket is drained. Bytes past the header are left in `buf`.
@@ -131,10 +161,9 @@ impl Pending {
         stream: &mut TcpStream,
         buf: &mut [u8],
     ) -> Header {
-        let Some(Some(partial)) = self.partial.get_mut(key) else {
-            return Header::Waiting;
-        };
         loop {
+            let have = self.partial.get(key).and_then(Option::as_ref);
+            let Some(partial) = have else { return Header::Waiting };
             let room = header::room(&partial.bytes).min(buf.len());
             let n = match stream.read(&mut buf[..room]) {
                 Ok(0) => return Header::Refused(proxy::cut_short()),
@@ -144,20 +173,9 @@ impl Pending {
                 Err(e) if interrupted(&e) => continue, // trap 9
                 Err(e) => return Header::Refused(Reason::from_io(e)),
             };
-            let had = partial.bytes.len();
-            partial.bytes.extend_from_slice(&buf[..n]);
-            match proxy::parse(&partial.bytes) {
-                Ok(Parse::Incomplete) => {}
-                Ok(Parse::Done(h)) => {
-                    self.forget(key);
-                    return Header::Done {
-                        peer: h.source,
-                        first: h.len - had..n,
-                    };
-                }
-                Err(invalid) => {
-                    return Header::Refused(proxy::refused(invalid))
-                }
+            match self.feed(key, &buf[..n]) {
+                Header::Waiting => {}
+                done_or_refused => return done_or_refused,
             }
         }
     }

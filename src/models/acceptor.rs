@@ -204,10 +204,18 @@ pub(crate) fn run<D: Dispatch>(
                 break;
             };
             let live = model.live(&mut departed);
+            // A proxied connection's client is admitted and released by
+            // whoever reads its header (`blocking::Proxied`).
             for peer in departed.drain(..) {
-                accept.release(peer);
+                if config.proxy.is_none() {
+                    accept.release(peer);
+                }
             }
-            if accept.admits(live, peer, model.stats()) {
+            if config.proxy.is_some() {
+                if accept.admits_one_more(live, peer, model.stats()) {
+                    let _ = proxied(&mut gate, model, stream, peer, config);
+                }
+            } else if accept.admits(live, peer, model.stats()) {
                 if let Err(peer) = admit(&mut gate, model, stream, peer) {
                     accept.release(peer);
                 }
@@ -217,6 +225,33 @@ pub(crate) fn run<D: Dispatch>(
     gate.listener.stop_listening();
     log::info!("stopping: {} connections open", model.live(&mut departed));
     Ok(gate)
+}
+
+/// Hands a connection that must send a PROXY header to the model, which
+/// counts and logs it once the header names its client; one from outside
+/// `--proxy-from` is counted and closed at once.
+fn proxied<D: Dispatch>(
+    gate: &mut Gate,
+    model: &mut D,
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+    config: &Config,
+) -> Result<(), SocketAddr> {
+    let stats = model.stats();
+    let refused = config.proxy.as_ref().and_then(|p| p.refuses(peer));
+    let stream = TcpStream::from(stream);
+    let made_blocking = stream.set_nonblocking(false);
+    let reason = match (refused, made_blocking) {
+        (None, Ok(())) => {
+            model.dispatch(gate, stream, peer);
+            return Ok(());
+        }
+        (Some(reason), _) => reason,
+        (None, Err(e)) => Reason::Error(e),
+    };
+    stats.accepted();
+    blocking::finish(peer, &reason, stats);
+    Err(peer)
 }
 
 /// Counts and logs an accepted connection, makes it blocking and hands it

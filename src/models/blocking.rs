@@ -9,13 +9,16 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Mode;
-use crate::journal::{self, ChunkLimit};
+use crate::journal::{self, ChunkLimit, RateLimited};
+use crate::listener::group::Group;
 use crate::listener::STOP_WINDOW;
 use crate::log_limit::{Bucket, Limits};
 use crate::net::{interrupted, would_block};
+use crate::proxy::{self, header, Parse, HEADER_TIMEOUT};
 use crate::stats::{Reason, Stats};
 
 /// The shortest socket timeout std accepts is above zero.
@@ -66,6 +69,57 @@ pub(crate) struct Context<'a> {
     pub idle: Option<Duration>,
     /// Log mode's rate limits, made once per server (before any fork).
     pub limits: Limits,
+    /// `--proxy-protocol`: read a header before serving.
+    pub proxy: Option<&'a Proxied>,
+}
+
+/// `--proxy-protocol` in a blocking model: who may send a header, and
+/// the per-address table the client is admitted to once its header named
+/// it (the accept loop saw only the balancer).
+#[derive(Debug)]
+pub(crate) struct Proxied {
+    /// The shared per-address table; `None` where none can be shared
+    /// (a forked child's would be a copy), which admits every client.
+    pub table: Option<Arc<Group>>,
+    /// `--max-connections-per-ip`, for the rejection line.
+    pub max_per_ip: usize,
+}
+
+impl Proxied {
+    /// Counts `peer` in the per-address table if it is under the limit;
+    /// else counts and logs a rejection.
+    fn admit(&self, peer: SocketAddr, stats: &Stats) -> bool {
+        let Some(group) = &self.table else { return true };
+        let table = group.per_address();
+        let admitted =
+            table.lock().unwrap_or_else(|e| e.into_inner()).admit(peer);
+        if !admitted {
+            stats.rejected();
+            // Each connection is its own thread here: no shared limiter.
+            let mut once = RateLimited::default();
+            journal::rejected_per_address(&mut once, peer, self.max_per_ip);
+        }
+        admitted
+    }
+
+    /// A connection [`Proxied::admit`] counted has closed.
+    fn release(&self, peer: SocketAddr) {
+        if let Some(group) = &self.table {
+            let table = group.per_address();
+            table.lock().unwrap_or_else(|e| e.into_inner()).release(peer);
+        }
+    }
+}
+
+/// How serving a connection ended.
+#[derive(Debug)]
+pub(crate) enum Served {
+    /// It closed for this reason; the peer is the client a PROXY header
+    /// named, or the socket's peer.
+    Closed(SocketAddr, Reason),
+    /// Its header named a client over `--max-connections-per-ip`: counted
+    /// as rejected, never served.
+    Rejected,
 }
 
 /// Serves one accepted blocking socket until it ends, then counts and
@@ -76,8 +130,11 @@ pub(crate) fn serve(
     cx: &mut Context<'_>,
     watch: &mut dyn Watch,
 ) {
-    let reason = serve_to_close(stream, peer, cx, watch);
-    finish(peer, &reason, cx.stats);
+    if let Served::Closed(peer, reason) =
+        serve_to_close(stream, peer, cx, watch)
+    {
+        finish(peer, &reason, cx.stats);
+    }
 }
 
 /// Serves one accepted blocking socket until it ends and says why,
@@ -88,16 +145,38 @@ pub(crate) fn serve_to_close(
     peer: SocketAddr,
     cx: &mut Context<'_>,
     watch: &mut dyn Watch,
-) -> Reason {
+) -> Served {
     let mut conn = Conn::new(stream, cx.idle, watch);
-    let reason = conn.run(peer, cx);
+    let (peer, first) = match cx.proxy {
+        None => (peer, 0),
+        Some(proxied) => match conn.read_header(cx) {
+            // Counted as accepted only now, so that it can close.
+            Err(reason) => {
+                cx.stats.accepted();
+                return Served::Closed(peer, reason);
+            }
+            Ok((source, first)) => {
+                let client = source.unwrap_or(peer);
+                if !proxied.admit(client, cx.stats) {
+                    return Served::Rejected;
+                }
+                cx.stats.accepted();
+                journal::accepted(client, open(cx.stats));
+                (client, first)
+            }
+        },
+    };
+    let reason = conn.run(peer, first, cx);
     journal::suppressed(peer, &mut conn.bucket);
+    if let Some(proxied) = cx.proxy {
+        proxied.release(peer);
+    }
     // As in the mio model, whatever was open when the stop began closes
     // as `shutdown`.
     if conn.noticed_stop(true) {
-        Reason::Shutdown
+        Served::Closed(peer, Reason::Shutdown)
     } else {
-        reason
+        Served::Closed(peer, reason)
     }
 }
 
@@ -155,7 +234,71 @@ impl<'s> Conn<'s> {
         }
     }
 
-    fn run(&mut self, peer: SocketAddr, cx: &mut Context<'_>) -> Reason {
+    /// Reads a PROXY header within [`HEADER_TIMEOUT`]: its source (if it
+    /// names one), and how many of the client's own bytes that came with
+    /// it are now at the start of `cx.buf`.
+    fn read_header(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Result<(Option<SocketAddr>, usize), Reason> {
+        let got = self.header_within(cx, Instant::now() + HEADER_TIMEOUT);
+        // `arm` knows of no timeout on the socket: leave none.
+        let _ = self.stream.set_read_timeout(None);
+        got
+    }
+
+    fn header_within(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: Instant,
+    ) -> Result<(Option<SocketAddr>, usize), Reason> {
+        let mut bytes = Vec::new();
+        loop {
+            if self.noticed_stop(false) {
+                return Err(Reason::Shutdown);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(proxy::too_slow());
+            }
+            let wait = self.watch.slice().map_or(left, |s| s.min(left));
+            self.stream
+                .set_read_timeout(Some(wait.max(MIN_TIMEOUT)))
+                .map_err(Reason::from_io)?;
+            // Past what the header can be: its excess is served below.
+            let room = header::room(&bytes).min(cx.buf.len());
+            let n = match self.stream.read(&mut cx.buf[..room]) {
+                Ok(0) => return Err(proxy::cut_short()),
+                Ok(n) => n,
+                Err(e) if would_block(&e) || interrupted(&e) => continue,
+                Err(e) => return Err(Reason::from_io(e)),
+            };
+            let had = bytes.len();
+            bytes.extend_from_slice(&cx.buf[..n]);
+            match proxy::parse(&bytes) {
+                Ok(Parse::Incomplete) => {}
+                Ok(Parse::Done(h)) => {
+                    let first = h.len - had..n;
+                    let len = first.len();
+                    cx.buf.copy_within(first, 0);
+                    return Ok((h.source, len));
+                }
+                Err(invalid) => return Err(proxy::refused(invalid)),
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        peer: SocketAddr,
+        first: usize,
+        cx: &mut Context<'_>,
+    ) -> Reason {
+        if first > 0 {
+            if let Err(reason) = self.take(peer, first, cx) {
+                return reason;
+            }
+        }
         loop {
             if self.noticed_stop(false) {
                 return self.wind_down(cx);
@@ -173,25 +316,34 @@ impl<'s> Conn<'s> {
                 Err(e) if interrupted(&e) => continue, // trap 9
                 Err(e) => return Reason::from_io(e),
             };
-            cx.stats.read(n);
-            self.last = Instant::now();
-            let chunk = &cx.buf[..n];
-            match cx.mode {
-                Mode::Log => {
-                    let mut limit = ChunkLimit {
-                        limits: &cx.limits,
-                        bucket: &mut self.bucket,
-                        stats: cx.stats,
-                    };
-                    journal::chunk(peer, chunk, cx.scratch, &mut limit);
-                }
-                Mode::Discard => {}
-                Mode::Echo => {
-                    if let Err(reason) = self.send(chunk, cx.stats) {
-                        return reason;
-                    }
-                }
+            if let Err(reason) = self.take(peer, n, cx) {
+                return reason;
             }
+        }
+    }
+
+    /// Logs, echoes or discards `cx.buf[..n]`, just read.
+    fn take(
+        &mut self,
+        peer: SocketAddr,
+        n: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Reason> {
+        cx.stats.read(n);
+        self.last = Instant::now();
+        let chunk = &cx.buf[..n];
+        match cx.mode {
+            Mode::Log => {
+                let mut limit = ChunkLimit {
+                    limits: &cx.limits,
+                    bucket: &mut self.bucket,
+                    stats: cx.stats,
+                };
+                journal::chunk(peer, chunk, cx.scratch, &mut limit);
+                Ok(())
+            }
+            Mode::Discard => Ok(()),
+            Mode::Echo => self.send(chunk, cx.stats),
         }
     }
 

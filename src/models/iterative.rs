@@ -24,7 +24,7 @@ use crate::log_limit::Limits;
 use crate::stats::{Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Stop, Watch};
+use super::blocking::{self, Context, Proxied, Stop, Watch};
 
 /// How long a blocked read or write waits before it checks for a stop.
 const SLICE: Duration = Duration::from_millis(100);
@@ -44,6 +44,10 @@ pub(crate) fn run(
         idle: config.idle_timeout,
         served: None,
         limits: Limits::of(config),
+        proxy: config.proxy.as_ref().map(|_| Proxied {
+            table: Some(std::sync::Arc::clone(listener.group())),
+            max_per_ip: config.max_connections_per_ip,
+        }),
     };
     // Connections are served inside the accept loop, so when it returns
     // every one of them has closed.
@@ -60,6 +64,7 @@ struct Iterative {
     /// The client served last, until the accept loop hears it is gone.
     served: Option<SocketAddr>,
     limits: Limits,
+    proxy: Option<Proxied>,
 }
 
 impl Dispatch for Iterative {
@@ -85,6 +90,7 @@ impl Dispatch for Iterative {
             mode: self.mode,
             idle: self.idle,
             limits: self.limits,
+            proxy: self.proxy.as_ref(),
         };
         let mut watch = PollWatch(gate, &self.stats);
         blocking::serve(&stream, peer, &mut cx, &mut watch);

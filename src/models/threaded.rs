@@ -31,7 +31,7 @@ use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};
 
 use super::acceptor::{self, Dispatch, Gate};
-use super::blocking::{self, Context, Stop, Watch};
+use super::blocking::{self, Context, Proxied, Stop, Watch};
 
 /// Each thread's read buffer, on the heap: the stack is small.
 const READ_BUF: usize = 16 * 1024;
@@ -63,6 +63,12 @@ pub(crate) fn run(
         limits: Limits::of(config),
         stack: config.thread_stack_kib.saturating_mul(1024),
         spawn_failed: RateLimited::default(),
+        proxy: config.proxy.as_ref().map(|_| {
+            Arc::new(Proxied {
+                table: Some(Arc::clone(listener.group())),
+                max_per_ip: config.max_connections_per_ip,
+            })
+        }),
     };
     let mut gate = acceptor::run(listener, config, &mut model)?;
     model.stop(&mut gate)?;
@@ -154,6 +160,7 @@ struct Threads {
     limits: Limits,
     stack: usize,
     spawn_failed: RateLimited,
+    proxy: Option<Arc<Proxied>>,
 }
 
 impl Threads {
@@ -242,6 +249,7 @@ impl Dispatch for Threads {
         let key = self.shared.live().streams.insert(served);
         let shared = Arc::clone(&self.shared);
         let (mode, idle, limits) = (self.mode, self.idle, self.limits);
+        let proxy = self.proxy.clone();
         let spawned =
             thread::Builder::new().stack_size(self.stack).spawn(move || {
                 let mut buf = vec![0; READ_BUF];
@@ -253,6 +261,7 @@ impl Dispatch for Threads {
                     mode,
                     idle,
                     limits,
+                    proxy: proxy.as_deref(),
                 };
                 let mut watch = Flag(&shared.stopping);
                 // Interrupted calls (the wake-up signal) return EINTR.

@@ -45,11 +45,6 @@ impl Proxy {
     }
 }
 
-/// The peer a connection from `balancer` has once `header` arrived.
-pub(crate) fn peer(balancer: SocketAddr, header: &Header) -> SocketAddr {
-    header.source.unwrap_or(balancer)
-}
-
 /// The reason a refused connection closes with: an `error` whose text
 /// begins with `proxy: ` (`closed: error: proxy: …`).
 pub(crate) fn refused(why: impl std::fmt::Display) -> Reason {

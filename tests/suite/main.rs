@@ -19,6 +19,8 @@
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
 //! | [`health`] | `/healthz` and `--drain`: 503 from a stop's start, serving through the drain |
+//! | [`proxy`] | `--proxy-protocol`, `--proxy-from`: headers name the peer, bad ones are refused, per model |
+//! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
@@ -85,6 +87,8 @@ mod matrix;
 mod metrics;
 mod mio;
 mod process;
+mod proxy;
+mod proxy_props;
 mod service;
 mod structure;
 mod support;

@@ -17,12 +17,14 @@ use crate::listener::{handled_signals, Listener};
 use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats};
 
-use crate::models::blocking::{self, Context, Stop, Watch};
+use crate::models::blocking::{self, Context, Proxied, Served, Stop, Watch};
 
 /// Each child's read buffer.
 const READ_BUF: usize = 64 * 1024;
 /// Exit status of a child whose serving panicked.
 const PANICKED: c_int = 70;
+/// The exit status of a child whose client was rejected: not a close.
+pub(super) const REJECTED: c_int = 71;
 
 /// How a child tells its parent why its connection closed: its exit
 /// status. Only the parent counts closes, once per child it reaps, so a
@@ -80,6 +82,13 @@ pub(super) fn child(
 ) -> ! {
     // The parent writes and counts its own pending log lines.
     journal::after_fork();
+    // A forked child's per-address table would be a copy that counts
+    // only its own connection: the process model admits by the client's
+    // address only at accept, without --proxy-protocol.
+    let proxy = config.proxy.as_ref().map(|_| Proxied {
+        table: None,
+        max_per_ip: config.max_connections_per_ip,
+    });
     let fd = stream.as_raw_fd();
     close_inherited(listener, fd);
     let on_stop = on_stop as extern "C" fn(c_int);
@@ -105,11 +114,15 @@ pub(super) fn child(
                 mode: config.mode,
                 idle: config.idle_timeout,
                 limits,
+                proxy: proxy.as_ref(),
             };
             blocking::serve_to_close(stream, peer, &mut cx, &mut SignalWatch)
         }));
     let status = match served {
-        Ok(reason) => {
+        // Never with no table to count in; and if it were, nothing to
+        // count: status 0 would count an eof.
+        Ok(Served::Rejected) => REJECTED,
+        Ok(Served::Closed(peer, reason)) => {
             // Not counted yet: the parent counts it when it reaps us.
             let open = blocking::open(stats).saturating_sub(1);
             journal::closed(peer, &reason, open);

@@ -146,6 +146,11 @@ impl Processes {
     fn reaped(&mut self, pid: pid_t, status: c_int) {
         let Some(peer) = self.children.remove(&pid) else { return };
         self.departed.push(peer);
+        let rejected = libc::WIFEXITED(status)
+            && libc::WEXITSTATUS(status) == child::REJECTED;
+        if rejected {
+            return; // counted by the child, never served
+        }
         if let Some(reason) = reported(status) {
             self.stats.closed(&reason);
             return;

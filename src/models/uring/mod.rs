@@ -32,6 +32,7 @@ mod conn;
 mod ring;
 
 use std::net::{Shutdown, SocketAddr};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ use crate::journal;
 use crate::listener::accept::Accept;
 use crate::listener::{Control, Listener, Source, STOP_WINDOW};
 use crate::metrics::{Counters, Metrics};
+use crate::pending::{Header, Pending};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 use crate::OUT_CAP;
 
@@ -128,6 +130,8 @@ struct Loop {
     /// `--metrics-addr`: its sockets are on the listener layer's epoll,
     /// so their events arrive with the control completions.
     metrics: Option<Metrics>,
+    /// `--proxy-protocol`: the connections whose header is arriving.
+    pending: Option<Pending>,
 }
 
 impl Loop {
@@ -173,6 +177,7 @@ impl Loop {
             start: Instant::now(),
             now_ms: 0,
             metrics,
+            pending: config.proxy.clone().map(Pending::new),
         })
     }
 
@@ -196,7 +201,12 @@ impl Loop {
         let log = journal::retry_at(now);
         let service = self.listener.service_due();
         let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
-        [idle, accept, self.stopping, log, service, metrics]
+        let header = self
+            .pending
+            .as_ref()
+            .and_then(Pending::next_deadline)
+            .map(|ms| self.start + Duration::from_millis(ms));
+        [idle, accept, self.stopping, log, service, metrics, header]
             .into_iter()
             .flatten()
             .min()
@@ -245,6 +255,11 @@ impl Loop {
             }
         }
         self.expire_idle();
+        while let Some(key) =
+            self.pending.as_mut().and_then(|p| p.expired(self.now_ms))
+        {
+            self.close(key, crate::proxy::too_slow());
+        }
     }
 
     fn arm_accept(&mut self, i: usize) {
@@ -289,12 +304,42 @@ impl Loop {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
-        if !self.accept.admits(self.open, peer, &self.stats) {
+        let admitted = match &self.pending {
+            // The balancer's address until the header names the client.
+            Some(_) => {
+                self.accept.admits_one_more(self.open, peer, &self.stats)
+            }
+            None => self.accept.admits(self.open, peer, &self.stats),
+        };
+        if !admitted {
             return; // dropping the stream closes it at once
+        }
+        if let Some(reason) =
+            self.pending.as_ref().and_then(|p| p.refuses(peer))
+        {
+            self.stats.accepted();
+            self.stats.closed(&reason);
+            journal::closed(peer, &reason, self.open);
+            return;
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         let key = self.conns.insert(Conn::new(stream, peer, self.next_gen));
         self.open += 1;
+        if let Some(pending) = &mut self.pending {
+            // Counted and logged once the header names the client; the
+            // first receives feed it.
+            pending.start(key, self.now_ms);
+            if let Some(log) = &mut self.log {
+                *log.bucket(key) = Default::default();
+            }
+            return self.arm_recv(key);
+        }
+        self.serving(key, peer);
+        self.arm_recv(key);
+    }
+
+    /// Connection `key` from `peer` is served from now on.
+    fn serving(&mut self, key: usize, peer: SocketAddr) {
         self.stats.accepted();
         if let Some(idle) = &mut self.idle {
             idle.insert(key, self.now_ms);
@@ -303,7 +348,29 @@ impl Loop {
             *log.bucket(key) = Default::default();
         }
         journal::accepted(peer, self.open);
-        self.arm_recv(key);
+    }
+
+    /// Acts on what a receive of `n` bytes made of connection `key`'s
+    /// header: how many of them were header (the rest is the client's
+    /// stream), or `None` if the connection was refused.
+    fn header(&mut self, key: usize, got: Header, n: usize) -> Option<usize> {
+        let (peer, first) = match got {
+            Header::Waiting => return Some(n),
+            Header::Refused(reason) => {
+                self.close(key, reason);
+                return None;
+            }
+            Header::Done { peer, first } => (peer, first),
+        };
+        let conn = &mut self.conns[key];
+        let peer = peer.unwrap_or(conn.peer);
+        conn.peer = peer;
+        if !self.accept.admits_address(peer, &self.stats) {
+            self.close_unserved(key);
+            return None;
+        }
+        self.serving(key, peer);
+        Some(first.start)
     }
 
     /// Arms connection `key`'s multishot receive, if it wants one.
@@ -366,43 +433,30 @@ impl Loop {
         match c.result {
             n if n > 0 => {
                 let n = n as usize;
-                self.traffic.bytes_in += n as u64;
-                if let Some(idle) = &mut self.idle {
-                    idle.touch(key, self.now_ms);
-                }
-                let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
-                match (conn.phase, self.mode) {
-                    (Phase::Open, Mode::Log) => {
-                        let stats = &self.stats;
-                        let log = self.log.as_mut();
-                        if let Some(mut limit) =
-                            log.map(|l| l.limit(key, stats))
-                        {
-                            let scratch = &mut self.scratch;
-                            journal::chunk(
-                                conn.peer, data, scratch, &mut limit,
-                            );
+                // The first receives feed a PROXY header, if one is due.
+                let pending = self.pending.as_mut().filter(|p| p.waits(key));
+                let skip = match pending {
+                    None => 0,
+                    Some(p) => {
+                        let data =
+                            bid.map_or(&[][..], |b| self.pool.data(b, n));
+                        let got = p.feed(key, data);
+                        match self.header(key, got, n) {
+                            Some(skip) => skip,
+                            None => return,
                         }
                     }
-                    (Phase::Open, Mode::Echo) => {
-                        let before = conn.held();
-                        let out =
-                            conn.out.get_or_insert_with(Default::default);
-                        // The first output of a turn queues one send; the
-                        // rest of the turn's joins it.
-                        if out.is_quiet() {
-                            self.to_send.push(key);
-                        }
-                        out.push(data);
-                        self.out_held = self.out_held - before + conn.held();
-                    }
-                    // Trap 17: input left at the stop means lingering.
-                    (Phase::Stopping, _) => conn.phase = Phase::Lingering,
-                    _ => {}
+                };
+                if skip < n {
+                    self.take(key, bid, skip..n);
                 }
             }
             0 => {
+                let conn = &mut self.conns[key];
                 conn.phase = Phase::HalfClosed;
+                if self.pending.as_mut().is_some_and(|p| p.waits(key)) {
+                    return self.close(key, crate::proxy::cut_short());
+                }
                 if conn.pending() == 0 {
                     self.close(key, Reason::Eof);
                 }
@@ -423,6 +477,43 @@ impl Loop {
         }
         if !self.conns[key].recv {
             self.to_arm.push(key);
+        }
+    }
+
+    /// Logs, echoes or discards `range` of buffer `bid`, received for
+    /// connection `key`.
+    fn take(&mut self, key: usize, bid: Option<u16>, range: Range<usize>) {
+        let conn = &mut self.conns[key];
+        let n = range.end;
+        self.traffic.bytes_in += range.len() as u64;
+        if let Some(idle) = &mut self.idle {
+            idle.touch(key, self.now_ms);
+        }
+        let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
+        let data = data.get(range).unwrap_or_default();
+        match (conn.phase, self.mode) {
+            (Phase::Open, Mode::Log) => {
+                let stats = &self.stats;
+                let log = self.log.as_mut();
+                if let Some(mut limit) = log.map(|l| l.limit(key, stats)) {
+                    let scratch = &mut self.scratch;
+                    journal::chunk(conn.peer, data, scratch, &mut limit);
+                }
+            }
+            (Phase::Open, Mode::Echo) => {
+                let before = conn.held();
+                let out = conn.out.get_or_insert_with(Default::default);
+                // The first output of a turn queues one send; the
+                // rest of the turn's joins it.
+                if out.is_quiet() {
+                    self.to_send.push(key);
+                }
+                out.push(data);
+                self.out_held = self.out_held - before + conn.held();
+            }
+            // Trap 17: input left at the stop means lingering.
+            (Phase::Stopping, _) => conn.phase = Phase::Lingering,
+            _ => {}
         }
     }
 
@@ -517,16 +608,38 @@ impl Loop {
         if conn.phase == Phase::Closing {
             return;
         }
-        conn.phase = Phase::Closing;
-        self.open -= 1;
+        // A connection refused at its header was counted at none of
+        // accept, the per-address table or the idle list.
+        let unserved = self.pending.as_mut().is_some_and(|p| p.forget(key));
+        if unserved {
+            self.stats.accepted();
+        }
         let reason =
             if self.stopping.is_some() { Reason::Shutdown } else { reason };
         self.stats.closed(&reason);
         if let Some(log) = &mut self.log {
             journal::suppressed(conn.peer, log.bucket(key));
         }
-        journal::closed(conn.peer, &reason, self.open);
-        self.accept.release(conn.peer);
+        journal::closed(conn.peer, &reason, self.open - 1);
+        if !unserved {
+            self.accept.release(conn.peer);
+        }
+        self.close_unserved(key);
+    }
+
+    /// Ends connection `key` without counting it: its header named a
+    /// client over the per-address limit (counted as rejected), or
+    /// [`Loop::close`] counted it.
+    fn close_unserved(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        conn.phase = Phase::Closing;
+        self.open -= 1;
+        if let Some(pending) = &mut self.pending {
+            pending.forget(key);
+        }
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
         }
@@ -639,6 +752,11 @@ impl Loop {
         log::info!("stopping: {} connections open", self.open);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            // A header still arriving: nothing was served to flush.
+            if self.pending.as_ref().is_some_and(|p| p.waits(key)) {
+                self.close(key, Reason::Shutdown);
+                continue;
+            }
             let conn = &mut self.conns[key];
             if conn.phase != Phase::Open {
                 continue;
