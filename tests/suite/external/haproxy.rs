@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use readyloop::Model;
+
 use crate::support::load_json::LoadReport;
 use crate::support::scrape::metrics_addr;
 use crate::support::server::{binary, ServerProcess, Signal};
@@ -267,9 +269,10 @@ fn connect_from(ip: IpAddr, front: SocketAddr) -> TcpStream {
 /// Clients from ten source addresses are echoed exactly through
 /// HAProxy with `header`, and the backends log each client's own
 /// address and port, never HAProxy's.
-fn real_addresses_through(header: Header) {
-    let mut a = Backend::start("127.0.0.2", header.flags());
-    let mut b = Backend::start("127.0.0.3", header.flags());
+fn real_addresses_through(model: Model, header: Header) {
+    let args = [&["--model", model.name()], header.flags()].concat();
+    let mut a = Backend::start("127.0.0.2", &args);
+    let mut b = Backend::start("127.0.0.3", &args);
     let balancer = Balancer::start(&a, &b, header);
     let mut clients = Vec::new();
     for (n, ip) in client_ips().into_iter().enumerate() {
@@ -292,16 +295,19 @@ fn real_addresses_through(header: Header) {
     drop(balancer);
 }
 
+per_model!(
+    send_proxy_v2_echoes_and_logs_the_real_clients,
+    send_proxy_v1_echoes_and_logs_the_real_clients,
+);
+
 /// `send-proxy-v2`, as the contrib file has it.
-#[test]
-fn send_proxy_v2_echoes_and_logs_the_real_clients() {
-    real_addresses_through(Header::V2);
+fn send_proxy_v2_echoes_and_logs_the_real_clients(model: Model) {
+    real_addresses_through(model, Header::V2);
 }
 
 /// `send-proxy` (v1, text).
-#[test]
-fn send_proxy_v1_echoes_and_logs_the_real_clients() {
-    real_addresses_through(Header::V1);
+fn send_proxy_v1_echoes_and_logs_the_real_clients(model: Model) {
+    real_addresses_through(model, Header::V1);
 }
 
 /// `--max-connections-per-ip 1` behind HAProxy counts the real client:
