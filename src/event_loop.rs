@@ -286,7 +286,7 @@ impl EventLoop {
         while let Some(key) =
             self.pending.as_mut().and_then(|p| p.expired(self.now_ms))
         {
-            self.close(key, crate::proxy::too_slow());
+            self.close(key, crate::pending::too_slow());
         }
     }
 

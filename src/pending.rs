@@ -18,6 +18,8 @@ use mio::net::TcpStream;
 use crate::net::{interrupted, would_block};
 use crate::proxy::{self, header, Parse, Proxy, HEADER_TIMEOUT};
 use crate::stats::Reason;
+use std::fmt::Display;
+use std::io;
 
 /// What reading a header came to.
 #[derive(Debug)]
@@ -31,6 +33,36 @@ pub(crate) enum Header {
     Refused(Reason),
 }
 
+/// Why a connection from `balancer` may not even send a header, if it
+/// may not (`--proxy-from`).
+pub(crate) fn untrusted(
+    proxy: &Proxy,
+    balancer: SocketAddr,
+) -> Option<Reason> {
+    let ip = balancer.ip();
+    (!proxy.trust.allows(ip))
+        .then(|| refused(format_args!("{ip} is not in --proxy-from")))
+}
+
+/// The reason a refused connection closes with: an `error` whose text
+/// begins with `proxy: ` (`closed: error: proxy: …`).
+pub(crate) fn refused(why: impl Display) -> Reason {
+    Reason::Error(io::Error::other(format!("proxy: {why}")))
+}
+
+/// The client closed before its header ended.
+pub(crate) fn cut_short() -> Reason {
+    refused("the connection ended inside the header")
+}
+
+/// The header did not arrive within [`HEADER_TIMEOUT`].
+pub(crate) fn too_slow() -> Reason {
+    refused(format_args!(
+        "no complete header within {} s",
+        HEADER_TIMEOUT.as_secs()
+    ))
+}
+
 /// Adds `data` to `partial` (no more than a header's cap of it) and
 /// parses; a completion's `first` is a range of `data`.
 fn feed(partial: &mut Partial, data: &[u8]) -> Header {
@@ -42,7 +74,7 @@ fn feed(partial: &mut Partial, data: &[u8]) -> Header {
         Ok(Parse::Done(h)) => {
             Header::Done { peer: h.source, first: h.len - had..data.len() }
         }
-        Err(invalid) => Header::Refused(proxy::refused(invalid)),
+        Err(invalid) => Header::Refused(refused(invalid)),
     }
 }
 
@@ -77,7 +109,7 @@ impl Pending {
 
     /// Why a connection from `balancer` may not send a header, if not.
     pub(crate) fn refuses(&self, balancer: SocketAddr) -> Option<Reason> {
-        self.proxy.refuses(balancer)
+        untrusted(&self.proxy, balancer)
     }
 
     /// Connection `key` was accepted at `now_ms`: its header is due.
@@ -166,7 +198,7 @@ impl Pending {
             let Some(partial) = have else { return Header::Waiting };
             let room = header::room(&partial.bytes).min(buf.len());
             let n = match stream.read(&mut buf[..room]) {
-                Ok(0) => return Header::Refused(proxy::cut_short()),
+                Ok(0) => return Header::Refused(cut_short()),
                 Ok(n) => n,
                 // Trap 1: drained; the next bytes come with a new edge.
                 Err(e) if would_block(&e) => return Header::Waiting,

@@ -18,6 +18,7 @@ use crate::listener::group::Group;
 use crate::listener::STOP_WINDOW;
 use crate::log_limit::{Bucket, Limits};
 use crate::net::{interrupted, would_block};
+use crate::pending;
 use crate::proxy::{self, header, Parse, HEADER_TIMEOUT};
 use crate::stats::{Reason, Stats};
 
@@ -259,7 +260,7 @@ impl<'s> Conn<'s> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(proxy::too_slow());
+                return Err(pending::too_slow());
             }
             let wait = self.watch.slice().map_or(left, |s| s.min(left));
             self.stream
@@ -268,7 +269,7 @@ impl<'s> Conn<'s> {
             // Past what the header can be: its excess is served below.
             let room = header::room(&bytes).min(cx.buf.len());
             let n = match self.stream.read(&mut cx.buf[..room]) {
-                Ok(0) => return Err(proxy::cut_short()),
+                Ok(0) => return Err(pending::cut_short()),
                 Ok(n) => n,
                 Err(e) if would_block(&e) || interrupted(&e) => continue,
                 Err(e) => return Err(Reason::from_io(e)),
@@ -283,7 +284,7 @@ impl<'s> Conn<'s> {
                     cx.buf.copy_within(first, 0);
                     return Ok((h.source, len));
                 }
-                Err(invalid) => return Err(proxy::refused(invalid)),
+                Err(invalid) => return Err(pending::refused(invalid)),
             }
         }
     }

@@ -306,3 +306,43 @@ fn the_per_address_limit_counts_the_named_clients(model: Model) {
 fn binary() -> &'static str {
     crate::support::server::binary()
 }
+
+/// `--workers 2`: every worker reads headers, and the per-address table
+/// they share counts the named clients: with one client holding its one
+/// connection, that client is rejected on whichever worker its next
+/// connection lands, and other clients are served.
+#[test]
+fn workers_share_the_named_clients_limit() {
+    let mut server = serve(
+        Model::Mio,
+        &[
+            "--mode",
+            "echo",
+            "--workers",
+            "2",
+            "--proxy-protocol",
+            "--max-connections-per-ip",
+            "1",
+        ],
+    );
+    let mut held = connect(server.addr);
+    held.write_all(&v1(addr("192.0.2.60:1"))).expect("write");
+    assert_eq!(echo_round(&mut held, b"held"), b"held");
+    let tries = 8;
+    for i in 0..tries {
+        refused(server.addr, &v2(addr(&format!("192.0.2.60:{}", 100 + i))));
+        let other = addr(&format!("192.0.2.{}:7", 100 + i));
+        proxied_echo(server.addr, &v2(other), b"served");
+    }
+    wait_count(&mut server, "closed: eof", tries);
+    for i in 0..tries {
+        assert_eq!(
+            server.count(&format!("192.0.2.{}:7 accepted", 100 + i)),
+            1
+        );
+    }
+    close_and_wait(held);
+    let summary = stop(server);
+    assert_eq!(summary.rejected, tries as u64);
+    assert_eq!(summary.accepted, tries as u64 + 1);
+}

@@ -258,7 +258,7 @@ impl Loop {
         while let Some(key) =
             self.pending.as_mut().and_then(|p| p.expired(self.now_ms))
         {
-            self.close(key, crate::proxy::too_slow());
+            self.close(key, crate::pending::too_slow());
         }
     }
 
@@ -455,7 +455,7 @@ impl Loop {
                 let conn = &mut self.conns[key];
                 conn.phase = Phase::HalfClosed;
                 if self.pending.as_mut().is_some_and(|p| p.waits(key)) {
-                    return self.close(key, crate::proxy::cut_short());
+                    return self.close(key, crate::pending::cut_short());
                 }
                 if conn.pending() == 0 {
                     self.close(key, Reason::Eof);
