@@ -4,7 +4,9 @@
 //!
 //! Cost per connection: a 48-byte slab entry, 24 bytes of idle
 //! bookkeeping when `--idle-timeout` is set, 16 bytes of log rate limit
-//! in log mode, and an output buffer only while a write is blocked. Those
+//! in log mode, with `--proxy-protocol` 8 bytes beside the slab and a
+//! partial header only while one arrives (`pending`), and an output
+//! buffer only while a write is blocked. Those
 //! buffers share one budget (`--max-output-memory`): past it, a
 //! connection whose writes block stops being read, so clients that never
 //! read cost the budget, not their number times

@@ -9,7 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Mode;
@@ -84,6 +84,8 @@ pub(crate) struct Proxied {
     pub table: Option<Arc<Group>>,
     /// `--max-connections-per-ip`, for the rejection line.
     pub max_per_ip: usize,
+    /// Rejection lines, at most one a second for all connections.
+    pub rejections: Mutex<RateLimited>,
 }
 
 impl Proxied {
@@ -96,9 +98,9 @@ impl Proxied {
             table.lock().unwrap_or_else(|e| e.into_inner()).admit(peer);
         if !admitted {
             stats.rejected();
-            // Each connection is its own thread here: no shared limiter.
-            let mut once = RateLimited::default();
-            journal::rejected_per_address(&mut once, peer, self.max_per_ip);
+            let mut limiter =
+                self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+            journal::rejected_per_address(&mut limiter, peer, self.max_per_ip);
         }
         admitted
     }
@@ -151,9 +153,14 @@ pub(crate) fn serve_to_close(
     let (peer, first) = match cx.proxy {
         None => (peer, 0),
         Some(proxied) => match conn.read_header(cx) {
-            // Counted as accepted only now, so that it can close.
+            // Counted as accepted only now, so that it can close; a
+            // stop that cut the header short is a `shutdown`.
             Err(reason) => {
                 cx.stats.accepted();
+                let reason = match conn.noticed_stop(true) {
+                    true => Reason::Shutdown,
+                    false => reason,
+                };
                 return Served::Closed(peer, reason);
             }
             Ok((source, first)) => {

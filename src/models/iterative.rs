@@ -47,6 +47,7 @@ pub(crate) fn run(
         proxy: config.proxy.as_ref().map(|_| Proxied {
             table: Some(std::sync::Arc::clone(listener.group())),
             max_per_ip: config.max_connections_per_ip,
+            rejections: Default::default(),
         }),
     };
     // Connections are served inside the accept loop, so when it returns

@@ -67,6 +67,7 @@ pub(crate) fn run(
             Arc::new(Proxied {
                 table: Some(Arc::clone(listener.group())),
                 max_per_ip: config.max_connections_per_ip,
+                rejections: Default::default(),
             })
         }),
     };

@@ -20,6 +20,7 @@ per_model!(
     local_and_unknown_keep_the_balancer_address,
     a_header_that_never_ends_times_out,
     without_the_flag_a_header_is_data,
+    a_stop_closes_a_header_still_arriving,
 );
 per_model!(concurrent: the_per_address_limit_counts_the_named_clients);
 
@@ -345,4 +346,36 @@ fn workers_share_the_named_clients_limit() {
     let summary = stop(server);
     assert_eq!(summary.rejected, tries as u64);
     assert_eq!(summary.accepted, tries as u64 + 1);
+}
+
+/// A stop while a header is still arriving closes that connection at
+/// once, counted as accepted and closed as `shutdown`.
+fn a_stop_closes_a_header_still_arriving(model: Model) {
+    let server = serve(model, &["--mode", "echo", "--proxy-protocol"]);
+    let mut c = connect(server.addr);
+    c.write_all(&v2(addr("192.0.2.9:9"))[..10]).expect("write");
+    // The header's first bytes are in the server before the stop.
+    eventually("the partial header is read", || {
+        proc::tcp_socket(server.addr, c.local_addr().expect("local"))
+            .is_some_and(|s| s.rx_queue == 0)
+    });
+    let summary = stop(server);
+    assert!(closed_by_server(&mut c));
+    assert_eq!((summary.accepted, summary.closed_shutdown), (1, 1));
+}
+
+/// A `--proxy-from` that is not a list of networks is a usage error:
+/// exit 2 and the reason.
+#[test]
+fn a_bad_proxy_from_is_exit_2() {
+    for bad in ["10.0.0.0/33", "10.0.0.1/8x", "example.com", ""] {
+        let out = std::process::Command::new(binary())
+            .args(["serve", "--addr", "127.0.0.1:0", "--proxy-protocol"])
+            .args(["--proxy-from", bad])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--proxy-from"), "{bad:?}: {err}");
+    }
 }

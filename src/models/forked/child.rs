@@ -88,6 +88,7 @@ pub(super) fn child(
     let proxy = config.proxy.as_ref().map(|_| Proxied {
         table: None,
         max_per_ip: config.max_connections_per_ip,
+        rejections: Default::default(),
     });
     let fd = stream.as_raw_fd();
     close_inherited(listener, fd);
