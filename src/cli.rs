@@ -16,7 +16,7 @@ use simple_logger::SimpleLogger;
 use crate::config::{Config, Mode, Model};
 use crate::journal::{self, STATUS};
 use crate::net;
-use crate::secs::zero_or_at_least;
+use crate::secs::{parse_secs, zero_or_at_least};
 
 /// A single-threaded readiness-IO TCP server, the classic models it is
 /// compared with, and a load generator to compare them.
@@ -139,6 +139,15 @@ pub struct ServeArgs {
           allow_negative_numbers = true,
           value_parser = zero_or_at_least(Duration::from_millis(100)))]
     pub stats_interval: Duration,
+
+    /// When a stop begins (SIGTERM, SIGINT, SIGHUP), keep accepting and
+    /// serving for SECS seconds (fractions allowed) with /healthz on
+    /// --metrics-addr answering 503, so a load balancer stops sending
+    /// new clients; then stop as usual. A second signal stops now.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = parse_secs)]
+    pub drain: Duration,
 
     /// mio and uring models: run N independent loops, one thread each, every one
     /// with its own listening sockets on the same addresses
@@ -290,6 +299,7 @@ impl ServeArgs {
         config.log_total_rate = self.log_total_rate;
         config.stats_interval =
             (!self.stats_interval.is_zero()).then_some(self.stats_interval);
+        config.drain = self.drain;
         config.workers = match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,

@@ -140,6 +140,10 @@ pub struct Config {
     /// nowhere. It must not overlap the client address (the command
     /// line refuses it).
     pub metrics_addr: Option<SocketAddr>,
+    /// How long a stop keeps accepting and serving, with `/healthz`
+    /// answering 503, before it takes effect (`--drain`): time for a
+    /// load balancer's health check to notice. Zero: none.
+    pub drain: Duration,
     /// `--proxy-protocol`: every client connection must begin with a
     /// PROXY header, from a source its [`Trust`](crate::proxy::Trust)
     /// allows; `None`: no header is expected (bytes that look like one
@@ -170,6 +174,7 @@ impl Config {
             systemd: false,
             handle_signals: false,
             metrics_addr: None,
+            drain: Duration::ZERO,
             proxy: None,
         }
     }

@@ -24,9 +24,10 @@
 //! | | `pending` | connections whose PROXY header is still arriving |
 //! | | `models` | the iterative, thread and process models |
 //! | | `models::uring` | the io_uring model: completions instead of readiness |
-//! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop |
+//! | | `metrics` | the Prometheus endpoint (`--metrics-addr`) every model serves from its loop, and `/healthz` for load balancers |
 //! | listener | `listener` | the listening sockets, the poll, fixed tokens, waker, the wait that keeps its deadline, the stop window |
 //! | | `listener::accept` | the one accept state machine every model runs; `per_address` its per-address table |
+//! | | `listener::group` | what the workers share: the stop and its `--drain`, the counters |
 //! | | `listener::signals` | which signals stop, stop now, report or are ignored |
 //! | | `listener::wake` | interrupting a blocked thread without touching its socket |
 //! | | `listener::activation` | systemd socket activation: the passed sockets, checked |

@@ -47,6 +47,7 @@ pub fn bind(config: Config) -> Result<Server, Error> {
         stats_interval: config.stats_interval,
         reuse_port: workers > 1,
         max_per_ip: config.max_connections_per_ip,
+        drain: config.drain,
     };
     let mut listeners = vec![Listener::bind(&setup)?];
     for _ in 1..workers {
@@ -54,8 +55,9 @@ pub fn bind(config: Config) -> Result<Server, Error> {
     }
     if workers > 1 {
         let wakers = listeners.iter().map(Listener::waker).collect();
-        let group =
-            Arc::new(Group::new(wakers, config.max_connections_per_ip));
+        let group = Group::new(wakers, config.max_connections_per_ip)
+            .with_drain(config.drain);
+        let group = Arc::new(group);
         let (first, others) = listeners.split_at_mut(1);
         for listener in others.iter_mut() {
             listener.follow_watchdog(&first[0]);

@@ -11,7 +11,8 @@
 //!
 //! After the matrix, the mio model runs the CPU test again with
 //! `--metrics-addr` on and scraped every second against off, round by
-//! round (`metrics_cost`).
+//! round (`metrics_cost`), and behind HAProxy with the PROXY protocol
+//! against without it (`haproxy_cost`).
 //!
 //! Output: a table on stdout, `target/bench/report.md`, `report.csv`
 //! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
@@ -23,6 +24,7 @@
 
 mod charts;
 mod floor;
+mod haproxy_cost;
 mod kernel;
 mod load;
 #[path = "../../tests/suite/support/load_json.rs"]
@@ -118,6 +120,7 @@ fn bench() -> Result<(), String> {
     }
     let metrics = metrics_cost::run(&settings);
     let scaled = scaling::run(&settings.scaling, settings.rounds);
+    let haproxy = haproxy_cost::run(&settings);
     let strace = strace_counts(&settings);
     let basics = report::basics(&settings);
     let servers: Vec<&'static str> = SERVERS.iter().map(|s| s.name).collect();
@@ -138,9 +141,10 @@ fn bench() -> Result<(), String> {
     let syscall_text = report::syscall_table(&strace);
     println!("{syscall_text}");
     println!("{}", metrics.line(&settings));
+    println!("behind HAProxy, PROXY v2 against none:\n{}", haproxy.table());
     println!("{}", basics.join("\n"));
     let charts = report::draw(&out_dir, &samples, &settings, &servers);
-    let md = report::report_md(
+    let mut md = report::report_md(
         &settings,
         &samples,
         &busy,
@@ -153,6 +157,7 @@ fn bench() -> Result<(), String> {
         &metrics,
         started.elapsed(),
     );
+    md.push_str(&haproxy.markdown());
     write(&out_dir.join("report.md"), &md)?;
     write(&out_dir.join("report.csv"), &output::csv(&samples))?;
     write(&out_dir.join("scaling.csv"), &output::csv(&scaled))?;

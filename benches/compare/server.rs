@@ -122,7 +122,17 @@ fn myself(list: Option<&str>, args: [&str; 2]) -> Command {
 impl Running {
     /// Starts `cmd`, waits for its `listening on ADDR` line and checks
     /// that one byte comes back; otherwise says why it is unavailable.
-    pub fn start(mut cmd: Command) -> Result<Running, String> {
+    pub fn start(cmd: Command) -> Result<Running, String> {
+        Running::start_with(cmd, true)
+    }
+
+    /// [`Running::start`], without the echo check unless `probe` (a
+    /// server with `--proxy-protocol` closes a client without a
+    /// header).
+    pub fn start_with(
+        mut cmd: Command,
+        probe: bool,
+    ) -> Result<Running, String> {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
         let pid = child.id();
@@ -141,7 +151,8 @@ impl Running {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| format!("no address in {line:?}"))?;
-        if let Err(e) = probe(server.addr) {
+        let checked = if probe { echo_probe(server.addr) } else { Ok(()) };
+        if let Err(e) = checked {
             thread::sleep(Duration::from_millis(100));
             let said: Vec<String> = server.lines.try_iter().collect();
             let why = said
@@ -217,7 +228,7 @@ pub fn terminate(pid: u32) {
 }
 
 /// One byte there and back, with a deadline.
-fn probe(addr: SocketAddr) -> std::io::Result<()> {
+fn echo_probe(addr: SocketAddr) -> std::io::Result<()> {
     let patience = Duration::from_secs(2);
     let mut s = TcpStream::connect_timeout(&addr, patience)?;
     s.set_read_timeout(Some(patience))?;

@@ -3,9 +3,15 @@
 //! a worker touches the group when a stop is asked, when it publishes
 //! its byte counts once a turn, and when the `stats` line, the service
 //! manager's status or a scrape adds the workers' counters up.
+//!
+//! A stop begins at once, or, with `--drain SECS`, drains first: for
+//! that long the workers go on accepting and serving while
+//! [`Group::healthy`] says no (`/healthz` answers 503), so a load
+//! balancer has time to notice and send new clients elsewhere; then
+//! [`Group::asked`] says stop. A second stop during the drain stops now.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
@@ -17,7 +23,7 @@ use super::signals::Control;
 
 /// Serving.
 const SERVING: u8 = 0;
-/// Stopping: flush and linger for the stop window.
+/// A stop was asked: draining until the drain's end, then stopping.
 const STOPPING: u8 = 1;
 /// Stopping now.
 const NOW: u8 = 2;
@@ -26,6 +32,10 @@ const NOW: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct Group {
     stop: AtomicU8,
+    /// `--drain`: how long a stop keeps serving before it takes effect.
+    drain: Duration,
+    /// When the drain of the stop asked first ends (set once).
+    drain_end: OnceLock<Instant>,
     wakers: Vec<Arc<Waker>>,
     stats: Vec<Arc<Stats>>,
     /// `--max-connections-per-ip` counts a client's connections on every
@@ -52,6 +62,8 @@ impl Group {
         let beats = wakers.iter().map(|_| Beat::default()).collect();
         Group {
             stop: AtomicU8::new(SERVING),
+            drain: Duration::ZERO,
+            drain_end: OnceLock::new(),
             wakers,
             stats,
             per_address: Mutex::new(PerAddress::new(max_per_ip)),
@@ -92,31 +104,73 @@ impl Group {
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The group with a drain of `drain` before each stop takes effect.
+    pub(crate) fn with_drain(mut self, drain: Duration) -> Group {
+        self.drain = drain;
+        self
+    }
+
     /// Workers in the group.
     pub(crate) fn workers(&self) -> usize {
         self.wakers.len()
     }
 
-    /// Asks every worker to stop: the first time to stop, again (or with
-    /// `now`) to stop now. Returns what the workers will see.
+    /// Asks every worker to stop: the first time to stop (after the
+    /// drain), again (or with `now`) to stop now. Returns what the
+    /// workers will see.
     pub(crate) fn ask_stop(&self, now: bool) -> Control {
+        // The drain's end is set before the level moves, so a worker
+        // that sees the level sees the end too.
+        let _ = self.drain_end.get_or_init(|| Instant::now() + self.drain);
         let step =
             |level: u8| Some(if now { NOW } else { (level + 1).min(NOW) });
-        let before = self
-            .stop
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, step)
-            .unwrap_or(NOW);
+        let _ =
+            self.stop.fetch_update(Ordering::SeqCst, Ordering::SeqCst, step);
+        self.wake_all();
+        self.asked()
+    }
+
+    /// Wakes every worker, to look at what was asked.
+    fn wake_all(&self) {
         for waker in &self.wakers {
             if let Err(e) = waker.wake() {
                 log::error!("cannot wake a worker to stop it: {e}");
             }
         }
-        control(step(before).unwrap_or(NOW))
     }
 
-    /// What has been asked so far.
+    /// What has been asked so far, as of now: a stop whose drain has
+    /// not ended asks nothing yet.
     pub(crate) fn asked(&self) -> Control {
-        control(self.stop.load(Ordering::SeqCst))
+        self.asked_at(Instant::now())
+    }
+
+    fn asked_at(&self, now: Instant) -> Control {
+        let level = self.stop.load(Ordering::SeqCst);
+        match self.draining_until(now) {
+            Some(_) if level < NOW => Control::default(),
+            _ => control(level),
+        }
+    }
+
+    /// Whether the server is serving with no stop asked: what `/healthz`
+    /// reports. False from the moment a stop is asked, drain included.
+    pub(crate) fn healthy(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) == SERVING
+    }
+
+    /// The end of the drain, while a stop is asked and `now` is before
+    /// it.
+    pub(crate) fn draining_until(&self, now: Instant) -> Option<Instant> {
+        if self.stop.load(Ordering::SeqCst) == SERVING {
+            return None;
+        }
+        self.drain_end.get().copied().filter(|&end| now < end)
+    }
+
+    /// `--drain`.
+    pub(crate) fn drain(&self) -> Duration {
+        self.drain
     }
 
     /// The counters of worker `n`.
@@ -205,5 +259,32 @@ mod tests {
         );
         group.beat(1, t0 + Duration::from_millis(155));
         assert_eq!(group.stalled(later, limit), Ok(()));
+    }
+
+    #[test]
+    fn a_drain_delays_the_stop_but_not_the_health_or_a_second_stop() {
+        let group =
+            Group::new(Vec::new(), 0).with_drain(Duration::from_secs(60));
+        assert!(group.healthy());
+        assert_eq!(group.ask_stop(false), Control::default());
+        assert!(!group.healthy());
+        assert_eq!(group.asked(), Control::default());
+        let end = group.draining_until(Instant::now()).unwrap();
+        assert!(end > Instant::now() + Duration::from_secs(59));
+        assert_eq!(group.ask_stop(false), Control { stop: true, now: true });
+        assert_eq!(group.draining_until(end), None);
+    }
+
+    #[test]
+    fn a_drain_ends_in_a_stop() {
+        let group =
+            Group::new(Vec::new(), 0).with_drain(Duration::from_secs(60));
+        assert_eq!(group.ask_stop(false), Control::default());
+        let end = group.draining_until(Instant::now()).unwrap();
+        let stop = Control { stop: true, now: false };
+        assert_eq!(group.asked_at(end), stop);
+        let undrained = Group::new(Vec::new(), 0);
+        assert_eq!(undrained.ask_stop(false), stop);
+        assert!(!undrained.healthy());
     }
 }

@@ -117,6 +117,18 @@ pub(crate) struct Listener {
     /// until the model takes it.
     metrics: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    /// How far this listener has followed the group's stop.
+    seen: Seen,
+}
+
+/// How far a listener has followed its group's stop (see
+/// [`Listener::follow_stop`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    Serving,
+    /// `--drain`: the stop was asked and takes effect later.
+    Draining,
+    Stopping,
 }
 
 impl std::fmt::Debug for Listener {
@@ -148,6 +160,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) reuse_port: bool,
     /// `--max-connections-per-ip`, which the workers count together.
     pub(crate) max_per_ip: usize,
+    /// `--drain`: how long a stop keeps serving before it takes effect.
+    pub(crate) drain: Duration,
 }
 
 impl Listener {
@@ -235,7 +249,8 @@ impl Listener {
             false => None,
         };
         let waker = Arc::new(waker);
-        let group = Group::new(vec![Arc::clone(&waker)], setup.max_per_ip);
+        let group = Group::new(vec![Arc::clone(&waker)], setup.max_per_ip)
+            .with_drain(setup.drain);
         Ok(Listener {
             sockets,
             addrs,
@@ -249,6 +264,7 @@ impl Listener {
             service: Service::new(setup.stats_interval, setup.systemd),
             metrics: None,
             metrics_addr: None,
+            seen: Seen::Serving,
         })
     }
 
@@ -378,12 +394,18 @@ impl Listener {
         match signals::meaning(signal) {
             signals::Meaning::Stop => {
                 let control = self.ask_stop(false);
-                match control.now {
-                    true => log::info!(
+                match (control.stop, control.now) {
+                    (_, true) => log::info!(
                         "received {name} again: stopping now, without \
                          waiting for connections"
                     ),
-                    false => log::info!("received {name}, stopping"),
+                    (true, false) => log::info!("received {name}, stopping"),
+                    (false, _) => log::info!(
+                        "received {name}: draining for {} s (/healthz \
+                         answers 503, connections are still accepted), \
+                         then stopping",
+                        self.group.drain().as_secs_f64()
+                    ),
                 }
                 control
             }
@@ -452,6 +474,7 @@ impl Listener {
         now: Instant,
         counters: impl FnOnce() -> (Summary, usize),
     ) {
+        self.follow_stop(now);
         let group = &self.group;
         if self.service.watched() && group.workers() > 1 {
             group.beat(self.worker, now);
@@ -473,7 +496,35 @@ impl Listener {
     /// When the periodic duties of [`Listener::service`] are next due,
     /// for a model that waits elsewhere than [`Listener::wait`].
     pub(crate) fn service_due(&self) -> Option<Instant> {
-        self.service.next_due()
+        // No clock read on the way to every wait unless draining.
+        let drain = match self.seen {
+            Seen::Draining => self.group.draining_until(Instant::now()),
+            Seen::Serving | Seen::Stopping => None,
+        };
+        [self.service.next_due(), drain].into_iter().flatten().min()
+    }
+
+    /// Follows the group's stop, whatever asked it (a signal, a
+    /// [`Handle`](crate::Handle), another worker): the service manager
+    /// hears `STOPPING=1` when it is asked, drain or not; and when a
+    /// drain ends, this listener's waker wakes the model, whose
+    /// [`Listener::control`] then says stop. So the drain lives here,
+    /// and every model stops after it the way it stops without one.
+    fn follow_stop(&mut self, now: Instant) {
+        if self.seen == Seen::Serving && !self.group.healthy() {
+            self.service.stopping();
+            self.seen = Seen::Draining;
+        }
+        if self.seen == Seen::Draining
+            && self.group.draining_until(now).is_none()
+        {
+            self.seen = Seen::Stopping;
+            if let Err(e) = self.waker.wake() {
+                log::error!(
+                    "cannot wake the loop at the end of the drain: {e}"
+                );
+            }
+        }
     }
 
     /// Waits on the poll until an event or `deadline` (`None`: no
@@ -485,7 +536,7 @@ impl Listener {
         events: &mut Events,
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
-        let deadline = match (deadline, self.service.next_due()) {
+        let deadline = match (deadline, self.service_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -493,7 +544,19 @@ impl Listener {
             let timeout = deadline
                 .map(|t| ceil_ms(t.saturating_duration_since(Instant::now())));
             match self.poll.poll(events, timeout) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A model that serves on this thread between waits
+                    // (the iterative one) may call `service` late.
+                    let news = match self.seen {
+                        Seen::Serving => !self.group.healthy(),
+                        Seen::Draining => true,
+                        Seen::Stopping => false,
+                    };
+                    if news {
+                        self.follow_stop(Instant::now());
+                    }
+                    return Ok(());
+                }
                 Err(e) if net::interrupted(&e) => continue,
                 Err(e) => return Err(Error::setup("wait on the poll")(e)),
             }

@@ -39,6 +39,8 @@ pub(crate) struct Service {
     /// turn at least this often, so the first worker can tell an idle
     /// worker from a stuck one.
     heartbeat: Option<(Duration, Instant)>,
+    /// `STOPPING=1` went (it is sent once).
+    stopping: bool,
 }
 
 impl Service {
@@ -52,6 +54,7 @@ impl Service {
             interval: interval.map(|every| (every, start + every)),
             notify: if systemd { Notify::from_env(start) } else { None },
             heartbeat: None,
+            stopping: false,
         }
     }
 
@@ -96,10 +99,13 @@ impl Service {
         }
     }
 
-    /// `STOPPING=1`: the stop began.
+    /// `STOPPING=1`: the stop began (its drain included); once.
     pub(crate) fn stopping(&mut self) {
+        if std::mem::replace(&mut self.stopping, true) {
+            return;
+        }
         if let Some(notify) = &mut self.notify {
-            notify.send("STOPPING=1\n");
+            notify.send("STOPPING=1\nSTATUS=stopping\n");
         }
     }
 
@@ -143,7 +149,7 @@ impl Service {
             journal::stats(&summary, open, uptime, &by_worker());
         }
         if let Some(notify) = &mut self.notify {
-            notify.run(now, get, healthy);
+            notify.run(now, self.stopping, get, healthy);
         }
     }
 }
@@ -217,6 +223,7 @@ impl Notify {
     fn run(
         &mut self,
         now: Instant,
+        stopping: bool,
         counters: impl FnOnce() -> (Summary, usize),
         healthy: impl FnOnce() -> Result<(), String>,
     ) {
@@ -239,8 +246,9 @@ impl Notify {
         if now >= self.next_status {
             self.next_status = now + STATUS_EVERY;
             let (s, open) = counters();
+            let state = if stopping { "stopping: " } else { "" };
             let status = format!(
-                "STATUS=open={open} accepted={} closed={} rejected={} \
+                "STATUS={state}open={open} accepted={} closed={} rejected={} \
                  bytes_in={} bytes_out={}\n",
                 s.accepted,
                 s.closed(),

@@ -2,7 +2,10 @@
 //! `httparse`) and the responses, each ending the connection.
 //!
 //! Only `GET /metrics` (and `HEAD /metrics`, the same without the body)
-//! is answered with the counters; a query string is ignored. Any other
+//! is answered with the counters; a query string is ignored. `GET
+//! /healthz` (or `HEAD`) answers `200 ok` while the server serves and
+//! `503 stopping` from the moment a stop is asked, for a load
+//! balancer's health check. Any other
 //! path is 404, another method on `/metrics` 405, a head that
 //! `httparse` rejects 400, and a head over [`HEAD_MAX`] bytes or with
 //! more than [`HEADERS_MAX`] fields 431.
@@ -24,6 +27,8 @@ pub(crate) enum Request {
     Partial,
     /// The counters; `body` is false for `HEAD`.
     Metrics { body: bool },
+    /// Whether the server is serving; `body` is false for `HEAD`.
+    Health { body: bool },
     /// Nothing but this status.
     Refused(Status),
 }
@@ -31,6 +36,8 @@ pub(crate) enum Request {
 /// The statuses other than 200 a scrape can get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
+    /// 503: the server is stopping (`/healthz`).
+    Stopping,
     /// 400: not an HTTP/1.x request head.
     BadRequest,
     /// 404: a path other than `/metrics`.
@@ -44,6 +51,7 @@ pub(crate) enum Status {
 impl Status {
     fn line(self) -> &'static str {
         match self {
+            Status::Stopping => "503 Service Unavailable",
             Status::BadRequest => "400 Bad Request",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
@@ -78,6 +86,9 @@ fn route(method: &str, target: &str) -> Request {
         ("/metrics", "GET") => Request::Metrics { body: true },
         ("/metrics", "HEAD") => Request::Metrics { body: false },
         ("/metrics", _) => Request::Refused(Status::MethodNotAllowed),
+        ("/healthz", "GET") => Request::Health { body: true },
+        ("/healthz", "HEAD") => Request::Health { body: false },
+        ("/healthz", _) => Request::Refused(Status::MethodNotAllowed),
         _ => Request::Refused(Status::NotFound),
     }
 }
@@ -91,6 +102,19 @@ pub(crate) fn refusal(status: Status) -> Vec<u8> {
         _ => "",
     };
     response(status.line(), "text/plain; charset=utf-8", allow, &body, true)
+}
+
+/// The whole answer of `/healthz`: `200 ok` while `serving`, else
+/// `503 stopping` (without the body for `HEAD`).
+pub(crate) fn health(serving: bool, body: bool) -> Vec<u8> {
+    let plain = "text/plain; charset=utf-8";
+    match serving {
+        true => response("200 OK", plain, "", "ok\n", body),
+        false => {
+            let status = Status::Stopping.line();
+            response(status, plain, "", "stopping\n", body)
+        }
+    }
 }
 
 /// The whole 200 response carrying `text` (without it for `HEAD`).
@@ -135,6 +159,12 @@ mod tests {
         assert_eq!(post, Request::Refused(Status::MethodNotAllowed));
         let other = parse(b"POST /other HTTP/1.1\r\n\r\n");
         assert_eq!(other, Request::Refused(Status::NotFound));
+        let health = parse(b"GET /healthz HTTP/1.0\r\n\r\n");
+        assert_eq!(health, Request::Health { body: true });
+        let probe = parse(b"HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(probe, Request::Health { body: false });
+        let put = parse(b"PUT /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(put, Request::Refused(Status::MethodNotAllowed));
     }
 
     #[test]
@@ -166,6 +196,12 @@ mod tests {
         let head = String::from_utf8(metrics("a 1\n", false)).unwrap();
         assert!(head.contains("Content-Length: 4\r\n"), "{head}");
         assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let ok = String::from_utf8(health(true, true)).unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        let down = String::from_utf8(health(false, true)).unwrap();
+        assert!(down.starts_with("HTTP/1.1 503 "), "{down}");
+        assert!(down.ends_with("\r\n\r\nstopping\n"), "{down}");
         let refused = refusal(Status::MethodNotAllowed);
         let refused = String::from_utf8(refused).unwrap();
         assert!(refused.starts_with("HTTP/1.1 405 "), "{refused}");

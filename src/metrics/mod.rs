@@ -29,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use crate::config::Config;
 use crate::journal::RateLimited;
 use crate::listener::accept::Accept;
+use crate::listener::group::Group;
 use crate::listener::{Listener, Source, FIRST_SCRAPE, MAX_SCRAPES};
 use crate::net::{interrupted, would_block};
 
@@ -55,6 +56,8 @@ pub(crate) struct Metrics {
     build: Build,
     /// The last rendering, its capacity kept for the next one.
     text: String,
+    /// Whose stop `/healthz` reports.
+    group: Arc<Group>,
     turned_away: RateLimited,
 }
 
@@ -104,6 +107,7 @@ impl Metrics {
             open: 0,
             build: Build { model: config.model, mode: config.mode },
             text: String::new(),
+            group: Arc::clone(listener.group()),
             turned_away: RateLimited::default(),
         })
     }
@@ -176,7 +180,7 @@ impl Metrics {
             let State::Waiting { body } = scrape.state else { continue };
             let out = http::metrics(&self.text, body);
             scrape.state = State::Writing { out, sent: 0 };
-            if scrape.advance() == Step::Done {
+            if scrape.advance(&self.group) == Step::Done {
                 self.close(slot, registry);
             }
         }
@@ -217,7 +221,7 @@ impl Metrics {
         // Trap 6: the scrape of this token may have closed earlier in
         // the batch; a vacant slot means nothing to do.
         let Some(Some(scrape)) = self.slots.get_mut(slot) else { return };
-        if scrape.advance() == Step::Done {
+        if scrape.advance(&self.group) == Step::Done {
             self.close(slot, registry);
         }
     }
@@ -236,14 +240,18 @@ impl Metrics {
 
 impl Scrape {
     /// Does all the IO its state allows, until it would block, waits
-    /// for the counters, or is done.
-    fn advance(&mut self) -> Step {
+    /// for the counters, or is done; `/healthz` asks `group`.
+    fn advance(&mut self, group: &Group) -> Step {
         loop {
             let next = match &mut self.state {
                 State::Reading(head) => match read_head(&self.stream, head) {
                     Head::Blocked => return Step::Open,
                     Head::Read(http::Request::Metrics { body }) => {
                         State::Waiting { body }
+                    }
+                    Head::Read(http::Request::Health { body }) => {
+                        let out = http::health(group.healthy(), body);
+                        State::Writing { out, sent: 0 }
                     }
                     Head::Read(http::Request::Refused(status)) => {
                         State::Writing { out: http::refusal(status), sent: 0 }

@@ -25,6 +25,9 @@ fn invalid_flags_exit_2_with_an_error() {
         &["serve", "--max-connections", "-5"],
         &["serve", "--idle-timeout", "-1"],
         &["serve", "--idle-timeout", "1e400"],
+        &["serve", "--drain", "soon"],
+        &["serve", "--drain", "1e400"],
+        &["serve", "--drain", "NaN"],
         &["serve", "--backlog", "0"],
         &["serve", "--log-level", "loud"],
         &["serve", "--no-such-flag"],
@@ -55,6 +58,7 @@ fn negative_and_tiny_numbers_are_refused_clearly() {
         "--log-rate",
         "--log-burst",
         "--log-total-rate",
+        "--drain",
     ];
     let load = [
         "--connections",

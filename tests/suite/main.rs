@@ -18,6 +18,7 @@
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
+//! | [`health`] | `/healthz` and `--drain`: 503 from a stop's start, serving through the drain |
 //! | [`proxy`] | `--proxy-protocol`, `--proxy-from`: headers name the peer, bad ones are refused, per model |
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
@@ -75,6 +76,7 @@ mod client;
 mod escape_props;
 #[cfg(feature = "external")]
 mod external;
+mod health;
 mod holder;
 mod library;
 mod limits_host;

@@ -10,11 +10,13 @@
 //! | [`units`] | `contrib/systemd`: `systemd-analyze verify` and `security` |
 //! | [`sandbox`] | the service's command line stays inside its sandbox |
 //! | [`promtool`] | `promtool check metrics` accepts every model's scrape |
+//! | [`haproxy`] | `contrib/haproxy` in front of two backends: real client addresses, the per-address limit, a rolling restart with `--drain` |
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 mod activation;
+mod haproxy;
 mod promtool;
 mod sandbox;
 mod units;
