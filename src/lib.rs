@@ -18,6 +18,8 @@
 //! |---|---|---|
 //! | binary | [`cli`] | the command line of `readyloop`: `serve`, `load`, `client` |
 //! | public | `server` | [`bind`], [`Server`], [`Handle`], [`Running`]: start and stop any model |
+//! | | `workers` | `--workers N`: the mio (or uring) loop once per thread, summed |
+//! | | `affinity` | `--pin`: the CPUs the process may use, and pinning a thread |
 //! | models | `event_loop` | the mio model: the loop, close, shutdown |
 //! | | `connection` | one client of the mio model: read, echo, flush |
 //! | | `idle` | the idle list: deadlines in O(1) per event |
