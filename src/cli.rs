@@ -324,16 +324,6 @@ impl ServeArgs {
         config.proxy = self
             .proxy_protocol
             .then(|| crate::proxy::Proxy { trust: self.proxy_from.clone() });
-        if config.model == Model::Process
-            && config.proxy.is_some()
-            && config.max_connections_per_ip > 0
-        {
-            return Err("--max-connections-per-ip with --proxy-protocol \
-                 needs a model whose connections share one table: the \
-                 process model's children learn the client's address \
-                 after the fork"
-                .into());
-        }
         match metrics_clash(&config) {
             Some(clash) => Err(clash),
             None => Ok(config),

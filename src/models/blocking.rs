@@ -79,23 +79,43 @@ pub(crate) struct Context<'a> {
 /// it (the accept loop saw only the balancer).
 #[derive(Debug)]
 pub(crate) struct Proxied {
-    /// The shared per-address table; `None` where none can be shared
-    /// (a forked child's would be a copy), which admits every client.
-    pub table: Option<Arc<Group>>,
+    /// The per-address table every connection of the server counts in;
+    /// `None` admits every client.
+    pub table: Option<Arc<dyn AddressTable>>,
     /// `--max-connections-per-ip`, for the rejection line.
     pub max_per_ip: usize,
     /// Rejection lines, at most one a second for all connections.
     pub rejections: Mutex<RateLimited>,
 }
 
+/// Where a connection's client is counted for `--max-connections-per-ip`
+/// once its PROXY header named it: the workers' shared table (threads),
+/// or a slot in shared memory (the process model's children).
+pub(crate) trait AddressTable: Send + Sync + std::fmt::Debug {
+    /// Counts `peer` if its address is under the limit.
+    fn admit(&self, peer: SocketAddr) -> bool;
+    /// A connection `admit` counted has closed.
+    fn release(&self, peer: SocketAddr);
+}
+
+impl AddressTable for Group {
+    fn admit(&self, peer: SocketAddr) -> bool {
+        let table = self.per_address();
+        table.lock().unwrap_or_else(|e| e.into_inner()).admit(peer)
+    }
+
+    fn release(&self, peer: SocketAddr) {
+        let table = self.per_address();
+        table.lock().unwrap_or_else(|e| e.into_inner()).release(peer);
+    }
+}
+
 impl Proxied {
     /// Counts `peer` in the per-address table if it is under the limit;
     /// else counts and logs a rejection.
     fn admit(&self, peer: SocketAddr, stats: &Stats) -> bool {
-        let Some(group) = &self.table else { return true };
-        let table = group.per_address();
-        let admitted =
-            table.lock().unwrap_or_else(|e| e.into_inner()).admit(peer);
+        let Some(table) = &self.table else { return true };
+        let admitted = table.admit(peer);
         if !admitted {
             stats.rejected();
             let mut limiter =
@@ -107,9 +127,8 @@ impl Proxied {
 
     /// A connection [`Proxied::admit`] counted has closed.
     fn release(&self, peer: SocketAddr) {
-        if let Some(group) = &self.table {
-            let table = group.per_address();
-            table.lock().unwrap_or_else(|e| e.into_inner()).release(peer);
+        if let Some(table) = &self.table {
+            table.release(peer);
         }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn run(
         served: None,
         limits: Limits::of(config),
         proxy: config.proxy.as_ref().map(|_| Proxied {
-            table: Some(std::sync::Arc::clone(listener.group())),
+            table: Some(std::sync::Arc::clone(listener.group()) as _),
             max_per_ip: config.max_connections_per_ip,
             rejections: Default::default(),
         }),

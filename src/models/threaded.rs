@@ -65,7 +65,7 @@ pub(crate) fn run(
         spawn_failed: RateLimited::default(),
         proxy: config.proxy.as_ref().map(|_| {
             Arc::new(Proxied {
-                table: Some(Arc::clone(listener.group())),
+                table: Some(Arc::clone(listener.group()) as _),
                 max_per_ip: config.max_connections_per_ip,
                 rejections: Default::default(),
             })

@@ -69,24 +69,32 @@ pub(super) fn note_parent() {
     PARENT.store(std::process::id() as i32, SeqCst);
 }
 
+/// The connection a child serves: its socket, its peer (the balancer's
+/// with `--proxy-protocol`), and its slot in the per-address table.
+pub(super) struct Client<'a> {
+    pub(super) stream: &'a TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) claim: Option<super::slots::Claim>,
+}
+
 /// Serves the connection in the child and exits; never returns, so no
 /// destructor of the parent's state (the server, its poll) runs here.
 pub(super) fn child(
     listener: &Listener,
     config: &Config,
-    stream: &TcpStream,
-    peer: SocketAddr,
+    client: Client<'_>,
     stats: &Stats,
     limits: Limits,
     stop_signals: SignalMask,
 ) -> ! {
+    let Client { stream, peer, claim } = client;
     // The parent writes and counts its own pending log lines.
     journal::after_fork();
-    // A forked child's per-address table would be a copy that counts
-    // only its own connection: the process model admits by the client's
-    // address only at accept, without --proxy-protocol.
+    // The client a PROXY header names is counted in the child's slot of
+    // the shared table (see `slots`); without a header, the parent
+    // admitted it by address at accept.
     let proxy = config.proxy.as_ref().map(|_| Proxied {
-        table: None,
+        table: claim.map(|c| std::sync::Arc::new(c) as _),
         max_per_ip: config.max_connections_per_ip,
         rejections: Default::default(),
     });

@@ -50,9 +50,11 @@ use super::acceptor::{self, Dispatch, Gate};
 use super::blocking;
 use child::{child, reported, SignalMask};
 use shared::SharedStats;
+use slots::{Claim, SharedSlots};
 
 mod child;
 mod shared;
+mod slots;
 
 /// The token of SIGCHLD on the server's poll. This model has no
 /// connection tokens, so the first of them is free (trap 14).
@@ -79,9 +81,27 @@ pub(crate) fn run(
         .registry()
         .register(&mut chld, CHILDREN, Interest::READABLE)
         .map_err(Error::setup("register SIGCHLD"))?;
+    // With --proxy-protocol, the per-address limit counts the clients
+    // the headers name, which only the children learn: a slot each, in
+    // shared memory.
+    let slots = match (&config.proxy, config.max_connections_per_ip) {
+        (Some(_), max) if max > 0 => {
+            let len = config.max_connections.min(1 << 20);
+            let slots = SharedSlots::new(len)
+                .map_err(Error::setup("map the slots"))?;
+            Some(std::sync::Arc::new(slots))
+        }
+        _ => None,
+    };
+    let free_slots = match &slots {
+        Some(s) => (0..s.len()).rev().collect(),
+        None => Vec::new(),
+    };
     let mut model = Processes {
         stats,
         chld,
+        slots,
+        free_slots,
         children: HashMap::new(),
         departed: Vec::new(),
         stopping: false,
@@ -111,8 +131,12 @@ fn single_threaded() -> Result<(), Error> {
 struct Processes {
     stats: SharedStats,
     chld: Signals,
-    /// Live children and the client each serves.
-    children: HashMap<pid_t, SocketAddr>,
+    /// `--max-connections-per-ip` by the client a PROXY header names.
+    slots: Option<std::sync::Arc<SharedSlots>>,
+    /// Slots no child holds.
+    free_slots: Vec<usize>,
+    /// Live children, the client each serves and its slot.
+    children: HashMap<pid_t, (SocketAddr, Option<usize>)>,
     /// Clients whose children were reaped (or never forked) since the
     /// accept loop last asked.
     departed: Vec<SocketAddr>,
@@ -144,7 +168,12 @@ impl Processes {
     /// count and log it here. Every accepted connection ends in exactly
     /// one count.
     fn reaped(&mut self, pid: pid_t, status: c_int) {
-        let Some(peer) = self.children.remove(&pid) else { return };
+        let Some((peer, slot)) = self.children.remove(&pid) else { return };
+        if let (Some(slots), Some(n)) = (&self.slots, slot) {
+            // Freed here, however the child ended (SIGKILL included).
+            slots.clear(n);
+            self.free_slots.push(n);
+        }
         self.departed.push(peer);
         let rejected = libc::WIFEXITED(status)
             && libc::WEXITSTATUS(status) == child::REJECTED;
@@ -245,6 +274,15 @@ impl Dispatch for Processes {
         // would run the parent's handler in the child; keep them pending
         // until each side is ready.
         let stop_signals = SignalMask::stop_signals();
+        // Live children are fewer than --max-connections, so a slot is
+        // free whenever one is needed.
+        let slot = self.slots.as_ref().and(self.free_slots.pop());
+        let claim =
+            self.slots.as_ref().zip(slot).map(|(slots, index)| Claim {
+                slots: std::sync::Arc::clone(slots),
+                index,
+                max: self.config.max_connections_per_ip,
+            });
         stop_signals.apply(libc::SIG_BLOCK);
         // SAFETY: the process is single-threaded (checked in `run`), so
         // the child inherits no lock held by another thread; the child
@@ -261,19 +299,19 @@ impl Dispatch for Processes {
                 }
                 blocking::finish(peer, &Reason::Error(e), &self.stats);
                 self.departed.push(peer);
+                self.free_slots.extend(slot);
             }
             0 => child(
                 gate.listener(),
                 &self.config,
-                &stream,
-                peer,
+                child::Client { stream: &stream, peer, claim },
                 &self.stats,
                 self.limits,
                 stop_signals,
             ),
             pid => {
                 stop_signals.apply(libc::SIG_UNBLOCK);
-                self.children.insert(pid, peer);
+                self.children.insert(pid, (peer, slot));
                 // The parent closes its copy of the client socket: the
                 // child's copy is the connection now.
                 drop(stream);
