@@ -31,7 +31,7 @@ use crate::listener::{
     Control, Listener, Source, FIRST_CONNECTION, STOP_WINDOW,
 };
 use crate::log_limit::{Bucket, Limits};
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::Metrics;
 use crate::pending::{Header, Pending};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 
@@ -69,8 +69,10 @@ pub(crate) fn run(
             }
         }
         lp.after_events(now);
-        lp.service(now);
-        lp.serve_metrics(now);
+        lp.listener.end_turn(now, &lp.stats, &mut lp.traffic);
+        if let Some(metrics) = &mut lp.metrics {
+            metrics.serve_group(&lp.listener, now);
+        }
         journal::flush();
         if lp.finished(now) {
             lp.stats.add(std::mem::take(&mut lp.traffic));
@@ -394,30 +396,6 @@ impl EventLoop {
                 }
                 false => self.close(key, Reason::Idle),
             }
-        }
-    }
-
-    /// The listener layer's periodic duties (the `stats` line, the
-    /// service manager's watchdog and status), with the counters exact
-    /// at this instant: the shared ones plus this thread's bytes.
-    fn service(&mut self, now: Instant) {
-        // An atomic add per counter per turn, not per read or write.
-        self.stats.add(std::mem::take(&mut self.traffic));
-        let group = Arc::clone(self.listener.group());
-        self.listener.service(now, || group.totals());
-    }
-
-    /// Serves the metrics endpoint (`--metrics-addr`, on the first
-    /// worker only): accepts and expires scrapes, and answers complete
-    /// requests with every worker's counters as of [`EventLoop::service`].
-    fn serve_metrics(&mut self, now: Instant) {
-        let Some(metrics) = &mut self.metrics else { return };
-        let registry = self.listener.registry();
-        metrics.turn(registry, now);
-        if metrics.waiting() {
-            let (summary, open) = self.listener.group().totals();
-            let workers = self.listener.group().per_worker();
-            metrics.answer(registry, &Counters { summary, open, workers });
         }
     }
 

@@ -22,7 +22,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::error::Error;
 use crate::journal::RateLimited;
 use crate::net;
-use crate::stats::Summary;
+use crate::stats::{Stats, Summary, Traffic};
 
 use group::Group;
 use service::Service;
@@ -491,6 +491,21 @@ impl Listener {
             _ => group.stalled(now, limit),
         };
         self.service.run(now, counters, by_worker, healthy);
+    }
+
+    /// The end of a loop model's turn (mio, uring): adds the turn's
+    /// bytes to this worker's counters (an atomic add per counter per
+    /// turn, not per read or write), then the periodic duties with every
+    /// worker's counters.
+    pub(crate) fn end_turn(
+        &mut self,
+        now: Instant,
+        stats: &Stats,
+        traffic: &mut Traffic,
+    ) {
+        stats.add(std::mem::take(traffic));
+        let group = Arc::clone(&self.group);
+        self.service(now, || group.totals());
     }
 
     /// When the periodic duties of [`Listener::service`] are next due,

@@ -170,6 +170,21 @@ impl Metrics {
                 .any(|s| matches!(s.state, State::Waiting { .. }))
     }
 
+    /// The end of a loop model's turn (mio, uring): accepts and expires
+    /// scrapes, and answers the complete ones with every worker's
+    /// counters as the group holds them (each worker has published its
+    /// bytes in [`Listener::end_turn`]).
+    pub(crate) fn serve_group(&mut self, listener: &Listener, now: Instant) {
+        let registry = listener.registry();
+        self.turn(registry, now);
+        if self.waiting() {
+            let group = listener.group();
+            let (summary, open) = group.totals();
+            let workers = group.per_worker();
+            self.answer(registry, &Counters { summary, open, workers });
+        }
+    }
+
     /// Answers every waiting request with `counters` (rendered once)
     /// and starts sending.
     pub(crate) fn answer(&mut self, registry: &Registry, counters: &Counters) {

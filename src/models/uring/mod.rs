@@ -53,7 +53,7 @@ use crate::idle::IdleList;
 use crate::journal;
 use crate::listener::accept::Accept;
 use crate::listener::{Control, Listener, Source, STOP_WINDOW};
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::Metrics;
 use crate::pending::{Header, Pending};
 use crate::stats::{Reason, Stats, Summary, Traffic};
 use crate::OUT_CAP;
@@ -92,8 +92,10 @@ pub(crate) fn run(
         for c in &completions {
             lp.on_completion(*c, now);
         }
-        lp.service(now);
-        lp.serve_metrics(now);
+        lp.listener.end_turn(now, &lp.stats, &mut lp.traffic);
+        if let Some(metrics) = &mut lp.metrics {
+            metrics.serve_group(&lp.listener, now);
+        }
         journal::flush();
         if lp.finished(now) {
             lp.stats.add(std::mem::take(&mut lp.traffic));
@@ -737,29 +739,6 @@ impl Loop {
         }
         if control.now {
             self.stopping = Some(now);
-        }
-    }
-
-    /// The listener layer's periodic duties (the `stats` line, systemd's
-    /// watchdog and status), with the counters exact at this instant.
-    fn service(&mut self, now: Instant) {
-        self.stats.add(std::mem::take(&mut self.traffic));
-        let group = Arc::clone(self.listener.group());
-        self.listener.service(now, || group.totals());
-    }
-
-    /// Serves the metrics endpoint: accepts and expires scrapes, and
-    /// answers complete requests with the counters exact at this instant.
-    fn serve_metrics(&mut self, now: Instant) {
-        let Some(metrics) = &mut self.metrics else { return };
-        metrics.turn(self.listener.registry(), now);
-        if metrics.waiting() {
-            self.stats.add(std::mem::take(&mut self.traffic));
-            let group = self.listener.group();
-            let (summary, open) = group.totals();
-            let workers = group.per_worker();
-            let counters = Counters { summary, open, workers };
-            metrics.answer(self.listener.registry(), &counters);
         }
     }
 
