@@ -23,6 +23,22 @@ per_model!(
 /// Scrapes a table of this many at once (the server's `MAX_SCRAPES`).
 const MAX_SCRAPES: usize = 16;
 
+/// `clients` fresh clients one after another, client `i` echoing
+/// `size(i)` seeded bytes and closing; returns the bytes sent in all.
+fn echo_clients(
+    addr: std::net::SocketAddr,
+    clients: u64,
+    size: impl Fn(usize) -> usize,
+) -> u64 {
+    let mut sent = 0;
+    for i in 0..clients {
+        let data = pattern(i, size(i as usize));
+        echo_and_close(addr, &data);
+        sent += data.len() as u64;
+    }
+    sent
+}
+
 /// Scrapes until `done` holds for one, and returns that one.
 fn scrape_until(
     addr: std::net::SocketAddr,
@@ -64,12 +80,7 @@ fn scrapes_count_what_clients_did(model: Model) {
     assert!(rss / 2 <= seen && seen <= rss * 2, "{rss} KiB vs {seen} KiB");
 
     let clients = 5;
-    let mut sent = 0;
-    for i in 0..clients {
-        let data = pattern(i, 1000 + 333 * i as usize);
-        echo_and_close(server.addr, &data);
-        sent += data.len() as u64;
-    }
+    let sent = echo_clients(server.addr, clients, |i| 1000 + 333 * i);
     // The process model counts a close when it reaps the child.
     let done = scrape_until(metrics, "every close counted", |s| {
         s.summary().closed() == clients
@@ -362,12 +373,7 @@ fn a_scrape_adds_up_every_worker() {
     let args = ["--mode", "echo", "--workers", "3"];
     let (server, metrics) = serve_metrics(Model::Mio, &args);
     let clients = 30;
-    let mut sent = 0;
-    for i in 0..clients {
-        let data = pattern(i, 500 + 7 * i as usize);
-        echo_and_close(server.addr, &data);
-        sent += data.len() as u64;
-    }
+    let sent = echo_clients(server.addr, clients, |i| 500 + 7 * i);
     let done = scrape_until(metrics, "every close counted", |s| {
         let s = s.summary();
         s.closed() == clients && s.bytes_out == sent
