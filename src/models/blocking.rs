@@ -18,7 +18,7 @@ use crate::listener::group::Group;
 use crate::listener::STOP_WINDOW;
 use crate::log_limit::{Bucket, Limits};
 use crate::net::{interrupted, would_block};
-use crate::pending;
+use crate::policy::header as pending;
 use crate::proxy::{self, header, Parse, HEADER_TIMEOUT};
 use crate::stats::{Reason, Stats};
 

@@ -9,5 +9,6 @@ mod acceptor;
 mod blocking;
 pub mod forked;
 pub mod iterative;
+pub mod mio;
 pub mod threaded;
 pub mod uring;
