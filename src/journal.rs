@@ -1,4 +1,4 @@
-//! The log lines every model writes, in one place so that all four models
+//! The log lines every model writes, in one place so that all five models
 //! print exactly the same contract.
 //!
 //! Two lines are part of the machine-readable contract and go to the
