@@ -257,3 +257,14 @@ impl Policy {
         self.stats.summary()
     }
 }
+
+/// Asserts that an idle connection of type `T` costs at most `bytes` in
+/// its slab, the figure the README quotes (mio's sockets carry a
+/// registration check in debug builds, 16 bytes more).
+#[cfg(test)]
+pub(crate) fn assert_slab_entry<T>(bytes: usize) {
+    let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
+    let size = std::mem::size_of::<T>();
+    let name = std::any::type_name::<T>();
+    assert!(size <= bytes + debug_extra, "{name} is {size} bytes");
+}

@@ -286,13 +286,10 @@ mod tests {
     use super::*;
 
     /// The per-connection cost the README quotes: an idle connection is
-    /// one `Connection` of 56 bytes in the slab (mio's sockets carry a
-    /// registration check in debug builds, 16 bytes more), and holds no
-    /// receive buffer: the pool is shared.
+    /// one `Connection` of 56 bytes in the slab, and holds no receive
+    /// buffer: the pool is shared.
     #[test]
     fn an_idle_connection_is_a_small_slab_entry() {
-        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
-        let size = std::mem::size_of::<Connection>();
-        assert!(size <= 56 + debug_extra, "Connection is {size} bytes");
+        crate::policy::assert_slab_entry::<Connection>(56);
     }
 }
