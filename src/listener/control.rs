@@ -10,8 +10,8 @@ use super::{Listener, SIGNALS, WAKER};
 
 impl Listener {
     /// What `token` asks of the server, if it is the waker's or the
-    /// signals' (draining the signals, so their edge is consumed); `None`
-    /// for any other token. A wake-up with no signal pending asks
+    /// signals' (taking every pending signal, so their edge is
+    /// consumed); `None` for any other token. A wake-up with no signal pending asks
     /// nothing: spurious wake-ups are harmless.
     pub(crate) fn control(&mut self, token: Token) -> Option<Control> {
         match token {
