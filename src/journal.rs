@@ -119,12 +119,25 @@ pub fn stats(
 
 /// A connection was accepted; `open` counts it.
 pub fn accepted(peer: SocketAddr, open: usize) {
-    info!("{peer} accepted ({open} open)");
+    info!("{} accepted ({open} open)", Peer(peer));
 }
 
 /// A connection closed; `open` no longer counts it.
 pub fn closed(peer: SocketAddr, reason: &Reason, open: usize) {
-    info!("{peer} closed: {reason} ({open} open)");
+    info!("{} closed: {reason} ({open} open)", Peer(peer));
+}
+
+/// A peer as the log names it: `unknown peer` for
+/// [`UNKNOWN_PEER`](crate::net::UNKNOWN_PEER).
+struct Peer(SocketAddr);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 == crate::net::UNKNOWN_PEER {
+            true => f.write_str("unknown peer"),
+            false => self.0.fmt(f),
+        }
+    }
 }
 
 /// What decides whether a connection's chunk line is logged: the

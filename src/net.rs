@@ -58,6 +58,14 @@ pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     same_family && (x == y || x.is_unspecified() || y.is_unspecified())
 }
 
+/// The peer of a connection whose address could not be read: a client
+/// that reset before the server looked (`getpeername` fails with
+/// ENOTCONN then, and a multishot accept brings no address). No real
+/// peer has it; the log says `unknown peer`.
+pub(crate) const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+);
+
 /// The operation would block: the edge has been consumed, wait for the
 /// next event.
 pub(crate) fn would_block(e: &io::Error) -> bool {

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use crate::journal;
 use crate::log_limit::Bucket;
+use crate::net::UNKNOWN_PEER;
 use crate::stats::Reason;
 
 use super::{Header, Policy};
@@ -40,34 +41,44 @@ impl Policy {
     /// A refusal is counted and logged here; the caller drops the
     /// socket, which closes it.
     pub(crate) fn admits(&mut self, peer: SocketAddr) -> bool {
+        if self.stopping.is_some() {
+            // A completion model's accept that was already done when the
+            // stop began: counted like every connection the kernel hands
+            // over, and closed at once.
+            self.refuse(peer, Reason::Shutdown);
+            return false;
+        }
         let (open, stats) = (self.open, &self.stats);
-        let admitted = match &self.headers {
-            // A proxied connection's address is the balancer's until its
-            // header arrives: the per-address limit waits for the client.
-            Some(_) => self.accept.admits_one_more(open, peer, stats),
-            None => self.accept.admits(open, peer, stats),
+        // A proxied connection's address is the balancer's until its
+        // header arrives, and an unknown one is nobody's: the
+        // per-address limit waits for the client, or does not apply.
+        let admitted = match self.headers.is_some() || peer == UNKNOWN_PEER {
+            true => self.accept.admits_one_more(open, peer, stats),
+            false => self.accept.admits(open, peer, stats),
         };
         if !admitted {
             return false;
         }
         let untrusted = self.headers.as_ref().and_then(|h| h.refuses(peer));
         if let Some(reason) = untrusted {
-            self.stats.accepted();
-            self.stats.closed(&reason);
-            journal::closed(peer, &reason, self.open);
+            self.refuse(peer, reason);
             return false;
         }
         true
     }
 
+    /// Counts a connection from `peer` as accepted and closed at once.
+    fn refuse(&mut self, peer: SocketAddr, reason: Reason) {
+        self.stats.accepted();
+        self.stats.closed(&reason);
+        journal::closed(peer, &reason, self.open);
+    }
+
     /// The model could not take a connection [`Policy::admits`] let in
     /// (registering it failed): counted as accepted and closed.
     pub(crate) fn not_taken(&mut self, peer: SocketAddr, e: io::Error) {
-        self.stats.accepted();
-        let reason = Reason::Error(e);
-        self.stats.closed(&reason);
-        journal::closed(peer, &reason, self.open);
-        if self.headers.is_none() {
+        self.refuse(peer, Reason::Error(e));
+        if self.headers.is_none() && peer != UNKNOWN_PEER {
             self.accept.release(peer);
         }
     }

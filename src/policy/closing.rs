@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::journal;
-use crate::net;
+use crate::net::{self, UNKNOWN_PEER};
 use crate::stats::Reason;
 
 use super::{header, Method, Policy};
@@ -38,7 +38,7 @@ impl Policy {
         }
         self.open -= 1;
         journal::closed(peer, &reason, self.open);
-        if !unserved {
+        if !unserved && peer != UNKNOWN_PEER {
             self.accept.release(peer);
         }
         if let Some(idle) = &mut self.idle {

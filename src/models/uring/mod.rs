@@ -49,6 +49,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listener::{Listener, Source};
+use crate::net::UNKNOWN_PEER;
 use crate::policy::{self, Method, Policy};
 use crate::stats::{Reason, Summary};
 
@@ -234,14 +235,11 @@ impl Loop {
         // SAFETY: a successful accept's result is a new descriptor that
         // nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(c.result) };
-        // (AcceptMulti has no address buffer: one getpeername a
-        // connection.)
-        if self.policy.stopping() {
-            return; // dropped: closed at once
-        }
-        let Ok(peer) = stream.peer_addr() else {
-            return; // trap 12: reset before we looked at it
-        };
+        // AcceptMulti has no address buffer: one getpeername a
+        // connection, which fails (ENOTCONN) on a client that already
+        // reset. It is still a connection the kernel handed over: served
+        // as an unknown peer, its first receive says how it ended.
+        let peer = stream.peer_addr().unwrap_or(UNKNOWN_PEER);
         self.policy.accept.size_send_buffer(&stream, peer, now);
         self.admit(stream, peer);
     }
