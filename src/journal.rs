@@ -25,12 +25,13 @@ use crate::stats::{Reason, Stats, Summary};
 
 pub(crate) use crate::sink::{after_fork, flush, own_fd, retry_at, settle};
 
-/// How long the end of a run may wait for a stalled stderr: first for
-/// the lines still pending, then for the summary line itself.
-const FINAL_WAIT: Duration = Duration::from_secs(1);
-/// The part of [`FINAL_WAIT`] that pending lines may use; the rest is
-/// the summary's alone.
+/// How long the lines pending at the end of a run may take before those
+/// not yet begun are dropped, so that the summary comes next.
 const PENDING_WAIT: Duration = Duration::from_millis(400);
+/// The summary gives up on a stderr that took no byte for this long...
+const STALL: Duration = Duration::from_secs(1);
+/// ...and on one that keeps taking bytes, this long after the run ended.
+const FINAL_CAP: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// The `--workers` worker this thread runs, if it runs one.
@@ -84,11 +85,21 @@ pub fn metrics(addr: SocketAddr) {
 /// `summary`, and writes the `summary …` line, the last one, waiting
 /// for stderr a bounded time, so a stalled sink never keeps the process
 /// from exiting.
+///
+/// The summary has priority over every line still queued: those the
+/// sink did not take within [`PENDING_WAIT`] are dropped and counted
+/// (one `N log lines dropped at stop` line says so), and the summary
+/// goes out while stderr keeps taking bytes, up to [`FINAL_CAP`]; a
+/// stderr that takes nothing for [`STALL`] is given up on.
 pub fn finish(summary: &mut Summary) {
     let start = Instant::now();
-    summary.log_dropped += sink::settle(start + PENDING_WAIT);
+    let (now, total) = sink::clear_for_last(start + PENDING_WAIT);
+    summary.log_dropped += total;
+    if now > 0 {
+        warn!("{now} log lines dropped at stop");
+    }
     info!(target: STATUS, "{summary}");
-    sink::drain(start + FINAL_WAIT);
+    sink::write_last(STALL, start + FINAL_CAP);
 }
 
 /// `stats open=N uptime_s=T accepted=…`: the counters so far (SIGUSR1,
