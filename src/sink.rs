@@ -509,4 +509,46 @@ mod tests {
         assert_eq!(batch(long.as_bytes()).len(), PIPE_BUF + 11);
         assert_eq!(batch(b"partial"), b"partial");
     }
+
+    /// At the stop, the lines not begun are dropped and counted, the
+    /// rest of a line partly written is kept whole, and the last line
+    /// comes right after it.
+    #[test]
+    fn the_last_line_jumps_the_queue_after_a_torn_line() {
+        let (mut reader, mut sink) = pipe_sink();
+        // Lines longer than PIPE_BUF: the one that finds the pipe
+        // nearly full is written in part.
+        let long = format!("{}\n", "t".repeat(5000));
+        while !sink.pending() {
+            sink.line(long.as_bytes());
+        }
+        assert!(sink.unstarted() > sink.sent, "a line is torn");
+        for _ in 0..5 {
+            sink.line(b"queued\n");
+        }
+        assert_eq!(sink.drop_unstarted(), 5);
+        sink.line(b"last\n");
+        let mut text = String::new();
+        while sink.pending() {
+            text.push_str(&read_all(&mut reader));
+            sink.flush();
+        }
+        text.push_str(&read_all(&mut reader));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.last(), Some(&"last"));
+        assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 5000));
+        assert_eq!(sink.dropped, 5);
+    }
+
+    /// A sink that takes nothing is given up on after the stall time,
+    /// not waited for until the cap.
+    #[test]
+    fn a_sink_that_takes_nothing_is_given_up_on_after_the_stall() {
+        let (_reader, mut sink) = pipe_sink();
+        while !sink.pending() {
+            sink.line(b"fill\n");
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(!sink.drain_while_moving(Duration::from_millis(20), far));
+    }
 }
