@@ -87,7 +87,7 @@
 //! ```
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
-// Unsafe code only where the OS leaves no choice: `models::forked`
+// Unsafe code only where the OS leaves no choice: `models::process`
 // (fork), `models::uring` (memory shared with the kernel), `rlimit`
 // (setrlimit), `sink` (poll), `listener::wake` (sigaction,
 // pthread_kill) and one socket option in `load::source`.
