@@ -94,10 +94,10 @@ pub struct Config {
     /// more from that address is accepted and closed at once. 0: no
     /// limit.
     pub max_connections_per_ip: usize,
-    /// The mio model's budget, in bytes, for output held for clients
-    /// whose writes block; past it those clients stop being read. The
-    /// blocking models hold no output (a blocked write holds the thread
-    /// or process instead).
+    /// The mio and uring models' budget, in bytes, for output held for
+    /// clients whose writes block; past it those clients stop being read.
+    /// The blocking models hold no output (a blocked write holds the
+    /// thread or process instead).
     pub max_output_memory: usize,
     /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
     /// kernel's autotuning.
@@ -115,9 +115,10 @@ pub struct Config {
     /// Log mode: chunk lines per second for the whole server; 0: no
     /// limit.
     pub log_total_rate: u32,
-    /// The mio model's workers: independent loops, each with its own poll,
-    /// slab and listening sockets bound with SO_REUSEPORT (1: the one
-    /// loop). `max_connections` is split among them.
+    /// The mio and uring models' workers: independent loops, each with
+    /// its own poll (or ring), slab and listening sockets bound with
+    /// SO_REUSEPORT (1: the one loop). `max_connections` and
+    /// `max_output_memory` are split among them.
     pub workers: usize,
     /// Pin worker `n` to the `n`th CPU the process may run on (round
     /// robin).

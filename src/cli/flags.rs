@@ -47,10 +47,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub max_connections_per_ip: u32,
 
-    /// mio model: memory for output held for clients whose writes block
-    /// (bytes, or with a K, M or G suffix: 512K, 32M); past it those
-    /// clients are not read until they read. The blocking models hold no
-    /// output: a blocked write holds its thread or process.
+    /// mio and uring models: memory for output held for clients whose
+    /// writes block (bytes, or with a K, M or G suffix: 512K, 32M); past
+    /// it those clients are not read until they read. The blocking models
+    /// hold no output: a blocked write holds its thread or process.
     #[arg(long, default_value = "32M", value_name = "BYTES",
           allow_negative_numbers = true, value_parser = parse_bytes)]
     pub max_output_memory: u64,
@@ -121,8 +121,8 @@ pub struct ServeArgs {
           value_parser = parse_secs)]
     pub drain: Duration,
 
-    /// mio and uring models: run N independent loops, one thread each, every one
-    /// with its own listening sockets on the same addresses
+    /// mio and uring models: run N independent loops, one thread each,
+    /// every one with its own listening sockets on the same addresses
     /// (SO_REUSEPORT: the kernel spreads new connections among them); 0:
     /// one per available CPU. --max-connections is split among them.
     #[arg(long, default_value_t = 1, value_name = "N",
@@ -130,8 +130,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
-    /// mio and uring models: pin each worker's thread to one CPU (round robin over
-    /// the CPUs the process may use).
+    /// mio and uring models: pin each worker's thread to one CPU (round
+    /// robin over the CPUs the process may use).
     #[arg(long)]
     pub pin: bool,
 

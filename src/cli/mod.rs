@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `mod.rs` | the subcommands |
 //! | `flags` | `serve`'s flags, as `serve --help` shows them |
-//! | `serve_config` | from `serve`'s flags to a [`Config`](crate::Config), and the checks between flags |
+//! | `serve_config` | the flags as a `Config`; the checks between flags |
 //! | `values` | one flag's value: addresses, sizes in bytes |
 //! | `run` | running `serve`: logging, the descriptor limit, exit codes |
 

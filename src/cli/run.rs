@@ -63,8 +63,8 @@ const SPARE_FDS: u64 = 32;
 /// stays as asked (an operator may raise the descriptor limit of a
 /// running process); the line says what to change. The process model's
 /// parent keeps no client socket open and each child holds one, and the
-/// iterative model holds one connection, so only the mio and thread
-/// models can run short.
+/// iterative model holds one connection, so only the mio, uring and
+/// thread models can run short.
 pub(crate) fn descriptor_shortfall(
     config: &Config,
     limit: u64,

@@ -15,8 +15,9 @@ impl Connection<'_> {
     /// The server is stopping and no output is pending (`send` returns
     /// only when all went). If the client left input unread, a close()
     /// would send an RST that makes its kernel drop the output already
-    /// sent, so, as the mio model does, send our FIN first and discard
-    /// input until the client's EOF or the end of the window (trap 17).
+    /// sent, so, as the event-driven models do, send our FIN first and
+    /// discard input until the client's EOF or the end of the window
+    /// (lingering, trap 17).
     pub(super) fn wind_down(&mut self, cx: &mut Context<'_>) -> Reason {
         let unread = self.drain_queued(cx);
         if !unread {

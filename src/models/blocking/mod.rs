@@ -143,8 +143,8 @@ pub(crate) fn serve_to_close(
     if let Some(proxied) = cx.proxy {
         proxied.release(peer);
     }
-    // As in the mio model, whatever was open when the stop began closes
-    // as `shutdown`.
+    // As in every model, whatever was open when the stop began closes as
+    // `shutdown`.
     if conn.noticed_stop(true) {
         Served::Closed(peer, Reason::Shutdown)
     } else {
