@@ -102,7 +102,9 @@ pub struct Config {
     /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
     /// kernel's autotuning.
     pub send_buffer: Option<usize>,
-    /// Close a connection with no traffic for this long; `None`: never.
+    /// Close a connection once nothing moved either way for this long: no
+    /// byte read, none written, none delivered from the kernel's send
+    /// buffer. `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,

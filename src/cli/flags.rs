@@ -62,8 +62,12 @@ pub struct ServeArgs {
           value_parser = parse_send_buffer)]
     pub send_buffer: Option<u64>,
 
-    /// Close a connection after this many seconds without traffic
-    /// (fractions allowed); 0 never closes idle connections.
+    /// Close a connection once nothing moved either way for SECS seconds
+    /// (fractions allowed): no byte read from it, none written to it,
+    /// none delivered by the kernel from its send buffer. A client that
+    /// sends and never reads is closed as idle (closed_idle) once both
+    /// directions are blocked; a slow reader that keeps taking bytes is
+    /// never cut, and gets all of its echo. 0: never.
     #[arg(long, default_value = "0", value_name = "SECS",
           allow_negative_numbers = true,
           value_parser = zero_or_at_least(Duration::from_millis(1)))]

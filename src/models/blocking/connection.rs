@@ -19,8 +19,15 @@ pub(super) struct Connection<'s> {
     pub(super) stream: &'s TcpStream,
     pub(super) watch: &'s mut dyn Watch,
     pub(super) idle: Option<Duration>,
-    /// Last time a byte moved either way (idle bookkeeping).
+    /// Last time a byte moved either way (idle bookkeeping): read,
+    /// written, or delivered by the kernel from the send buffer.
     pub(super) last: Instant,
+    /// Whether output may still be on its way to the client: set by a
+    /// write, cleared by a look at the kernel that finds none in flight.
+    pub(super) in_flight: bool,
+    /// The kernel's count of output the client acknowledged, at the last
+    /// look; `None` before the first.
+    pub(super) acked: Option<u64>,
     /// When to ask the watch again, for watches with a slice.
     pub(super) next_ask: Instant,
     /// The end of the stop window, once a stop was noticed (now, for a
@@ -46,6 +53,8 @@ impl<'s> Connection<'s> {
             watch,
             idle,
             last: now,
+            in_flight: false,
+            acked: None,
             next_ask: now,
             stop_by: None,
             stop: Stop::No,
@@ -130,10 +139,14 @@ impl<'s> Connection<'s> {
                         io::ErrorKind::WriteZero.into(),
                     ))
                 }
+                // Short when the timeout fired after some progress: the
+                // kernel's timeout bounds the whole call, progress or
+                // not, so each call is armed anew from here.
                 Ok(n) => {
                     stats.wrote(n);
                     sent += n;
                     self.last = Instant::now();
+                    self.in_flight = true;
                 }
                 Err(e) if would_block(&e) => {
                     if let Some(reason) = self.expired() {
