@@ -47,7 +47,8 @@ fn a_client_that_never_reads_is_closed_as_idle(model: Model) {
     let mut s = connect(server.addr);
     s.set_nonblocking(true).expect("nonblocking");
     let chunk = pattern(1, 64 * 1024);
-    let mut moved = Instant::now();
+    let start = Instant::now();
+    let mut moved = start;
     let closed = loop {
         match s.write(&chunk) {
             Ok(0) => break "a write of 0 bytes".to_string(),
@@ -59,6 +60,10 @@ fn a_client_that_never_reads_is_closed_as_idle(model: Model) {
         if let Some(how) = wait_writable_or_closed(&s) {
             break how;
         }
+        assert!(
+            start.elapsed() < PATIENCE + CLOSED_WITHIN,
+            "{model}: the client's writes never stopped moving"
+        );
         let quiet = moved.elapsed();
         assert!(
             quiet < CLOSED_WITHIN,
@@ -142,7 +147,7 @@ fn a_slow_reader_is_never_cut(model: Model) {
     s.shutdown(Shutdown::Write).expect("shutdown");
     let (rest, clean) = read_to_end(&mut s);
     assert!(rest.is_empty() && clean, "{model}: no clean close after eof");
-    wait_count(&mut server, "closed: ", 1);
+    wait_count(&mut server, " closed: ", 1);
     let summary = stop(server);
     assert_eq!(
         (summary.closed_eof, summary.closed_idle),
