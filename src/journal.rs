@@ -1,4 +1,4 @@
-//! The log lines every model writes, in one place so that all four models
+//! The log lines every model writes, in one place so that all five models
 //! print exactly the same contract.
 //!
 //! Two lines are part of the machine-readable contract and go to the
@@ -25,12 +25,13 @@ use crate::stats::{Reason, Stats, Summary};
 
 pub(crate) use crate::sink::{after_fork, flush, own_fd, retry_at, settle};
 
-/// How long the end of a run may wait for a stalled stderr: first for
-/// the lines still pending, then for the summary line itself.
-const FINAL_WAIT: Duration = Duration::from_secs(1);
-/// The part of [`FINAL_WAIT`] that pending lines may use; the rest is
-/// the summary's alone.
+/// How long the lines pending at the end of a run may take before those
+/// not yet begun are dropped, so that the summary comes next.
 const PENDING_WAIT: Duration = Duration::from_millis(400);
+/// The summary gives up on a stderr that took no byte for this long...
+const STALL: Duration = Duration::from_secs(1);
+/// ...and on one that keeps taking bytes, this long after the run ended.
+const FINAL_CAP: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// The `--workers` worker this thread runs, if it runs one.
@@ -84,11 +85,21 @@ pub fn metrics(addr: SocketAddr) {
 /// `summary`, and writes the `summary …` line, the last one, waiting
 /// for stderr a bounded time, so a stalled sink never keeps the process
 /// from exiting.
+///
+/// The summary has priority over every line still queued: those the
+/// sink did not take within [`PENDING_WAIT`] are dropped and counted
+/// (one `N log lines dropped at stop` line says so), and the summary
+/// goes out while stderr keeps taking bytes, up to [`FINAL_CAP`]; a
+/// stderr that takes nothing for [`STALL`] is given up on.
 pub fn finish(summary: &mut Summary) {
     let start = Instant::now();
-    summary.log_dropped += sink::settle(start + PENDING_WAIT);
+    let (now, total) = sink::clear_for_last(start + PENDING_WAIT);
+    summary.log_dropped += total;
+    if now > 0 {
+        warn!("{now} log lines dropped at stop");
+    }
     info!(target: STATUS, "{summary}");
-    sink::drain(start + FINAL_WAIT);
+    sink::write_last(STALL, start + FINAL_CAP);
 }
 
 /// `stats open=N uptime_s=T accepted=…`: the counters so far (SIGUSR1,
@@ -119,12 +130,25 @@ pub fn stats(
 
 /// A connection was accepted; `open` counts it.
 pub fn accepted(peer: SocketAddr, open: usize) {
-    info!("{peer} accepted ({open} open)");
+    info!("{} accepted ({open} open)", Peer(peer));
 }
 
 /// A connection closed; `open` no longer counts it.
 pub fn closed(peer: SocketAddr, reason: &Reason, open: usize) {
-    info!("{peer} closed: {reason} ({open} open)");
+    info!("{} closed: {reason} ({open} open)", Peer(peer));
+}
+
+/// A peer as the log names it: `unknown peer` for
+/// [`UNKNOWN_PEER`](crate::net::UNKNOWN_PEER).
+struct Peer(SocketAddr);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 == crate::net::UNKNOWN_PEER {
+            true => f.write_str("unknown peer"),
+            false => self.0.fmt(f),
+        }
+    }
 }
 
 /// What decides whether a connection's chunk line is logged: the

@@ -2,6 +2,8 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::RawFd;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -56,6 +58,14 @@ pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     same_family && (x == y || x.is_unspecified() || y.is_unspecified())
 }
 
+/// The peer of a connection whose address could not be read: a client
+/// that reset before the server looked (`getpeername` fails with
+/// ENOTCONN then, and a multishot accept brings no address). No real
+/// peer has it; the log says `unknown peer`.
+pub(crate) const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+);
+
 /// The operation would block: the edge has been consumed, wait for the
 /// next event.
 pub(crate) fn would_block(e: &io::Error) -> bool {
@@ -97,6 +107,31 @@ pub(crate) fn skip_on_accept(e: &io::Error) -> bool {
                 | libc::ENETUNREACH
         )
     ) || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+/// How long ago the kernel last sent data on TCP socket `fd` (first
+/// sends and retransmissions alike; `TCP_INFO`'s `tcpi_last_data_sent`),
+/// or `None` if the kernel will not say. Bytes a slow reader takes from
+/// what the server wrote earlier move only in the kernel: the socket
+/// turns writable again only once a third of its send buffer is free,
+/// which at a few KiB a second can take longer than the idle timeout.
+#[allow(unsafe_code)]
+pub(crate) fn since_data_sent(fd: RawFd) -> Option<Duration> {
+    // SAFETY: `info` is a plain C struct that any bytes make valid, and
+    // `len` tells the kernel its size; the kernel writes at most that.
+    let (info, ok) = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ret = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (info, ret == 0)
+    };
+    ok.then(|| Duration::from_millis(info.tcpi_last_data_sent.into()))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::listener::group::Group;
 use crate::listener::{Listener, Setup};
 use crate::stats::Summary;
-use crate::{event_loop, journal, models, workers};
+use crate::{journal, models, workers};
 
 /// A bound server, not yet running.
 #[derive(Debug)]
@@ -125,7 +125,7 @@ impl Server {
         }
         let listener = listeners.remove(0);
         let mut summary = match config.model {
-            Model::Mio => event_loop::run(listener, &config)?,
+            Model::Mio => models::mio::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,
             Model::Thread => models::thread::run(listener, &config)?,
             Model::Process => models::process::run(listener, &config)?,

@@ -105,10 +105,24 @@ pub(crate) fn settle(deadline: Instant) -> u64 {
     sink.dropped
 }
 
-/// Waits until `deadline` at most for pending lines to be written.
-pub(crate) fn drain(deadline: Instant) {
+/// The stop's first half: waits until `deadline` at most for pending
+/// lines to be written, then drops those not yet begun, so the lines
+/// that end the log come next. Returns the lines dropped now (with
+/// earlier drops not yet reported) and every line this process dropped.
+pub(crate) fn clear_for_last(deadline: Instant) -> (u64, u64) {
     let mut sink = sink();
-    sink.drain(deadline);
+    let now = match sink.drain(deadline) {
+        true => std::mem::take(&mut sink.unreported),
+        false => sink.drop_unstarted(),
+    };
+    (now, sink.dropped)
+}
+
+/// The stop's second half: writes the last lines while stderr keeps
+/// taking bytes, giving up after `stall` without progress or at `cap`.
+pub(crate) fn write_last(stall: Duration, cap: Instant) {
+    let mut sink = sink();
+    sink.drain_while_moving(stall, cap);
     PENDING.store(sink.pending(), Relaxed);
 }
 
@@ -120,6 +134,7 @@ pub(crate) fn after_fork() {
     sink.sent = 0;
     sink.unreported = 0;
     sink.dropped = 0;
+    sink.torn = false;
     PENDING.store(false, Relaxed);
 }
 
@@ -199,11 +214,23 @@ struct Sink {
     unreported: u64,
     /// Every line this process dropped.
     dropped: u64,
+    /// `buf` starts with the rest of a line partly written already.
+    torn: bool,
+    /// Bytes written so far: a stalled reader is one that takes none.
+    written: u64,
 }
 
 impl Sink {
     const fn new(out: Out) -> Sink {
-        Sink { out, buf: Vec::new(), sent: 0, unreported: 0, dropped: 0 }
+        Sink {
+            out,
+            buf: Vec::new(),
+            sent: 0,
+            unreported: 0,
+            dropped: 0,
+            torn: false,
+            written: 0,
+        }
     }
 
     fn pending(&self) -> bool {
@@ -214,8 +241,12 @@ impl Sink {
         if !self.pending() {
             // The common case: straight out, nothing copied.
             match write_once(&self.out, line) {
-                Ok(n) if n == line.len() => return,
-                Ok(n) => return self.buf.extend_from_slice(&line[n..]),
+                Ok(n) if n == line.len() => return self.written += n as u64,
+                Ok(n) => {
+                    self.written += n as u64;
+                    self.torn = n > 0;
+                    return self.buf.extend_from_slice(&line[n..]);
+                }
                 Err(e) if would_block(&e) => {}
                 Err(_) => return self.dropped += 1,
             }
@@ -232,6 +263,7 @@ impl Sink {
             return;
         }
         if self.buf.len() + line.len() > CAPACITY {
+            self.torn = self.unstarted() > self.sent;
             self.buf.drain(..self.sent);
             self.sent = 0;
         }
@@ -248,6 +280,7 @@ impl Sink {
             if self.sent == self.buf.len() {
                 self.buf.clear();
                 self.sent = 0;
+                self.torn = false;
                 if self.unreported == 0 {
                     return true;
                 }
@@ -264,7 +297,10 @@ impl Sink {
                     self.discard();
                     return true;
                 }
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.written += n as u64;
+                }
                 Err(e) if would_block(&e) => return false,
                 // The sink is gone (EPIPE, EBADF, …): nothing will be
                 // written, so nothing is kept; the count says what went.
@@ -298,6 +334,53 @@ impl Sink {
         self.dropped += lines as u64;
         self.buf.clear();
         self.sent = 0;
+        self.torn = false;
+    }
+
+    /// Where the first line not yet begun starts: at `sent`, or after
+    /// the rest of a line partly written (which must be finished, or the
+    /// next line would be glued to its first half).
+    fn unstarted(&self) -> usize {
+        let at_line_start = match self.sent {
+            0 => !self.torn,
+            n => self.buf[n - 1] == b'\n',
+        };
+        if at_line_start {
+            return self.sent;
+        }
+        let rest = &self.buf[self.sent..];
+        let end = rest.iter().position(|&b| b == b'\n');
+        end.map_or(self.buf.len(), |i| self.sent + i + 1)
+    }
+
+    /// Drops the pending lines not yet begun, counting them; returns
+    /// how many, with those dropped earlier and not yet reported.
+    fn drop_unstarted(&mut self) -> u64 {
+        let from = self.unstarted();
+        let lines = self.buf[from..].iter().filter(|&&b| b == b'\n').count();
+        self.buf.truncate(from);
+        self.dropped += lines as u64;
+        lines as u64 + std::mem::take(&mut self.unreported)
+    }
+
+    /// Flushes while the sink keeps taking bytes: gives up after `stall`
+    /// without a byte taken, or at `cap`. True when nothing is left.
+    fn drain_while_moving(&mut self, stall: Duration, cap: Instant) -> bool {
+        let mut moved = (self.written, Instant::now());
+        loop {
+            if self.flush() {
+                return true;
+            }
+            let now = Instant::now();
+            if self.written != moved.0 {
+                moved = (self.written, now);
+            }
+            let until = cap.min(moved.1 + stall);
+            if now >= until {
+                return false;
+            }
+            self.out.wait(until - now);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::config::{Config, Model};
 use crate::error::Error;
 use crate::listener::Listener;
 use crate::stats::Summary;
-use crate::{affinity, event_loop, journal, models};
+use crate::{affinity, journal, models};
 
 /// Runs the model's loop (mio or uring) once per listener, the first on
 /// this thread, until they stop, and returns the sum of their summaries.
@@ -95,7 +95,7 @@ pub(crate) fn run(
 fn run_one(listener: Listener, config: &Config) -> Result<Summary, Error> {
     match config.model {
         Model::Uring => models::uring::run(listener, config),
-        _ => event_loop::run(listener, config),
+        _ => models::mio::run(listener, config),
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    pub(super) fn merge(&mut self, other: Control) {
+    pub(crate) fn merge(&mut self, other: Control) {
         self.stop |= other.stop;
         self.now |= other.now;
     }

@@ -240,8 +240,10 @@ fn proxied<D: Dispatch>(
     config: &Config,
 ) -> Result<(), SocketAddr> {
     let stats = model.stats();
-    let refused =
-        config.proxy.as_ref().and_then(|p| crate::pending::untrusted(p, peer));
+    let refused = config
+        .proxy
+        .as_ref()
+        .and_then(|p| crate::policy::header::untrusted(p, peer));
     let stream = TcpStream::from(stream);
     let made_blocking = stream.set_nonblocking(false);
     let reason = match (refused, made_blocking) {

@@ -19,6 +19,7 @@
 mod acceptor;
 mod blocking;
 pub mod iterative;
+pub mod mio;
 pub mod process;
 pub mod thread;
 pub mod uring;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::net::{interrupted, would_block};
-use crate::pending;
+use crate::policy::header as pending;
 use crate::proxy::{self, header, Parse, HEADER_TIMEOUT};
 use crate::stats::Reason;
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::OUT_CAP;
+use crate::policy::OUT_CAP;
 
 /// The first output buffer; a client that keeps not reading gets
 /// [`OUT_CAP`] next, in one step.
@@ -20,10 +20,11 @@ pub(super) enum Phase {
     HalfClosed,
     /// The server is stopping: flush, then look for unread input.
     Stopping,
-    /// Input was left unread at the stop: flush, then send our FIN.
+    /// Input was left unread at the stop: flush, then linger (trap 17).
+    LingerAfterFlush,
+    /// Lingering: our FIN is sent; read and discard until the client's
+    /// EOF or the end of the stop window.
     Lingering,
-    /// Our FIN is sent: discard input until the client's EOF.
-    Draining,
     /// Counted and logged as closed; the slot waits for the last
     /// completion of its operations (trap C1).
     Closing,
@@ -31,7 +32,7 @@ pub(super) enum Phase {
 
 /// One client connection.
 #[derive(Debug)]
-pub(super) struct Conn {
+pub(super) struct Connection {
     pub(super) stream: TcpStream,
     pub(super) peer: SocketAddr,
     pub(super) gen: u32,
@@ -47,9 +48,13 @@ pub(super) struct Conn {
     pub(super) out: Option<Box<OutBuf>>,
 }
 
-impl Conn {
-    pub(super) fn new(stream: TcpStream, peer: SocketAddr, gen: u32) -> Conn {
-        Conn {
+impl Connection {
+    pub(super) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        gen: u32,
+    ) -> Connection {
+        Connection {
             stream,
             peer,
             gen,

@@ -12,21 +12,10 @@ use mio::net::TcpStream;
 use crate::config::Mode;
 use crate::journal::{self, ChunkLimit};
 use crate::net::{interrupted, would_block};
+use crate::policy::{OUT_CAP, OVER_BUDGET_STEP};
 use crate::stats::{Reason, Traffic};
 
-/// Echo backpressure: while this much output waits, stop reading. Just
-/// under 64 KiB, so that a full buffer together with the allocator's
-/// chunk header fits in 16 pages, not 17: a client that never reads costs
-/// the server at most 64 KiB.
-pub const OUT_CAP: usize = 64 * 1024 - 64;
-
-/// The first output buffer of a connection whose write blocked.
-const FIRST_OUT: usize = 4 * 1024;
-
-/// A read while the output budget (`--max-output-memory`) cannot hold a
-/// full chunk: small, because if the echo of it blocks, the rest must be
-/// kept, and that is what a connection can add past the budget.
-const OVER_BUDGET_STEP: usize = 512;
+use super::out::OutBuf;
 
 /// Trap 2: reads per connection per turn, so a fast client cannot starve
 /// the others (redis reads 16 KiB per event, libuv 32 reads).
@@ -145,10 +134,9 @@ impl Connection {
         &mut self.stream
     }
 
-    /// Whether the client sent input the server has not read yet.
-    pub fn has_input(&self) -> bool {
-        let mut byte = [0; 1];
-        matches!(self.stream.peek(&mut byte), Ok(1))
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// The client's address.
@@ -175,9 +163,7 @@ impl Connection {
     /// Bytes of memory its pending output holds (the buffer's capacity
     /// and its box), for the output budget.
     pub fn held(&self) -> usize {
-        self.out.as_ref().map_or(0, |out| {
-            std::mem::size_of::<OutBuf>() + out.data.capacity()
-        })
+        self.out.as_ref().map_or(0, |out| out.held())
     }
 
     /// Handles readiness and reports what the loop should do next.
@@ -386,183 +372,5 @@ fn write_some(
     Ok(sent)
 }
 
-/// Output waiting for the socket to drain; `data[sent..]` is unsent.
-#[derive(Debug, Default)]
-struct OutBuf {
-    data: Vec<u8>,
-    sent: usize,
-}
-
-impl OutBuf {
-    fn pending(&self) -> &[u8] {
-        &self.data[self.sent..]
-    }
-
-    /// Room left in the buffer without growing it.
-    fn spare(&self) -> usize {
-        self.data.capacity() - self.pending().len()
-    }
-
-    /// Appends, growing the buffer by at most `allowance` beyond what the
-    /// bytes need, and takes the growth off `allowance`.
-    ///
-    /// Most blocked writes leave a little behind, which a small first
-    /// allocation holds; a client that keeps not reading fills the buffer
-    /// to the cap, so the second step goes straight there: one
-    /// reallocation instead of a ladder of them, whose freed steps would
-    /// fragment the heap (measured: 68 KiB of RSS per stalled client with
-    /// doubling, against the 64 KiB the cap promises). Past the budget,
-    /// only what must be kept is allocated.
-    fn push(&mut self, bytes: &[u8], allowance: &mut usize) {
-        if self.sent > 0 {
-            self.data.drain(..self.sent);
-            self.sent = 0;
-        }
-        let need = self.data.len() + bytes.len();
-        let capacity = self.data.capacity();
-        if need > capacity {
-            let wanted = match need <= FIRST_OUT {
-                true => FIRST_OUT,
-                false => OUT_CAP.max(need),
-            };
-            let target = wanted.min(capacity + *allowance).max(need);
-            self.data.reserve_exact(target - self.data.len());
-        }
-        let grown = self.data.capacity() - capacity;
-        *allowance = allowance.saturating_sub(grown);
-        self.data.extend_from_slice(bytes);
-    }
-
-    /// Marks `n` more bytes sent; true when nothing is left.
-    fn consume(&mut self, n: usize) -> bool {
-        self.sent += n;
-        self.sent == self.data.len()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    /// A connected pair over loopback: a std client and the server side
-    /// as a nonblocking mio stream wrapped in a [`Connection`].
-    fn pair() -> (std::net::TcpStream, Connection) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().unwrap())
-                .unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        (client, Connection::new(TcpStream::from_std(server), peer))
-    }
-
-    fn drive(conn: &mut Connection, mode: Mode, ready: Ready) -> Progress {
-        let mut traffic = Traffic::default();
-        let mut buf = vec![0; 64 * 1024];
-        let mut scratch = String::new();
-        let mut io = Io {
-            buf: &mut buf,
-            scratch: &mut scratch,
-            traffic: &mut traffic,
-            mode,
-            limit: None,
-            moved: false,
-            allowance: usize::MAX,
-        };
-        conn.on_ready(&mut io, ready)
-    }
-
-    /// Trap 2: with more queued than the budget, one turn reads only the
-    /// budget and asks to be driven again.
-    #[test]
-    fn a_full_socket_yields_after_its_budget() {
-        let (mut client, mut conn) = pair();
-        let chunk = 1024;
-        let queued = vec![7u8; 2 * READS_PER_TURN * chunk];
-        client.write_all(&queued).unwrap();
-        // Wait until all of it is queued at the server, so every read of
-        // the turn is a full one.
-        let mut peek = vec![0; queued.len()];
-        for _ in 0..1000 {
-            if conn.stream.peek(&mut peek).unwrap_or(0) == queued.len() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let mut traffic = Traffic::default();
-        let mut buf = vec![0; chunk];
-        let mut scratch = String::new();
-        let mut io = Io {
-            buf: &mut buf,
-            scratch: &mut scratch,
-            traffic: &mut traffic,
-            mode: Mode::Discard,
-            limit: None,
-            moved: false,
-            allowance: usize::MAX,
-        };
-        let progress = conn.on_ready(&mut io, Ready::ANY);
-        assert!(matches!(progress, Progress::More), "{progress:?}");
-        assert_eq!(traffic.bytes_in, (READS_PER_TURN * chunk) as u64);
-    }
-
-    /// Past the output budget (no allowance left), a connection whose
-    /// echo blocks keeps only what its last small read left over, then
-    /// stops reading: it cannot add a full buffer past the budget.
-    #[test]
-    fn past_the_budget_a_blocked_echo_holds_only_a_small_step() {
-        let (mut client, mut conn) = pair();
-        let small = 4096;
-        socket2::SockRef::from(&conn.stream)
-            .set_send_buffer_size(small)
-            .unwrap();
-        socket2::SockRef::from(&client).set_recv_buffer_size(small).unwrap();
-        client.set_nonblocking(true).unwrap();
-        let chunk = [1u8; 16 * 1024];
-        let mut buf = vec![0; 64 * 1024];
-        let mut scratch = String::new();
-        let mut traffic = Traffic::default();
-        for _ in 0..10_000 {
-            let _ = client.write(&chunk); // what it takes; never reads
-            let mut io = Io {
-                buf: &mut buf,
-                scratch: &mut scratch,
-                traffic: &mut traffic,
-                mode: Mode::Echo,
-                moved: false,
-                limit: None,
-                allowance: 0,
-            };
-            conn.on_ready(&mut io, Ready::ANY);
-            if conn.paused {
-                break;
-            }
-        }
-        assert!(conn.paused, "never stopped reading");
-        let most = std::mem::size_of::<OutBuf>() + OVER_BUDGET_STEP;
-        assert!(conn.held() <= most, "holds {} > {most}", conn.held());
-    }
-
-    /// Trap 1: once an event said the peer closed, a later wake-up
-    /// without that flag (a budget retry) must not stop at a short read;
-    /// it reads on to the EOF, which no new edge would announce.
-    #[test]
-    fn a_seen_peer_close_is_not_forgotten_by_a_retry() {
-        let (mut client, mut conn) = pair();
-        client.write_all(b"last words").unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        // An event that only says the peer closed (no read now)...
-        let closed =
-            Ready { readable: false, writable: false, read_closed: true };
-        assert!(matches!(
-            drive(&mut conn, Mode::Discard, closed),
-            Progress::Waiting
-        ));
-        // ...then a wake-up without the flag: it must still see the EOF.
-        match drive(&mut conn, Mode::Discard, Ready::ANY) {
-            Progress::Closed(Reason::Eof) => {}
-            other => panic!("expected eof, got {other:?}"),
-        }
-    }
-}
+mod tests;

@@ -1,21 +1,18 @@
-//! The mio model's connections whose PROXY header is still arriving
+//! The connections whose PROXY header is still arriving
 //! (`--proxy-protocol`): a boxed partial header per such connection, kept
-//! beside the slab (as the log buckets are) so that a [`Connection`]
-//! stays the same size and costs nothing more once its header is in.
+//! beside the slab (as the log buckets are) so that a connection stays
+//! the same size and costs nothing more once its header is in. The mio
+//! model reads a header from its socket (`models::mio::header`), the
+//! uring model feeds it what its receives brought; both through
+//! [`Headers::feed`].
 //!
 //! Every header has the same time to arrive, so deadlines are made in
 //! order and a FIFO queue holds them: the head is always the nearest.
-//!
-//! [`Connection`]: crate::connection::Connection
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use mio::net::TcpStream;
-
-use crate::net::{interrupted, would_block};
 use crate::proxy::{self, header, Parse, Proxy, HEADER_TIMEOUT};
 use crate::stats::Reason;
 use std::fmt::Display;
@@ -88,7 +85,7 @@ struct Partial {
 
 /// The connections waiting for their header; see the module docs.
 #[derive(Debug)]
-pub(crate) struct Pending {
+pub(crate) struct Headers {
     proxy: Proxy,
     partial: Vec<Option<Box<Partial>>>,
     /// (slab key, serial, deadline in the loop's ms), oldest first.
@@ -96,10 +93,10 @@ pub(crate) struct Pending {
     serial: u64,
 }
 
-impl Pending {
+impl Headers {
     /// The table `proxy` asks for.
-    pub(crate) fn new(proxy: Proxy) -> Pending {
-        Pending {
+    pub(crate) fn new(proxy: Proxy) -> Headers {
+        Headers {
             proxy,
             partial: Vec::new(),
             deadlines: VecDeque::new(),
@@ -127,6 +124,11 @@ impl Pending {
     /// Whether connection `key` is still waiting for its header.
     pub(crate) fn waits(&self, key: usize) -> bool {
         self.partial.get(key).is_some_and(Option::is_some)
+    }
+
+    /// Connection `key`'s header so far, if it is still waiting for it.
+    pub(crate) fn partial(&self, key: usize) -> Option<&[u8]> {
+        self.partial.get(key)?.as_ref().map(|p| &p.bytes[..])
     }
 
     /// Forgets connection `key`'s header; true if it was waiting.
@@ -169,8 +171,8 @@ impl Pending {
         }
     }
 
-    /// Adds `data`, received by a completion model, to connection `key`'s
-    /// header; what follows the header is `data[first]`.
+    /// Adds `data`, received for connection `key`, to its header; what
+    /// follows the header is `data[first]`.
     pub(crate) fn feed(&mut self, key: usize, data: &[u8]) -> Header {
         let Some(Some(partial)) = self.partial.get_mut(key) else {
             return Header::Waiting;
@@ -182,33 +184,5 @@ impl Pending {
             self.forget(key);
         }
         got
-    }
-
-    /// Reads connection `key`'s header from `stream` through `buf`, never
-    /// more than a header's cap, until it is complete, refused, or the
-    /// socket is drained. Bytes past the header are left in `buf`.
-    pub(crate) fn read(
-        &mut self,
-        key: usize,
-        stream: &mut TcpStream,
-        buf: &mut [u8],
-    ) -> Header {
-        loop {
-            let have = self.partial.get(key).and_then(Option::as_ref);
-            let Some(partial) = have else { return Header::Waiting };
-            let room = header::room(&partial.bytes).min(buf.len());
-            let n = match stream.read(&mut buf[..room]) {
-                Ok(0) => return Header::Refused(cut_short()),
-                Ok(n) => n,
-                // Trap 1: drained; the next bytes come with a new edge.
-                Err(e) if would_block(&e) => return Header::Waiting,
-                Err(e) if interrupted(&e) => continue, // trap 9
-                Err(e) => return Header::Refused(Reason::from_io(e)),
-            };
-            match self.feed(key, &buf[..n]) {
-                Header::Waiting => {}
-                done_or_refused => return done_or_refused,
-            }
-        }
     }
 }

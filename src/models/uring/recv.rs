@@ -1,0 +1,226 @@
+//! Receiving: arming a connection's receive, and what its completions
+//! bring (a PROXY header first, if one is due; then log, echo or
+//! discard; EOF; an error).
+
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+
+use io_uring::opcode::{Recv, RecvMulti};
+use io_uring::squeue::Flags;
+use io_uring::types::Fd;
+
+use crate::config::Mode;
+use crate::journal;
+use crate::policy::header::cut_short;
+use crate::policy::{Verdict, OUT_CAP, OVER_BUDGET_STEP};
+use crate::stats::Reason;
+
+use super::bufs;
+use super::connection::{Connection, Phase};
+use super::ring::{self, Completion, Kind, Op};
+use super::{close::live, Loop};
+
+impl Loop {
+    /// Arms connection `key`'s receive, if it wants one.
+    pub(super) fn arm_recv(&mut self, key: usize) {
+        let Some(conn) = self.connections.get_mut(key) else { return };
+        let wants = matches!(
+            conn.phase,
+            Phase::Open
+                | Phase::Stopping
+                | Phase::LingerAfterFlush
+                | Phase::Lingering
+        );
+        if conn.recv || conn.paused || !wants {
+            return;
+        }
+        let fd = Fd(conn.stream.as_raw_fd());
+        let recv = match (self.policy.mode, conn.phase) {
+            (Mode::Echo, Phase::Open) => {
+                // Echo backpressure: each receive takes at most what the
+                // output may still hold. A multishot receive cannot be
+                // bounded so (one wake-up may post a completion for
+                // everything the socket holds, megabytes, before a cancel
+                // lands), so echo receives one completion at a time.
+                let room = echo_room(conn, self.policy.output.left());
+                if room == 0 {
+                    conn.paused = true;
+                    return;
+                }
+                let len = room.min(self.pool.size()) as u32;
+                Recv::new(fd, std::ptr::null_mut(), len)
+                    .buf_group(bufs::GROUP)
+                    .build()
+                    .flags(Flags::BUFFER_SELECT)
+            }
+            _ => RecvMulti::new(fd, bufs::GROUP).build(),
+        };
+        conn.recv = true;
+        let op = Op::new(Kind::Recv, key, conn.gen);
+        ring::push(&mut self.ring, recv, op);
+    }
+
+    pub(super) fn on_recv(&mut self, c: Completion) {
+        let key = c.op.key as usize;
+        let bid = c.buffer();
+        if live(&mut self.connections, c.op).is_some() {
+            self.received(key, c, bid);
+        }
+        // Every buffer goes back, whoever it was for.
+        if let Some(bid) = bid {
+            self.pool.put(bid);
+        }
+        self.free_if_done(key);
+    }
+
+    fn received(&mut self, key: usize, c: Completion, bid: Option<u16>) {
+        let conn = &mut self.connections[key];
+        if !c.more() {
+            conn.recv = false;
+        }
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        match c.result {
+            n if n > 0 => {
+                let n = n as usize;
+                // The first receives feed a PROXY header, if one is due.
+                let Some(skip) = self.header(key, bid, n) else { return };
+                if skip < n {
+                    self.take(key, bid, skip..n);
+                }
+            }
+            0 => {
+                conn.phase = Phase::HalfClosed;
+                let headers = self.policy.headers.as_ref();
+                if headers.is_some_and(|h| h.waits(key)) {
+                    return self.close_for(key, cut_short());
+                }
+                if conn.pending() == 0 {
+                    self.close_for(key, Reason::Eof);
+                }
+                return;
+            }
+            _ => {
+                let e = c
+                    .error()
+                    .unwrap_or_else(|| std::io::ErrorKind::Other.into());
+                match e.raw_os_error() {
+                    // Trap C3: the pool ran dry and ended this receive;
+                    // arm it again once buffers are back (this turn's
+                    // are published before the next submit).
+                    Some(libc::ENOBUFS) => {}
+                    _ => return self.close_for(key, Reason::from_io(e)),
+                }
+            }
+        }
+        if !self.connections[key].recv {
+            self.to_arm.push(key);
+        }
+    }
+
+    /// Feeds `n` received bytes of buffer `bid` to connection `key`'s
+    /// PROXY header if one is due: how many of them were header (the
+    /// rest is the client's stream), or `None` if the connection ended.
+    fn header(
+        &mut self,
+        key: usize,
+        bid: Option<u16>,
+        n: usize,
+    ) -> Option<usize> {
+        let headers = self.policy.headers.as_mut().filter(|h| h.waits(key));
+        let Some(headers) = headers else { return Some(0) };
+        let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
+        let got = headers.feed(key, data);
+        let conn = &mut self.connections[key];
+        match self.policy.header(key, got, &mut conn.peer) {
+            Verdict::Waiting => Some(n),
+            Verdict::Serve(first) => Some(first.start),
+            Verdict::Close(reason) => {
+                self.close_for(key, reason);
+                None
+            }
+            Verdict::Drop => {
+                self.policy.unserved(key);
+                self.end(key);
+                None
+            }
+        }
+    }
+
+    /// Logs, echoes or discards `range` of buffer `bid`, received for
+    /// connection `key`.
+    fn take(&mut self, key: usize, bid: Option<u16>, range: Range<usize>) {
+        let conn = &mut self.connections[key];
+        let n = range.end;
+        self.policy.traffic.bytes_in += range.len() as u64;
+        self.policy.touch(key);
+        let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
+        let data = data.get(range).unwrap_or_default();
+        let policy = &mut self.policy;
+        match (conn.phase, policy.mode) {
+            (Phase::Open, Mode::Log) => {
+                let stats = &policy.stats;
+                let log = policy.log.as_mut();
+                if let Some(mut limit) = log.map(|l| l.limit(key, stats)) {
+                    let scratch = &mut policy.scratch;
+                    journal::chunk(conn.peer, data, scratch, &mut limit);
+                }
+            }
+            (Phase::Open, Mode::Echo) => {
+                let before = conn.held();
+                let spare = &mut self.spare;
+                let out = conn
+                    .out
+                    .get_or_insert_with(|| spare.pop().unwrap_or_default());
+                // The first output of a turn queues one send; the
+                // rest of the turn's joins it.
+                if out.is_quiet() {
+                    self.to_send.push(key);
+                }
+                out.push(data);
+                policy.output.held = policy.output.held - before + conn.held();
+            }
+            // Trap 17: input left at the stop means lingering.
+            (Phase::Stopping, _) => conn.phase = Phase::LingerAfterFlush,
+            _ => {}
+        }
+    }
+}
+
+/// How much an echo receive of `conn` may take: what its output may
+/// still hold within [`OUT_CAP`] and what is left of the budget (at
+/// least a small step while nothing waits, as in the mio model).
+fn echo_room(conn: &Connection, budget_left: usize) -> usize {
+    let pending = conn.pending();
+    let room = (OUT_CAP - pending.min(OUT_CAP)).min(budget_left);
+    match pending {
+        0 => room.max(OVER_BUDGET_STEP),
+        _ => room,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use mio::net::TcpStream;
+
+    use super::super::connection::OutBuf;
+
+    /// Echo never receives more than the output can still hold.
+    #[test]
+    fn echo_room_stops_at_the_cap_and_the_budget() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client =
+            std::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (s, peer) = listener.accept().unwrap();
+        let mut conn = Connection::new(TcpStream::from_std(s), peer, 1);
+        assert_eq!(echo_room(&conn, usize::MAX), OUT_CAP);
+        assert_eq!(echo_room(&conn, 0), OVER_BUDGET_STEP);
+        let mut out = Box::<OutBuf>::default();
+        out.push(&vec![1; OUT_CAP]);
+        conn.out = Some(out);
+        assert_eq!(echo_room(&conn, usize::MAX), 0);
+    }
+}

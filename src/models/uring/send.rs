@@ -1,0 +1,110 @@
+//! Sending: a connection's output, one send in flight at a time, and
+//! what follows once it is drained (close, resume, or lingering at a
+//! stop).
+
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+
+use io_uring::opcode::Send;
+use io_uring::types::Fd;
+
+use crate::stats::Reason;
+
+use super::close::live;
+use super::connection::{OutBuf, Phase};
+use super::ring::{self, Completion, Kind, Op};
+use super::Loop;
+
+/// Drained output buffers of the first size kept for the next echo: an
+/// echo needs its bytes until its send completes, and reusing these
+/// saves an allocation per message and the heap's fragmentation (RSS
+/// that did not come back after a burst of clients). At most 512 KiB.
+pub(super) const SPARE_OUT: usize = 256;
+
+impl Loop {
+    /// Queues connection `key`'s next send, if one is due.
+    pub(super) fn send(&mut self, key: usize) {
+        let Some(conn) = self.connections.get_mut(key) else { return };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let Some(out) = &mut conn.out else { return };
+        let Some((ptr, len)) = out.next_send() else { return };
+        let fd = Fd(conn.stream.as_raw_fd());
+        // Trap 10: MSG_NOSIGNAL, so a dead peer is an EPIPE here.
+        let send = Send::new(fd, ptr, len).flags(libc::MSG_NOSIGNAL).build();
+        let op = Op::new(Kind::Send, key, conn.gen);
+        ring::push(&mut self.ring, send, op);
+    }
+
+    pub(super) fn on_send(&mut self, c: Completion) {
+        let key = c.op.key as usize;
+        let n = usize::try_from(c.result).unwrap_or(0);
+        self.policy.traffic.bytes_out += n as u64;
+        let Some(conn) = live(&mut self.connections, c.op) else { return };
+        let drained = conn.out.as_mut().is_some_and(|out| out.sent(n));
+        if conn.phase == Phase::Closing {
+            return self.free_if_done(key);
+        }
+        if let Some(e) = c.error() {
+            return self.close_for(key, Reason::from_io(e));
+        }
+        if !drained {
+            // A short send: the rest goes next (trap 7's completion
+            // form: nothing is lost, nothing is sent twice).
+            self.to_send.push(key);
+            // Output shrank: a paused receive may take what now fits.
+            if std::mem::take(&mut conn.paused) {
+                self.to_arm.push(key);
+            }
+        } else {
+            // The output buffer is freed once drained: idle connections
+            // hold none.
+            self.policy.output.held -= conn.held();
+            let recycled = conn.out.take().and_then(OutBuf::recycle);
+            let room = self.spare.len() < SPARE_OUT;
+            if let Some(out) = recycled.filter(|_| room) {
+                self.spare.push(out);
+            }
+            if std::mem::take(&mut conn.paused) {
+                self.to_arm.push(key);
+            }
+        }
+        if n > 0 {
+            self.policy.touch(key);
+        }
+        if drained {
+            self.flushed(key);
+        }
+    }
+
+    /// Connection `key` has no output left: what its phase does next.
+    fn flushed(&mut self, key: usize) {
+        match self.connections[key].phase {
+            Phase::HalfClosed => self.close_for(key, Reason::Eof),
+            Phase::Stopping => self.look_for_input(key),
+            Phase::LingerAfterFlush => self.linger(key),
+            _ => {}
+        }
+    }
+
+    /// Trap 17 at a stop: with no output left, input the client sent and
+    /// we never read would make `close()` send an RST; peek for it.
+    pub(super) fn look_for_input(&mut self, key: usize) {
+        let mut byte = [0u8; 1];
+        match self.connections[key].stream.peek(&mut byte) {
+            Ok(n) if n > 0 => self.linger(key),
+            Err(e) if crate::net::interrupted(&e) => self.linger(key),
+            _ => self.close_for(key, Reason::Shutdown),
+        }
+    }
+
+    /// Lingering close: our FIN after the last byte, then discard input
+    /// until the client's EOF or the end of the stop window.
+    fn linger(&mut self, key: usize) {
+        let conn = &mut self.connections[key];
+        conn.phase = Phase::Lingering;
+        let _ = conn.stream.shutdown(Shutdown::Write);
+        self.arm_recv(key);
+    }
+}
