@@ -11,6 +11,7 @@ use crate::log_limit::Bucket;
 use crate::net::{interrupted, would_block};
 use crate::stats::{Reason, Stats};
 
+use super::deadline::{Armed, Call};
 use super::{Context, Stop, Watch};
 
 /// One connection's progress: when bytes last moved, the socket timeout
@@ -20,14 +21,8 @@ pub(super) struct Connection<'s> {
     pub(super) watch: &'s mut dyn Watch,
     pub(super) idle: Option<Duration>,
     /// Last time a byte moved either way (idle bookkeeping): read,
-    /// written, or delivered by the kernel from the send buffer.
+    /// written, or sent by the kernel from what was written earlier.
     pub(super) last: Instant,
-    /// Whether output may still be on its way to the client: set by a
-    /// write, cleared by a look at the kernel that finds none in flight.
-    pub(super) in_flight: bool,
-    /// The kernel's count of output the client acknowledged, at the last
-    /// look; `None` before the first.
-    pub(super) acked: Option<u64>,
     /// When to ask the watch again, for watches with a slice.
     pub(super) next_ask: Instant,
     /// The end of the stop window, once a stop was noticed (now, for a
@@ -35,8 +30,8 @@ pub(super) struct Connection<'s> {
     pub(super) stop_by: Option<Instant>,
     /// The stop seen so far.
     pub(super) stop: Stop,
-    /// The read and write timeout set on the socket now.
-    pub(super) armed: Option<Duration>,
+    /// The read and write timeouts set on the socket now.
+    pub(super) armed: Armed,
     /// Log mode's rate limit of this connection's chunk lines.
     pub(super) bucket: Bucket,
 }
@@ -53,12 +48,10 @@ impl<'s> Connection<'s> {
             watch,
             idle,
             last: now,
-            in_flight: false,
-            acked: None,
             next_ask: now,
             stop_by: None,
             stop: Stop::No,
-            armed: None,
+            armed: Armed::default(),
             bucket: Bucket::default(),
         }
     }
@@ -81,7 +74,7 @@ impl<'s> Connection<'s> {
             if self.noticed_stop(false) {
                 return self.wind_down(cx);
             }
-            if let Err(e) = self.arm() {
+            if let Err(e) = self.arm(Call::Read) {
                 return Reason::from_io(e);
             }
             let n = match self.stream.read(cx.buf) {
@@ -132,21 +125,19 @@ impl<'s> Connection<'s> {
         let mut sent = 0;
         while sent < data.len() {
             self.noticed_stop(false);
-            self.arm().map_err(Reason::from_io)?;
+            self.arm(Call::Write).map_err(Reason::from_io)?;
             match self.stream.write(&data[sent..]) {
                 Ok(0) => {
                     return Err(Reason::from_io(
                         io::ErrorKind::WriteZero.into(),
                     ))
                 }
-                // Short when the timeout fired after some progress: the
-                // kernel's timeout bounds the whole call, progress or
-                // not, so each call is armed anew from here.
+                // Short when the timeout fired after some progress (it
+                // bounds the whole call): the next call is armed anew.
                 Ok(n) => {
                     stats.wrote(n);
                     sent += n;
                     self.last = Instant::now();
-                    self.in_flight = true;
                 }
                 Err(e) if would_block(&e) => {
                     if let Some(reason) = self.expired() {

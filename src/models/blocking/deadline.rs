@@ -2,25 +2,34 @@
 //! connection sets, and what is due when one fires (the idle timeout,
 //! the end of the stop window, a look at the watch).
 //!
-//! Idle means nothing moved either way for `--idle-timeout`: no byte
-//! read, none written, none delivered by the kernel from the send
-//! buffer. `SO_RCVTIMEO` and `SO_SNDTIMEO` bound a whole call, progress
-//! or not: a `write` whose timeout fires after some bytes went returns
-//! those, and the next call is armed from then. A slow reader whose echo
-//! waits in the kernel moves no byte through our calls at all, so while
-//! output is in flight the timeout is at most [`LOOK`], and each time it
-//! fires the kernel's count of delivered bytes says whether the client
-//! took any. A client that sends and never reads stops all three once
-//! the server's `write` blocks, and is closed as idle.
+//! Idle, as in every model (`policy::idle`), means nothing moved either
+//! way for `--idle-timeout`: no byte read, none written, none the kernel
+//! sent from what was written earlier. Two things keep a blocking
+//! connection to it:
+//!
+//! - A slow reader's echo can sit in the kernel's send buffer (megabytes
+//!   on loopback) and trickle out long after our last `write`, while we
+//!   wait in `read`. Before closing a connection as idle, we ask the
+//!   kernel when it last sent data (`net::since_data_sent`), as the
+//!   event-driven models do, and count from then if that is later.
+//! - `SO_SNDTIMEO` bounds a whole `write`, progress or not: a write that
+//!   copied part of its chunk and then blocked returns that part only
+//!   when the timeout fires, and we cannot tell when the last byte went.
+//!   With an idle timeout, writes wait at most [`LOOK`], so that moment
+//!   is never more than a [`LOOK`] old.
+//!
+//! A client that sends and never reads stops all of it once our `write`
+//! blocks: it is closed as idle a timeout (and at most a [`LOOK`]) later.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::listener::STOP_WINDOW;
+use crate::net;
 use crate::stats::Reason;
 
 use super::connection::Connection;
-use super::delivery::delivery;
 use super::Stop;
 
 /// The shortest socket timeout std accepts is above zero.
@@ -30,9 +39,24 @@ pub(super) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// a deadline is never missed by more, far enough that the steady state
 /// sets nothing.
 const REARM_SLACK: Duration = Duration::from_millis(5);
-/// How often a connection whose output is in flight asks the kernel
-/// what it delivered: the most an idle close can come late by.
+/// The longest a `write` may block, with an idle timeout: how late a
+/// write that blocked part-way reports the bytes it moved, and so the
+/// most an idle close of a client that never reads comes late by.
 const LOOK: Duration = Duration::from_millis(100);
+
+/// The blocking call a socket timeout is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Call {
+    Read,
+    Write,
+}
+
+/// The socket timeouts in force, one per direction.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Armed {
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
 
 impl Connection<'_> {
     /// Whether a stop was seen; asks the watch at most once a slice
@@ -70,65 +94,56 @@ impl Connection<'_> {
         if self.noticed_stop(true) && self.stop_by.is_some_and(|t| now >= t) {
             return Some(Reason::Shutdown);
         }
-        self.look(now);
-        match self.idle {
-            Some(idle) if now.duration_since(self.last) >= idle => {
-                Some(Reason::Idle)
-            }
-            _ => None,
+        let idle = self.idle?;
+        if now.duration_since(self.last) < idle {
+            return None;
         }
+        // Our calls moved nothing for a timeout; the kernel may have
+        // sent what we wrote earlier since.
+        let sent = net::since_data_sent(self.stream.as_raw_fd())
+            .and_then(|ago| now.checked_sub(ago));
+        if let Some(sent) = sent.filter(|&t| t > self.last) {
+            self.last = sent;
+        }
+        (now.duration_since(self.last) >= idle).then_some(Reason::Idle)
     }
 
-    /// Sets the socket's read and write timeouts to the time left to the
-    /// nearest thing that must interrupt a blocking call: the watch's
-    /// slice, the idle deadline, the end of the stop window, the next
-    /// look at output in flight. Trap 15: a call interrupted by
+    /// Sets the timeout of the next `call` to the time left to the
+    /// nearest thing that must interrupt it: the watch's slice, the idle
+    /// deadline, the end of the stop window, and for a write with an
+    /// idle timeout [`LOOK`]. Trap 15: a call interrupted by
     /// SIGSTOP/SIGCONT returns EINTR and is retried with what is left,
     /// not the full timeout again, so pulses of job control cannot keep
     /// a deadline from arriving. Only a timeout that moved by more than
     /// [`REARM_SLACK`] costs a syscall.
-    pub(super) fn arm(&mut self) -> io::Result<()> {
+    pub(super) fn arm(&mut self, call: Call) -> io::Result<()> {
         let now = Instant::now();
         let left = |t: Instant| t.saturating_duration_since(now);
         let idle = self.idle.map(|idle| left(self.last + idle));
         let window = self.stop_by.map(left);
-        let look = (self.idle.is_some() && self.in_flight).then_some(LOOK);
+        let look = self.idle.filter(|_| call == Call::Write).map(|_| LOOK);
         let wanted = [self.watch.slice(), idle, window, look]
             .into_iter()
             .flatten()
             .min()
             .map(|t| t.max(MIN_TIMEOUT));
-        let close_enough = match (wanted, self.armed) {
+        let armed = match call {
+            Call::Read => &mut self.armed.read,
+            Call::Write => &mut self.armed.write,
+        };
+        let close_enough = match (wanted, *armed) {
             (Some(w), Some(a)) => {
                 w.max(a).saturating_sub(w.min(a)) <= REARM_SLACK
             }
             (w, a) => w == a,
         };
         if !close_enough {
-            self.stream.set_read_timeout(wanted)?;
-            self.stream.set_write_timeout(wanted)?;
-            self.armed = wanted;
+            match call {
+                Call::Read => self.stream.set_read_timeout(wanted)?,
+                Call::Write => self.stream.set_write_timeout(wanted)?,
+            }
+            *armed = wanted;
         }
         Ok(())
-    }
-
-    /// With output in flight and an idle timeout, asks the kernel what
-    /// the client has taken since the last look: bytes it took moved,
-    /// now (at most a [`LOOK`] late), whatever our own calls did.
-    fn look(&mut self, now: Instant) {
-        if !self.in_flight || self.idle.is_none() {
-            return;
-        }
-        match delivery(self.stream) {
-            Some(d) => {
-                if self.acked != Some(d.acked) {
-                    self.last = now;
-                }
-                self.acked = Some(d.acked);
-                self.in_flight = d.in_flight;
-            }
-            // The kernel does not say: only our own calls count.
-            None => self.in_flight = false,
-        }
     }
 }

@@ -9,6 +9,7 @@ use crate::net::{interrupted, would_block};
 use crate::stats::Reason;
 
 use super::connection::Connection;
+use super::deadline::Call;
 use super::Context;
 
 impl Connection<'_> {
@@ -25,7 +26,7 @@ impl Connection<'_> {
         }
         let _ = self.stream.shutdown(Shutdown::Write);
         loop {
-            if self.arm().is_err() {
+            if self.arm(Call::Read).is_err() {
                 return Reason::Shutdown;
             }
             match self.stream.read(cx.buf) {

@@ -13,7 +13,6 @@
 //! | `mod.rs` | the entry points: serve one socket, count and log its close |
 //! | `connection` | one connection: the read loop, and echo's write loop |
 //! | `deadline` | the socket timeouts: idle, the stop window, the watch |
-//! | `delivery` | what the kernel delivered of the output (`TCP_INFO`) |
 //! | `header` | a PROXY header, read before serving |
 //! | `linger` | a stop: our FIN first, then discard until the client's |
 //! | `proxied` | `--proxy-protocol`: the client a header names, admitted |
@@ -31,7 +30,6 @@ pub(crate) use proxied::{AddressTable, Proxied};
 
 mod connection;
 mod deadline;
-mod delivery;
 mod header;
 mod linger;
 mod proxied;
