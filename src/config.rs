@@ -94,15 +94,17 @@ pub struct Config {
     /// more from that address is accepted and closed at once. 0: no
     /// limit.
     pub max_connections_per_ip: usize,
-    /// The mio model's budget, in bytes, for output held for clients
-    /// whose writes block; past it those clients stop being read. The
-    /// blocking models hold no output (a blocked write holds the thread
-    /// or process instead).
+    /// The mio and uring models' budget, in bytes, for output held for
+    /// clients whose writes block; past it those clients stop being read.
+    /// The blocking models hold no output (a blocked write holds the
+    /// thread or process instead).
     pub max_output_memory: usize,
     /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
     /// kernel's autotuning.
     pub send_buffer: Option<usize>,
-    /// Close a connection with no traffic for this long; `None`: never.
+    /// Close a connection once nothing moved either way for this long: no
+    /// byte read, none written, none delivered from the kernel's send
+    /// buffer. `None`: never.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
@@ -115,9 +117,10 @@ pub struct Config {
     /// Log mode: chunk lines per second for the whole server; 0: no
     /// limit.
     pub log_total_rate: u32,
-    /// The mio model's workers: independent loops, each with its own poll,
-    /// slab and listening sockets bound with SO_REUSEPORT (1: the one
-    /// loop). `max_connections` is split among them.
+    /// The mio and uring models' workers: independent loops, each with
+    /// its own poll (or ring), slab and listening sockets bound with
+    /// SO_REUSEPORT (1: the one loop). `max_connections` and
+    /// `max_output_memory` are split among them.
     pub workers: usize,
     /// Pin worker `n` to the `n`th CPU the process may run on (round
     /// robin).

@@ -127,8 +127,8 @@ impl Server {
         let mut summary = match config.model {
             Model::Mio => models::mio::run(listener, &config)?,
             Model::Iterative => models::iterative::run(listener, &config)?,
-            Model::Thread => models::threaded::run(listener, &config)?,
-            Model::Process => models::forked::run(listener, &config)?,
+            Model::Thread => models::thread::run(listener, &config)?,
+            Model::Process => models::process::run(listener, &config)?,
             Model::Uring => models::uring::run(listener, &config)?,
         };
         journal::finish(&mut summary);

@@ -1,9 +1,9 @@
-//! `--workers N`: the mio loop (or the uring loop) N times over, one
-//! thread each, sharing
-//! nothing on the path of a message. Each worker has its own poll, slab
-//! and listening sockets, bound to the same addresses with SO_REUSEPORT
-//! before any worker starts ([`crate::bind`]); the kernel hashes every
-//! new connection to one of the sockets, so to one worker. What the
+//! `--workers N`: the loop of the mio or uring model N times over, one
+//! thread each, sharing nothing on the path of a message. Each worker has
+//! its own poll (or ring), slab and listening sockets, bound to the same
+//! addresses with SO_REUSEPORT before any worker starts
+//! ([`crate::bind`]); the kernel hashes every new connection to one of
+//! the sockets, so to one worker. What the
 //! workers share is in [`Group`](crate::listener::group::Group): the
 //! stop, and counters that are only added up for a `stats` line, a
 //! status or a scrape.
@@ -25,8 +25,8 @@ use crate::listener::Listener;
 use crate::stats::Summary;
 use crate::{affinity, journal, models};
 
-/// Runs one mio loop per listener (the first on this thread) until they
-/// stop, and returns the sum of their summaries.
+/// Runs the model's loop (mio or uring) once per listener, the first on
+/// this thread, until they stop, and returns the sum of their summaries.
 pub(crate) fn run(
     listeners: Vec<Listener>,
     config: &Config,

@@ -1,4 +1,5 @@
-//! The accept side the three blocking models share.
+//! The accept side the blocking models (iterative, thread, process)
+//! share.
 //!
 //! It waits on the server's `mio::Poll`, as the mio model does, so a stop
 //! (a [`Handle`](crate::Handle)'s waker, SIGINT, SIGTERM) is just another

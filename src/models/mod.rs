@@ -1,14 +1,25 @@
-//! The comparison models: the classic designs readyloop is measured
-//! against. They share the config, the counters, the log lines and the
-//! close reasons with the mio model and differ only in how they wait:
-//! `acceptor` is the accept loop all three run, `blocking` the loop
-//! that serves one blocking connection, and each model decides only
-//! where that loop runs and how a stop reaches it.
+//! The five ways readyloop can serve (`--model`). All of them share the
+//! config, the listener layer, the counters, the log lines and the close
+//! reasons; they differ in how a connection waits for IO.
+//!
+//! - `mio` (`models/mio/`): the readiness loop, one thread and one
+//!   `mio::Poll` over a slab of nonblocking sockets. The design readyloop
+//!   exists to show.
+//! - `uring` (`models/uring/`): the completion loop, one thread and one
+//!   io_uring; the kernel tells it what finished instead of what is ready.
+//! - `iterative`, `thread`, `process`: the classic blocking designs they
+//!   are measured against, one connection at a time, a thread per
+//!   connection, a forked process per connection.
+//!
+//! The blocking models share two pieces and differ only in where a
+//! connection is served and how a stop reaches it: `acceptor`, the
+//! accept loop they all run on the server's poll, and `blocking`, the
+//! loop that serves one blocking connection.
 
 mod acceptor;
 mod blocking;
-pub mod forked;
 pub mod iterative;
 pub mod mio;
-pub mod threaded;
+pub mod process;
+pub mod thread;
 pub mod uring;

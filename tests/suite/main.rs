@@ -5,7 +5,7 @@
 //!
 //! | module | what it pins down |
 //! |---|---|
-//! | [`matrix`] | every behaviour the four models share, one test per model |
+//! | [`matrix`] | every behaviour the models share, one test per model |
 //! | [`mio`] | what only the mio model promises (its traps, its costs) |
 //! | [`process`] | the process model's children and its fork guard |
 //! | [`uring`] | the uring model: unavailable io_uring is a clear exit 1 |

@@ -20,7 +20,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to (`src/models/forked/child.rs`
+/// The top-level module a file belongs to (`src/models/process/child.rs`
 /// → `models`); `None` for the crate root and the binary.
 fn top_module(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;

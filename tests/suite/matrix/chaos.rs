@@ -29,10 +29,10 @@ const ITERATIVE_CLIENTS: usize = 24;
 /// CI runs start clients for at most this long.
 const CI_DURATION: Duration = Duration::from_secs(8);
 /// `--idle-timeout` in seconds: well above the clients' longest pause
-/// (250 ms) so only the idle clients are closed as idle. The server
-/// counts a connection idle when it moved no byte, even while its kernel
-/// still delivers what it wrote earlier to a slow reader: a starved
-/// client driver on two busy cores can take a second to read that.
+/// (250 ms) so only the idle clients are closed as idle. A slow reader
+/// is not idle while the kernel still sends it bytes, but one the
+/// starved client driver (two busy cores) does not get to for a second
+/// takes none in that second.
 const IDLE_TIMEOUT: &str = "2";
 /// Echo backpressure cap per connection, in KiB.
 const OUT_CAP_KIB: u64 = (readyloop::OUT_CAP as u64).div_ceil(1024);

@@ -1,4 +1,4 @@
-//! Every behaviour the four models share, as one test per model made by
+//! Every behaviour the models share, as one test per model made by
 //! [`per_model!`]: the real binary serves (forking a multi-threaded test
 //! process would be unsound, and the binary is what users run), clients
 //! talk to it over loopback, and the summary line must say exactly what
@@ -10,6 +10,7 @@ mod closes;
 mod echo;
 mod exhaustion;
 mod hostile;
+mod idle;
 mod limits;
 mod log;
 mod surroundings;

@@ -68,9 +68,10 @@ pub(super) enum Step {
     /// Read until everything written has come back.
     AwaitEcho,
     /// Read nothing until `pause` has passed, then at most `chunk` bytes
-    /// every `every` for `slow`, then at full speed again. The slow spell
-    /// is bounded: once the server's output sits in kernel buffers, a
-    /// trickle longer than the idle timeout is idle to the server.
+    /// every `every` for `slow`, then at full speed again. A trickle of
+    /// any length keeps the connection from being idle (what the kernel
+    /// sends from the server's buffers counts); the bound keeps the run
+    /// short.
     ReadSlowly {
         pause: Duration,
         chunk: usize,

@@ -9,8 +9,8 @@
 //!
 //! A stop sets a flag and interrupts every connection thread's blocking
 //! call with a signal (`listener::wake`), so each flushes and lingers as
-//! the mio model does; after the stop window the rest are shut down
-//! completely (which wakes writers blocked on a client that does not
+//! the event-driven models do; after the stop window the rest are shut
+//! down completely (which wakes writers blocked on a client that does not
 //! read) and every thread is joined before the summary.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};

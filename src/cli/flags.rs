@@ -1,0 +1,192 @@
+//! The flags of `readyloop serve`, as clap reads them and `serve --help`
+//! shows them: the doc comment of each field is its help text.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use log::LevelFilter;
+
+use crate::config::{Mode, Model};
+use crate::secs::{parse_secs, zero_or_at_least};
+
+use super::values::{addr_arg, parse_bytes, parse_send_buffer, AddrArg};
+
+/// Flags of `readyloop serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT: loopback by default; 0.0.0.0:PORT
+    /// or `[::]:PORT` to listen on every interface (both may be given:
+    /// IPv6 listeners are IPv6-only); port 0 picks a free port. Give it
+    /// again for more listeners; a host name listens on every address it
+    /// resolves to (`localhost:8989`: 127.0.0.1 and ::1). Ignored when
+    /// systemd passes the listening sockets (socket activation).
+    #[arg(long = "addr", default_value = "127.0.0.1:8989", value_name = "ADDR",
+          action = clap::ArgAction::Append, value_parser = addr_arg)]
+    pub addrs: Vec<AddrArg>,
+
+    /// What to do with the bytes clients send.
+    #[arg(long, value_enum, default_value_t = Mode::Log)]
+    pub mode: Mode,
+
+    /// How the server waits for IO.
+    #[arg(long, value_enum, default_value_t = Model::Mio)]
+    pub model: Model,
+
+    /// Open connections allowed; one more is accepted and closed at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: u32,
+
+    /// Open connections allowed per client address (IPv6: per /64); one
+    /// more from that address is accepted and closed at once, and counted
+    /// as rejected. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub max_connections_per_ip: u32,
+
+    /// mio and uring models: memory for output held for clients whose
+    /// writes block (bytes, or with a K, M or G suffix: 512K, 32M); past
+    /// it those clients are not read until they read. The blocking models
+    /// hold no output: a blocked write holds its thread or process.
+    #[arg(long, default_value = "32M", value_name = "BYTES",
+          allow_negative_numbers = true, value_parser = parse_bytes)]
+    pub max_output_memory: u64,
+
+    /// SO_SNDBUF of accepted sockets (bytes, or K/M suffix), bounding the
+    /// kernel memory a client that does not read can hold; the kernel
+    /// doubles it for its bookkeeping. Unset: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true,
+          value_parser = parse_send_buffer)]
+    pub send_buffer: Option<u64>,
+
+    /// Close a connection once nothing moved either way for SECS seconds
+    /// (fractions allowed): no byte read from it, none written to it,
+    /// none delivered by the kernel from its send buffer. A client that
+    /// sends and never reads is closed as idle (closed_idle) once both
+    /// directions are blocked; a slow reader that keeps taking bytes is
+    /// never cut, and gets all of its echo. 0: never.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = zero_or_at_least(Duration::from_millis(1)))]
+    pub idle_timeout: Duration,
+
+    /// Listen backlog: connections the kernel queues before they are
+    /// accepted (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// Stack size of each connection thread in the thread model, in KiB.
+    #[arg(long, default_value_t = 64, value_name = "KIB",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub thread_stack_kib: u32,
+
+    /// Log mode: chunk lines per second each connection may log once its
+    /// burst is spent; the rest are counted (`log_suppressed`) and
+    /// reported. 0: no limit.
+    #[arg(long, default_value_t = 20, value_name = "LINES_PER_SEC",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub log_rate: u32,
+
+    /// Log mode: chunk lines a connection may log at once (a pasted
+    /// screen) before `--log-rate` applies.
+    #[arg(long, default_value_t = 200, value_name = "LINES",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub log_burst: u32,
+
+    /// Log mode: chunk lines per second for all connections together
+    /// (with one second of it as a burst). 0: no limit.
+    #[arg(long, default_value_t = 500, value_name = "LINES_PER_SEC",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub log_total_rate: u32,
+
+    /// Log a `stats` line (the summary's counters so far, open
+    /// connections and uptime) every SECS seconds, at least 0.1; 0: only
+    /// on SIGUSR1.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = zero_or_at_least(Duration::from_millis(100)))]
+    pub stats_interval: Duration,
+
+    /// When a stop begins (SIGTERM, SIGINT, SIGHUP), keep accepting and
+    /// serving for SECS seconds (fractions allowed) with /healthz on
+    /// --metrics-addr answering 503, so a load balancer stops sending
+    /// new clients; then stop as usual. A second signal stops now.
+    #[arg(long, default_value = "0", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = parse_secs)]
+    pub drain: Duration,
+
+    /// mio and uring models: run N independent loops, one thread each,
+    /// every one with its own listening sockets on the same addresses
+    /// (SO_REUSEPORT: the kernel spreads new connections among them); 0:
+    /// one per available CPU. --max-connections is split among them.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub workers: u32,
+
+    /// mio and uring models: pin each worker's thread to one CPU (round
+    /// robin over the CPUs the process may use).
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
+    /// 127.0.0.1:9898; it must not overlap a client address. Unset: no
+    /// metrics endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Every client connection must begin with a PROXY protocol header
+    /// (v1 or v2, as HAProxy's send-proxy, nginx's proxy_protocol or a
+    /// cloud balancer send it); its source address becomes the
+    /// connection's peer in the log and the per-address limit. A
+    /// connection without a valid header within 5 s is closed (counted
+    /// as error, `proxy: …`).
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol: the only networks that may send a header,
+    /// CIDR[,CIDR…] (a header lets its sender claim any client address,
+    /// so only the balancers may); others are closed at once.
+    #[arg(long, value_name = "CIDRS", default_value = "127.0.0.0/8,::1/128",
+          value_parser = crate::proxy::Trust::parse)]
+    pub proxy_from: crate::proxy::Trust,
+
+    /// Least severe log level shown; the `listening on` and `summary`
+    /// lines are always shown.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+/// `--log-level`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` filter of this level.
+    pub fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Error => LevelFilter::Error,
+            LogLevel::Warn => LevelFilter::Warn,
+            LogLevel::Info => LevelFilter::Info,
+            LogLevel::Debug => LevelFilter::Debug,
+            LogLevel::Trace => LevelFilter::Trace,
+        }
+    }
+}
