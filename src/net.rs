@@ -109,12 +109,15 @@ pub(crate) fn skip_on_accept(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::ConnectionAborted
 }
 
-/// How long ago the kernel last sent data on TCP socket `fd` (first
-/// sends and retransmissions alike; `TCP_INFO`'s `tcpi_last_data_sent`),
-/// or `None` if the kernel will not say. Bytes a slow reader takes from
-/// what the server wrote earlier move only in the kernel: the socket
-/// turns writable again only once a third of its send buffer is free,
-/// which at a few KiB a second can take longer than the idle timeout.
+/// How long ago TCP socket `fd` last moved bytes to its peer, as the
+/// kernel saw it (`TCP_INFO`), or `None` if the kernel will not say:
+/// the later of its last data sent and its last ACK received, so that
+/// both must be recent. Bytes a slow reader takes from what the server
+/// wrote earlier move only in the kernel (the socket turns writable
+/// again only once a third of its send buffer is free, which at a few
+/// KiB a second can take longer than the idle timeout). A client that
+/// never reads gets no data (its window is shut; the window probes
+/// carry none), and a vanished peer's retransmissions get no ACK.
 #[allow(unsafe_code)]
 pub(crate) fn since_data_sent(fd: RawFd) -> Option<Duration> {
     // SAFETY: `info` is a plain C struct that any bytes make valid, and
@@ -131,7 +134,8 @@ pub(crate) fn since_data_sent(fd: RawFd) -> Option<Duration> {
         );
         (info, ret == 0)
     };
-    ok.then(|| Duration::from_millis(info.tcpi_last_data_sent.into()))
+    let ms = info.tcpi_last_data_sent.max(info.tcpi_last_ack_recv);
+    ok.then(|| Duration::from_millis(ms.into()))
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 //! ([`OUT_CAP`](crate::OUT_CAP)) stops the server reading from it, and
 //! never reads, makes no progress once both directions are blocked, and
 //! is closed as idle (as nginx's `send_timeout` does). Every model keeps
-//! this contract; the blocking ones with socket timeouts that restart
-//! whenever a read or a write moves a byte.
+//! this contract: the blocking ones with socket timeouts, asking the
+//! kernel the same before they close (`models::blocking::deadline`).
 //!
 //! Every connection shares one timeout, so ordering connections by their
 //! last activity also orders them by deadline. [`IdleList`] is that order

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::net::{interrupted, would_block};
-use crate::policy::header as pending;
+use crate::policy::header::{cut_short, refused, too_slow};
 use crate::proxy::{self, header, Parse, HEADER_TIMEOUT};
 use crate::stats::Reason;
 
@@ -40,7 +40,7 @@ impl Connection<'_> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(pending::too_slow());
+                return Err(too_slow());
             }
             let wait = self.watch.slice().map_or(left, |s| s.min(left));
             self.stream
@@ -49,7 +49,7 @@ impl Connection<'_> {
             // Past what the header can be: its excess is served below.
             let room = header::room(&bytes).min(cx.buf.len());
             let n = match self.stream.read(&mut cx.buf[..room]) {
-                Ok(0) => return Err(pending::cut_short()),
+                Ok(0) => return Err(cut_short()),
                 Ok(n) => n,
                 Err(e) if would_block(&e) || interrupted(&e) => continue,
                 Err(e) => return Err(Reason::from_io(e)),
@@ -64,7 +64,7 @@ impl Connection<'_> {
                     cx.buf.copy_within(first, 0);
                     return Ok((h.source, len));
                 }
-                Err(invalid) => return Err(pending::refused(invalid)),
+                Err(invalid) => return Err(refused(invalid)),
             }
         }
     }
