@@ -102,6 +102,9 @@ pub struct Config {
     /// SO_SNDBUF of accepted sockets, in bytes; `None` leaves the
     /// kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// SO_RCVBUF of the listening sockets, which accepted sockets
+    /// inherit, in bytes; `None` leaves the kernel's autotuning.
+    pub receive_buffer: Option<usize>,
     /// Close a connection once nothing moved either way for this long: no
     /// byte read, none written, none delivered from the kernel's send
     /// buffer. `None`: never.
@@ -165,6 +168,7 @@ impl Config {
             max_connections_per_ip: 0,
             max_output_memory: 32 << 20,
             send_buffer: None,
+            receive_buffer: None,
             idle_timeout: None,
             backlog: 1024,
             thread_stack_kib: 64,

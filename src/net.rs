@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub(crate) fn listen(
     addr: SocketAddr,
     backlog: u32,
+    receive_buffer: Option<usize>,
     reuse_port: bool,
 ) -> io::Result<TcpListener> {
     let domain = Domain::for_address(addr);
@@ -33,6 +34,11 @@ pub(crate) fn listen(
         // hashes each new connection to one of their sockets. Only
         // sockets of the same user can join the group.
         socket.set_reuse_port(true)?;
+    }
+    if let Some(size) = receive_buffer {
+        // `--receive-buffer`: accepted sockets inherit it, and set before
+        // listen it sizes the window scale their handshakes offer.
+        socket.set_recv_buffer_size(size)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;

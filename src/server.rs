@@ -42,6 +42,7 @@ pub fn bind(config: Config) -> Result<Server, Error> {
     let setup = Setup {
         addrs: &config.addrs,
         backlog: config.backlog,
+        receive_buffer: config.receive_buffer,
         signals: config.handle_signals,
         systemd: config.systemd,
         stats_interval: config.stats_interval,

@@ -10,7 +10,7 @@ use log::LevelFilter;
 use crate::config::{Mode, Model};
 use crate::secs::{parse_secs, zero_or_at_least};
 
-use super::values::{addr_arg, parse_bytes, parse_send_buffer, AddrArg};
+use super::values::{addr_arg, parse_buffer, parse_bytes, AddrArg, Whole};
 
 /// Flags of `readyloop serve`.
 #[derive(Debug, Args)]
@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// Open connections allowed; one more is accepted and closed at once.
     #[arg(long, default_value_t = 10_000, value_name = "N",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+          value_parser = Whole::new(1, 10_000_000))]
     pub max_connections: u32,
 
     /// Open connections allowed per client address (IPv6: per /64); one
@@ -44,7 +44,7 @@ pub struct ServeArgs {
     /// as rejected. 0: no limit.
     #[arg(long, default_value_t = 0, value_name = "N",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+          value_parser = Whole::new(0, 10_000_000))]
     pub max_connections_per_ip: u32,
 
     /// mio and uring models: memory for output held for clients whose
@@ -59,8 +59,17 @@ pub struct ServeArgs {
     /// kernel memory a client that does not read can hold; the kernel
     /// doubles it for its bookkeeping. Unset: the kernel's autotuning.
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true,
-          value_parser = parse_send_buffer)]
+          value_parser = parse_buffer)]
     pub send_buffer: Option<u64>,
+
+    /// SO_RCVBUF of the listening sockets, which accepted sockets
+    /// inherit (set before listen, so the TCP window is scaled for it):
+    /// bytes, or K/M suffix. Bounds the kernel memory a client can fill
+    /// with input the server does not read yet; the kernel doubles it.
+    /// Unset: the kernel's autotuning.
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true,
+          value_parser = parse_buffer)]
+    pub receive_buffer: Option<u64>,
 
     /// Close a connection once nothing moved either way for SECS seconds
     /// (fractions allowed): no byte read from it, none written to it,
@@ -77,13 +86,13 @@ pub struct ServeArgs {
     /// accepted (capped by net.core.somaxconn).
     #[arg(long, default_value_t = 1024, value_name = "N",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+          value_parser = Whole::new(1, i32::MAX as u32))]
     pub backlog: u32,
 
     /// Stack size of each connection thread in the thread model, in KiB.
     #[arg(long, default_value_t = 64, value_name = "KIB",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+          value_parser = Whole::new(16, 1_048_576))]
     pub thread_stack_kib: u32,
 
     /// Log mode: chunk lines per second each connection may log once its
@@ -91,21 +100,21 @@ pub struct ServeArgs {
     /// reported. 0: no limit.
     #[arg(long, default_value_t = 20, value_name = "LINES_PER_SEC",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+          value_parser = Whole::new(0, 1_000_000))]
     pub log_rate: u32,
 
     /// Log mode: chunk lines a connection may log at once (a pasted
     /// screen) before `--log-rate` applies.
     #[arg(long, default_value_t = 200, value_name = "LINES",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = Whole::new(1, 1_000_000))]
     pub log_burst: u32,
 
     /// Log mode: chunk lines per second for all connections together
     /// (with one second of it as a burst). 0: no limit.
     #[arg(long, default_value_t = 500, value_name = "LINES_PER_SEC",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+          value_parser = Whole::new(0, 1_000_000))]
     pub log_total_rate: u32,
 
     /// Log a `stats` line (the summary's counters so far, open
@@ -131,7 +140,7 @@ pub struct ServeArgs {
     /// one per available CPU. --max-connections is split among them.
     #[arg(long, default_value_t = 1, value_name = "N",
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(0..=1024))]
+          value_parser = Whole::new(0, 1024))]
     pub workers: u32,
 
     /// mio and uring models: pin each worker's thread to one CPU (round

@@ -53,6 +53,8 @@ impl ServeArgs {
             usize::try_from(self.max_output_memory).unwrap_or(usize::MAX);
         config.send_buffer =
             self.send_buffer.and_then(|b| usize::try_from(b).ok());
+        config.receive_buffer =
+            self.receive_buffer.and_then(|b| usize::try_from(b).ok());
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
         config.backlog = self.backlog;

@@ -68,12 +68,54 @@ pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
-/// `--send-buffer`: a size the kernel's `int` option can take.
-pub(super) fn parse_send_buffer(text: &str) -> Result<u64, String> {
+/// `--send-buffer`, `--receive-buffer`: a size the kernel's `int`
+/// option can take.
+pub(super) fn parse_buffer(text: &str) -> Result<u64, String> {
     match parse_bytes(text)? {
-        0 => Err("--send-buffer must be at least 1 byte".into()),
-        n if n > 1 << 30 => Err(format!("--send-buffer above 1G: {text}")),
+        0 => Err("a socket buffer must be at least 1 byte".into()),
+        n if n > 1 << 30 => Err(format!("a socket buffer above 1G: {text}")),
         n => Ok(n),
+    }
+}
+
+/// A whole number in `lo..=hi`, for the counting flags: an error says
+/// the range, whatever the text was (`1e9`, `-3`, `2.5`, `lots`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Whole {
+    lo: u32,
+    hi: u32,
+}
+
+impl Whole {
+    pub(super) const fn new(lo: u32, hi: u32) -> Whole {
+        Whole { lo, hi }
+    }
+
+    fn check(self, text: &str) -> Result<u32, String> {
+        let n: Option<u32> = text.trim().parse().ok();
+        n.filter(|n| (self.lo..=self.hi).contains(n)).ok_or_else(|| {
+            format!("not a whole number from {} to {}", self.lo, self.hi)
+        })
+    }
+}
+
+impl clap::builder::TypedValueParser for Whole {
+    type Value = u32;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<u32, clap::Error> {
+        let text = value.to_string_lossy();
+        self.check(&text).map_err(|why| {
+            let flag = arg.map_or(String::new(), |a| a.to_string());
+            let message =
+                format!("invalid value '{text}' for '{flag}': {why}\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message)
+                .with_cmd(cmd)
+        })
     }
 }
 
@@ -91,7 +133,18 @@ mod tests {
         for bad in ["", "M", "-1", "1.5M", "32MB", "lots", "99999999999G"] {
             assert!(parse_bytes(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_send_buffer("0").is_err());
-        assert!(parse_send_buffer("2G").is_err());
+        assert!(parse_buffer("0").is_err());
+        assert!(parse_buffer("2G").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_say_their_range() {
+        let w = Whole::new(0, 1_000_000);
+        assert_eq!(w.check("20"), Ok(20));
+        assert_eq!(w.check("1000000"), Ok(1_000_000));
+        for bad in ["1e9", "-1", "2.5", "", "lots", "1000001"] {
+            let e = w.check(bad).unwrap_err();
+            assert_eq!(e, "not a whole number from 0 to 1000000", "{bad:?}");
+        }
     }
 }

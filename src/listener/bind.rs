@@ -25,6 +25,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) addrs: &'a [SocketAddr],
     /// The listen backlog.
     pub(crate) backlog: u32,
+    /// `--receive-buffer`: SO_RCVBUF of the client listeners.
+    pub(crate) receive_buffer: Option<usize>,
     /// Handle the signals of [`signals`].
     pub(crate) signals: bool,
     /// Take the sockets systemd passed, if any, instead of binding, and
@@ -51,8 +53,20 @@ impl Listener {
         };
         let activated = passed.is_some();
         let std_listeners = match passed {
-            Some(sockets) => sockets,
-            None => bind_all(setup.addrs, setup.backlog, setup.reuse_port)?,
+            Some(sockets) => {
+                // Listening already: connections accepted from now on
+                // inherit the size (the window scale of those queued
+                // was set at their handshake).
+                if let Some(size) = setup.receive_buffer {
+                    for socket in &sockets {
+                        socket2::SockRef::from(socket)
+                            .set_recv_buffer_size(size)
+                            .map_err(Error::setup("size a passed socket"))?;
+                    }
+                }
+                sockets
+            }
+            None => bind_all(setup.addrs, setup, setup.reuse_port)?,
         };
         Listener::register(std_listeners, activated, setup)
     }
@@ -77,7 +91,7 @@ impl Listener {
                         .map_err(Error::setup("copy a passed socket"))
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            false => bind_all(&first.addrs, setup.backlog, true)?,
+            false => bind_all(&first.addrs, setup, true)?,
         };
         let worker_setup = Setup {
             addrs: &first.addrs,
@@ -155,7 +169,7 @@ impl Listener {
     ) -> Result<(), Error> {
         let listen_err = |source| Error::Listen { addr, source };
         let std_listener =
-            net::listen(addr, backlog, false).map_err(listen_err)?;
+            net::listen(addr, backlog, None, false).map_err(listen_err)?;
         let local_addr = std_listener.local_addr().map_err(listen_err)?;
         let mut socket = TcpListener::from_std(std_listener);
         self.poll
@@ -172,13 +186,14 @@ impl Listener {
 /// ones bound before it).
 fn bind_all(
     addrs: &[SocketAddr],
-    backlog: u32,
+    setup: &Setup<'_>,
     reuse_port: bool,
 ) -> Result<Vec<std::net::TcpListener>, Error> {
+    let (backlog, receive_buffer) = (setup.backlog, setup.receive_buffer);
     addrs
         .iter()
         .map(|&addr| {
-            net::listen(addr, backlog, reuse_port)
+            net::listen(addr, backlog, receive_buffer, reuse_port)
                 .map_err(|source| Error::Listen { addr, source })
         })
         .collect()

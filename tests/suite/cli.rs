@@ -52,6 +52,7 @@ fn negative_and_tiny_numbers_are_refused_clearly() {
         "--max-connections-per-ip",
         "--max-output-memory",
         "--send-buffer",
+        "--receive-buffer",
         "--idle-timeout",
         "--backlog",
         "--thread-stack-kib",
@@ -126,5 +127,30 @@ fn help_documents_every_flag() {
         "--thread-stack-kib",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+/// A counting flag refuses what is not a whole number in its range
+/// (scientific notation, fractions, words, past the top) by saying the
+/// range, not the parser's "invalid digit found in string".
+#[test]
+fn counting_flags_say_their_range() {
+    for (flag, range) in [
+        ("--log-rate", "from 0 to 1000000"),
+        ("--log-burst", "from 1 to 1000000"),
+        ("--log-total-rate", "from 0 to 1000000"),
+        ("--max-connections", "from 1 to 10000000"),
+        ("--max-connections-per-ip", "from 0 to 10000000"),
+        ("--backlog", "from 1 to 2147483647"),
+        ("--workers", "from 0 to 1024"),
+    ] {
+        for value in ["1e9", "2.5", "lots", "99999999999"] {
+            let out = run(&["serve", flag, value]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+            let want = format!("not a whole number {range}");
+            assert!(err.contains(&want), "{flag} {value}: {err}");
+            assert!(!err.contains("invalid digit"), "{flag} {value}: {err}");
+        }
     }
 }

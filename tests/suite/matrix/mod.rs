@@ -4,6 +4,7 @@
 //! talk to it over loopback, and the summary line must say exactly what
 //! they did.
 
+mod buffers;
 mod chaos;
 mod chaos_checks;
 mod closes;
