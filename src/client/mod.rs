@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use socket2::SockRef;
 
-use crate::secs::parse_secs;
+use crate::secs::{at_least, parse_secs};
 use pump::{Counts, Event};
 
 /// Flags of `readyloop client`.
@@ -63,12 +63,20 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SECS", allow_negative_numbers = true,
           value_parser = parse_secs)]
     pub idle: Option<Duration>,
+
+    /// Give up on the handshake after SECS seconds (fractions allowed):
+    /// a full backlog or an address that drops SYNs would otherwise wait
+    /// for the kernel's SYN retries, about two minutes.
+    #[arg(long, default_value = "10", value_name = "SECS",
+          allow_negative_numbers = true,
+          value_parser = at_least(Duration::from_millis(1)))]
+    pub connect_timeout: Duration,
 }
 
 /// Runs `readyloop client` and maps its outcome to an exit code.
 pub fn main(args: ClientArgs) -> ExitCode {
     let say = Narrator { verbose: args.verbose };
-    let (stream, peer) = match connect(&args.addr) {
+    let (stream, peer) = match connect(&args.addr, args.connect_timeout, say) {
         Ok(connected) => connected,
         Err(why) => return say.fail(format_args!("{why}")),
     };
@@ -249,17 +257,38 @@ impl Narrator {
 /// Resolves `target` and connects to the first of its addresses that
 /// answers (`localhost` may be `::1` and `127.0.0.1`, and a server may
 /// listen on only one of them).
-fn connect(target: &str) -> Result<(TcpStream, SocketAddr), String> {
+fn connect(
+    target: &str,
+    timeout: Duration,
+    say: Narrator,
+) -> Result<(TcpStream, SocketAddr), String> {
     let addrs: Vec<SocketAddr> = match target.to_socket_addrs() {
         Ok(addrs) => addrs.collect(),
         Err(e) => return Err(format!("cannot resolve {target}: {e}")),
     };
+    // One deadline for every address the name has, as one connect.
+    let deadline = Instant::now() + timeout;
     let mut last = None;
     for &addr in &addrs {
-        match TcpStream::connect(addr) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        say.line(format_args!(
+            "connecting to {addr}: SYN sent, waiting for the handshake \
+             (at most {:.3} s)",
+            left.as_secs_f64()
+        ));
+        match TcpStream::connect_timeout(&addr, left) {
             Ok(stream) => return Ok((stream, addr)),
             Err(e) => last = Some(e),
         }
+    }
+    if last.as_ref().is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) {
+        return Err(format!(
+            "connect to {target} timed out after {} s",
+            timeout.as_secs_f64()
+        ));
     }
     let Some(e) = last else {
         return Err(format!("cannot resolve {target}: no address"));

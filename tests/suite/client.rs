@@ -297,3 +297,38 @@ fn bad_flags_exit_2() {
         assert!(!ran.stderr.contains("panicked"), "{args:?}");
     }
 }
+
+/// A handshake that never completes (a listener whose accept queue is
+/// full drops the SYN) ends at `--connect-timeout`: exit 1, one line
+/// that names the address and the timeout, and `-v` says it was
+/// waiting for the handshake. Without the flag the kernel's SYN retries
+/// would hold it for about two minutes.
+#[test]
+fn a_handshake_that_never_completes_times_out() {
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the accept queue: once it is full, SYNs are dropped.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let timeout = std::time::Duration::from_millis(300);
+        if s.connect_timeout(&addr.into(), timeout).is_ok() {
+            held.push(s);
+        }
+    }
+    let target = addr.to_string();
+    let ran = client(
+        &["-v", "--connect-timeout", "0.5", &target],
+        Input::Null,
+        false,
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let lines = ran.lines();
+    let waiting = format!("client: connecting to {target}: SYN sent");
+    assert!(lines[0].starts_with(&waiting), "{lines:?}");
+    let error = format!("error: connect to {target} timed out after 0.5 s");
+    assert_eq!(lines.last(), Some(&error.as_str()), "{lines:?}");
+    drop(held);
+}
