@@ -91,7 +91,7 @@
 // Unsafe code only where the OS leaves no choice: `models::process`
 // (fork, memory shared between processes), `models::uring` (memory
 // shared with the kernel), `rlimit` (setrlimit), `sink` (poll),
-// `listener::wake` (sigaction, pthread_kill), `listener::activation`
+// `listener::wake` (sigaction, pthread_kill, the stop signal's clock), `listener::activation`
 // (the descriptors systemd passed), `affinity` (sched_setaffinity),
 // `net` (TCP_INFO) and one socket option in `load::source`.
 #![deny(unsafe_code)]

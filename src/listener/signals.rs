@@ -109,6 +109,8 @@ pub(super) fn register(registry: &Registry) -> Result<Signals, Error> {
         .map_err(Error::setup("install the signal handlers"))?;
     super::wake::install()
         .map_err(Error::setup("install the wake-up signal handler"))?;
+    super::wake::note_arrival(&STOP)
+        .map_err(Error::setup("install the stop signals' clock"))?;
     registry
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(Error::setup("register the signals"))?;

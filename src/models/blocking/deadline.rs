@@ -25,7 +25,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::listener::STOP_WINDOW;
+use crate::listener::{wake, STOP_WINDOW};
 use crate::net;
 use crate::stats::Reason;
 
@@ -78,9 +78,13 @@ impl Connection<'_> {
         if ask {
             let stop = self.watch.stopping();
             if stop > self.stop {
+                // The window counts from the stop signal's arrival, not
+                // from this look: a SIGSTOP between the two must not
+                // add a whole window.
+                let asked = wake::stop_arrived().filter(|&t| t <= now);
                 self.stop_by = match stop {
                     Stop::Now => Some(now),
-                    _ => Some(now + STOP_WINDOW),
+                    _ => Some(asked.unwrap_or(now) + STOP_WINDOW),
                 };
                 self.stop = stop;
             }
