@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -98,6 +99,9 @@ pub(super) enum Pace {
     /// A log shipper that keeps falling behind: 1 KiB, then a pause
     /// (about 20 KB/s).
     Slow,
+    /// A bad link: the pipe shrunk to one page, 128 bytes read every
+    /// 50 ms (about 2.5 KB/s).
+    Trickle,
 }
 
 /// A thread reading the server's stderr until EOF, keeping every line.
@@ -115,11 +119,20 @@ impl Reader {
             let want = match pace {
                 Pace::Fast => buf.len(),
                 Pace::Slow => 1024,
+                Pace::Trickle => 128,
             };
+            if let Pace::Trickle = pace {
+                // SAFETY: fcntl on the pipe this thread owns the read end
+                // of; the size applies to the whole pipe.
+                let r = unsafe {
+                    libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096)
+                };
+                assert!(r >= 4096, "F_SETPIPE_SZ: {r}");
+            }
             while let Ok(n @ 1..) = stderr.read(&mut buf[..want]) {
                 let chunk = String::from_utf8_lossy(&buf[..n]);
                 shared.lock().unwrap().push_str(&chunk);
-                if let Pace::Slow = pace {
+                if let Pace::Slow | Pace::Trickle = pace {
                     thread::sleep(Duration::from_millis(50));
                 }
             }

@@ -36,7 +36,51 @@ per_model!(
     a_slow_stderr_reader_leaves_the_summary_exact,
     a_log_flood_is_bounded_and_a_person_is_not,
     the_total_log_rate_holds_across_connections,
+    the_summary_reaches_a_trickling_stderr,
 );
+
+/// See [`summary_first`].
+fn the_summary_reaches_a_trickling_stderr(model: Model) {
+    summary_first(model.name(), &[]);
+}
+
+/// As [`summary_first`], with two mio workers.
+#[test]
+fn the_summary_reaches_a_trickling_stderr_with_workers() {
+    summary_first("mio", &["--workers", "2"]);
+}
+
+/// A stderr that keeps taking bytes, slowly (a one-page pipe read at
+/// 2.5 KB/s), with 300 clients open at SIGTERM: their close lines no
+/// longer fit, and the summary goes out before them. Exit 0, the summary
+/// is the last line, and every accepted connection is counted closed;
+/// the lines dropped at the stop are said to be, in one line before it.
+fn summary_first(model: &str, extra: &[&str]) {
+    let args = [&["--mode", "echo"][..], extra].concat();
+    let mut server = Server::start(model, &args);
+    let log = Reader::spawn(server.take_stderr(), Pace::Trickle);
+    let held = if model == "iterative" { 1 } else { 300 };
+    let clients: Vec<TcpStream> = (0..held)
+        .map(|_| {
+            let mut c = client(server.addr);
+            echo(&mut c, b"here\n");
+            c
+        })
+        .collect();
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{model}: exit status {status}");
+    let text = log.join();
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains(" summary "), "{model}: last line {last:?}");
+    let s = summary(&text);
+    assert_eq!(s["accepted"], held as u64, "{model}: {s:?}");
+    assert_eq!(closed(&s), s["accepted"], "{model}: {s:?}");
+    if s["log_dropped"] > 0 {
+        let said = text.lines().any(|l| l.contains("log lines dropped"));
+        assert!(said, "{model}: drops not said: {}", tail(&text));
+    }
+    drop(clients);
+}
 
 /// Enough connections that their log lines (about 120 bytes each) overrun
 /// the pipe (64 KiB) and the server's own buffer (64 KiB) several times.
