@@ -8,6 +8,7 @@ mod buffers;
 mod chaos;
 mod chaos_checks;
 mod closes;
+mod counted;
 mod echo;
 mod exhaustion;
 mod hostile;
