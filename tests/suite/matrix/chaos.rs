@@ -28,12 +28,6 @@ const PROCESS_CLIENTS: usize = 200;
 const ITERATIVE_CLIENTS: usize = 24;
 /// CI runs start clients for at most this long.
 const CI_DURATION: Duration = Duration::from_secs(8);
-/// `--idle-timeout` in seconds: well above the clients' longest pause
-/// (250 ms) so only the idle clients are closed as idle. A slow reader
-/// is not idle while the kernel still sends it bytes, but one the
-/// starved client driver (two busy cores) does not get to for a second
-/// takes none in that second.
-const IDLE_TIMEOUT: &str = "2";
 /// Echo backpressure cap per connection, in KiB.
 const OUT_CAP_KIB: u64 = (readyloop::OUT_CAP as u64).div_ceil(1024);
 /// How far RSS may stay above its baseline once every client is gone:
@@ -82,13 +76,14 @@ fn ci_plan(model: Model) -> Plan {
 }
 
 fn start(model: Model) -> ServerProcess {
+    let idle = chaos::IDLE_TIMEOUT.as_secs_f64().to_string();
     ServerProcess::start(&[
         "--mode",
         "echo",
         "--model",
         model.name(),
         "--idle-timeout",
-        IDLE_TIMEOUT,
+        &idle,
     ])
 }
 
@@ -101,6 +96,8 @@ struct Figures {
     faults: usize,
     bytes_verified: u64,
     by_behaviour: BTreeMap<String, usize>,
+    /// Clients closed as idle because their driver was starved.
+    starved: usize,
     leaks: usize,
 }
 
@@ -126,6 +123,8 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
         figures.connections += 1;
         figures.faults += usize::from(t.behaviour != Behaviour::Normal);
         figures.bytes_verified += t.verified;
+        figures.starved +=
+            usize::from(matches!(t.outcome, Outcome::Starved(_)));
         *figures
             .by_behaviour
             .entry(format!("{:?}", t.behaviour))
@@ -253,13 +252,14 @@ fn soak() {
         println!(
             "soak {model}: {:.0?}: connections={} peak_open={} \
              faults_injected={} bytes_verified={} leaks_found={} \
-             by_behaviour={:?}",
+             starved_idle={} by_behaviour={:?}",
             began.elapsed(),
             f.connections,
             f.peak_open,
             f.faults,
             f.bytes_verified,
             f.leaks,
+            f.starved,
             f.by_behaviour
         );
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::script::{Behaviour, Bytes, Step};
-use super::{Outcome, Tally};
+use super::{Outcome, Tally, IDLE_TIMEOUT};
 
 /// How long one client may live before it counts as stuck.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(20);
@@ -45,6 +45,8 @@ pub(super) struct Client {
     turn_read: usize,
     turn_written: usize,
     pub(super) deadline: Instant,
+    /// When it last read or wrote a byte: the server's idle clock.
+    moved: Instant,
     pub(super) tally: Tally,
 }
 
@@ -75,6 +77,7 @@ impl Client {
             turn_read: 0,
             turn_written: 0,
             deadline: Instant::now() + CLIENT_PATIENCE,
+            moved: Instant::now(),
             tally: Tally {
                 behaviour,
                 peer: None,
@@ -123,6 +126,14 @@ impl Client {
             Ok(false) => Status::Wait(self.pace.map(|p| p.not_before)),
             Err(Broken::Promise(why)) => {
                 self.tally.outcome = Outcome::Failed(why);
+                Status::Done
+            }
+            // The server may close a client that moved nothing for its
+            // idle timeout: here, one whose driver did not get to it.
+            Err(Broken::Server(why)) if now - self.moved >= IDLE_TIMEOUT => {
+                let idle = (now - self.moved).as_secs_f64();
+                let why = format!("{why}, after {idle:.1} s without a byte");
+                self.tally.outcome = Outcome::Starved(why);
                 Status::Done
             }
             Err(Broken::Server(why)) => {
@@ -220,6 +231,7 @@ impl Client {
             match self.stream().read(&mut buf[..room]) {
                 Ok(0) => return self.at_eof(),
                 Ok(n) => {
+                    self.moved = Instant::now();
                     budget -= n;
                     if self.pace.is_none() {
                         self.turn_read += n;
@@ -295,6 +307,7 @@ impl Client {
             let stream = self.stream.as_mut().expect("live client");
             match stream.write(&out[sent..]) {
                 Ok(n) => {
+                    self.moved = Instant::now();
                     self.out_sent += n;
                     self.turn_written += n;
                     self.tally.written += n as u64;

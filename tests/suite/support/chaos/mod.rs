@@ -42,7 +42,17 @@ pub enum Outcome {
     CutOff(String),
     /// A broken promise: wrong or missing bytes, an early close, stuck.
     Failed(String),
+    /// Its driver was starved (two busy cores) until it had moved no
+    /// byte for the server's idle timeout, and the server closed it as
+    /// idle, as the idle contract says: not the server's fault, and
+    /// counted as an idle close.
+    Starved(String),
 }
+
+/// The server's `--idle-timeout` in a chaos run: well above the
+/// clients' longest pause (250 ms), so only the idle clients, and a
+/// client whose driver was starved that long, are closed as idle.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one client did.
 #[derive(Clone, Debug)]
