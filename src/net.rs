@@ -124,8 +124,35 @@ pub(crate) fn skip_on_accept(e: &io::Error) -> bool {
 /// KiB a second can take longer than the idle timeout). A client that
 /// never reads gets no data (its window is shut; the window probes
 /// carry none), and a vanished peer's retransmissions get no ACK.
-#[allow(unsafe_code)]
 pub(crate) fn since_data_sent(fd: RawFd) -> Option<Duration> {
+    let info = tcp_info(fd)?;
+    let ms = info.tcpi_last_data_sent.max(info.tcpi_last_ack_recv);
+    Some(Duration::from_millis(ms.into()))
+}
+
+/// The TCP state of socket `fd` as the kernel reports it (`TCP_INFO`'s
+/// `tcpi_state`), by the name the TCP state diagram gives it.
+pub(crate) fn tcp_state(fd: RawFd) -> &'static str {
+    let Some(info) = tcp_info(fd) else { return "unknown" };
+    match i32::from(info.tcpi_state) {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "unknown",
+    }
+}
+
+/// `TCP_INFO` of socket `fd`, if the kernel gives it.
+#[allow(unsafe_code)]
+fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
     // SAFETY: `info` is a plain C struct that any bytes make valid, and
     // `len` tells the kernel its size; the kernel writes at most that.
     let (info, ok) = unsafe {
@@ -140,8 +167,7 @@ pub(crate) fn since_data_sent(fd: RawFd) -> Option<Duration> {
         );
         (info, ret == 0)
     };
-    let ms = info.tcpi_last_data_sent.max(info.tcpi_last_ack_recv);
-    ok.then(|| Duration::from_millis(ms.into()))
+    ok.then_some(info)
 }
 
 #[cfg(test)]

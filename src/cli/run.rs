@@ -18,7 +18,13 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     // Logs go to stderr; stdout stays free for machine-readable output.
     let logger = SimpleLogger::new()
         .with_level(args.log_level.filter())
-        .with_module_level(STATUS, LevelFilter::Info);
+        .with_module_level(STATUS, LevelFilter::Info)
+        // mio's own trace lines (registrations) name no client; the
+        // loop's say what they mean.
+        .with_module_level(
+            "mio",
+            args.log_level.filter().min(LevelFilter::Debug),
+        );
     if let Err(e) = journal::init(logger) {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);

@@ -3,12 +3,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::Mode;
 use crate::journal::{self, ChunkLimit};
 use crate::log_limit::Bucket;
-use crate::net::{interrupted, would_block};
+use crate::net::{interrupted, tcp_state, would_block};
 use crate::stats::{Reason, Stats};
 
 use super::deadline::{Armed, Call};
@@ -78,14 +79,29 @@ impl<'s> Connection<'s> {
                 return Reason::from_io(e);
             }
             let n = match self.stream.read(cx.buf) {
-                Ok(0) => return Reason::Eof,
-                Ok(n) => n,
+                Ok(0) => {
+                    log::trace!(
+                        "{peer} read 0 bytes: EOF, the peer's FIN; state {}",
+                        tcp_state(self.stream.as_raw_fd())
+                    );
+                    return Reason::Eof;
+                }
+                Ok(n) => {
+                    log::trace!("{peer} read {n} bytes");
+                    n
+                }
                 Err(e) if would_block(&e) => match self.expired() {
                     Some(reason) => return reason,
                     None => continue,
                 },
                 Err(e) if interrupted(&e) => continue, // trap 9
-                Err(e) => return Reason::from_io(e),
+                Err(e) => {
+                    log::trace!(
+                        "{peer} read: {e}; state {}",
+                        tcp_state(self.stream.as_raw_fd())
+                    );
+                    return Reason::from_io(e);
+                }
             };
             if let Err(reason) = self.take(peer, n, cx) {
                 return reason;
@@ -114,14 +130,19 @@ impl<'s> Connection<'s> {
                 Ok(())
             }
             Mode::Discard => Ok(()),
-            Mode::Echo => self.send(chunk, cx.stats),
+            Mode::Echo => self.send(peer, chunk, cx.stats),
         }
     }
 
     /// Writes all of `data`. Unlike `write_all`, it keeps count across
     /// timeouts and interruptions, so a timeout (idle, stop window) never
     /// loses track of what was sent.
-    fn send(&mut self, data: &[u8], stats: &Stats) -> Result<(), Reason> {
+    fn send(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        stats: &Stats,
+    ) -> Result<(), Reason> {
         let mut sent = 0;
         while sent < data.len() {
             self.noticed_stop(false);
@@ -135,6 +156,7 @@ impl<'s> Connection<'s> {
                 // Short when the timeout fired after some progress (it
                 // bounds the whole call): the next call is armed anew.
                 Ok(n) => {
+                    log::trace!("{peer} wrote {n} bytes");
                     stats.wrote(n);
                     sent += n;
                     self.last = Instant::now();
@@ -147,7 +169,10 @@ impl<'s> Connection<'s> {
                 Err(e) if interrupted(&e) => {} // trap 9
                 // Trap 10: SIGPIPE is ignored, so a dead peer is an EPIPE
                 // or ECONNRESET here that ends this connection only.
-                Err(e) => return Err(Reason::from_io(e)),
+                Err(e) => {
+                    log::trace!("{peer} write: {e}");
+                    return Err(Reason::from_io(e));
+                }
             }
         }
         Ok(())

@@ -25,6 +25,16 @@ impl Connection<'_> {
             return Reason::Shutdown;
         }
         let _ = self.stream.shutdown(Shutdown::Write);
+        if log::log_enabled!(log::Level::Trace) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(self.stream);
+            let peer = self.stream.peer_addr().map(|p| p.to_string());
+            log::trace!(
+                "{} unread input at the stop: shutdown(Write) sent our FIN, \
+                 lingering (trap 17); state {}",
+                peer.unwrap_or_else(|_| "unknown peer".into()),
+                crate::net::tcp_state(fd)
+            );
+        }
         loop {
             if self.arm(Call::Read).is_err() {
                 return Reason::Shutdown;

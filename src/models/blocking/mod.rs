@@ -138,7 +138,15 @@ pub(crate) fn serve_to_close(
             }
         },
     };
+    log::trace!(
+        "{peer} served by a blocking loop; state {}",
+        crate::net::tcp_state(std::os::fd::AsRawFd::as_raw_fd(stream))
+    );
     let reason = conn.run(peer, first, cx);
+    log::trace!(
+        "{peer} close ({reason}); state {} before close()",
+        crate::net::tcp_state(std::os::fd::AsRawFd::as_raw_fd(stream))
+    );
     journal::suppressed(peer, &mut conn.bucket);
     if let Some(proxied) = cx.proxy {
         proxied.release(peer);

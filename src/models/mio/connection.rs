@@ -6,12 +6,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
 use crate::config::Mode;
 use crate::journal::{self, ChunkLimit};
-use crate::net::{interrupted, would_block};
+use crate::net::{interrupted, tcp_state, would_block};
 use crate::policy::{OUT_CAP, OVER_BUDGET_STEP};
 use crate::stats::{Reason, Traffic};
 
@@ -212,14 +213,24 @@ impl Connection {
                 // output reached OUT_CAP or the budget; leave its input in
                 // the kernel until the output drains.
                 self.paused = true;
+                log::trace!(
+                    "{} output full: reading paused until it drains",
+                    self.peer
+                );
                 return Progress::Waiting;
             }
             match self.stream.read(&mut io.buf[..room]) {
                 Ok(0) => {
+                    log::trace!(
+                        "{} read 0 bytes: EOF, the peer's FIN; state {}",
+                        self.peer,
+                        tcp_state(self.stream.as_raw_fd())
+                    );
                     self.phase = Phase::HalfClosed;
                     return self.close_when_flushed(Reason::Eof);
                 }
                 Ok(n) => {
+                    log::trace!("{} read {n} bytes", self.peer);
                     reads += 1;
                     io.traffic.bytes_in += n as u64;
                     io.moved = true;
@@ -230,15 +241,37 @@ impl Connection {
                     // (epoll will report new data as a new edge), unless
                     // the peer closed: then read on to see the EOF.
                     if n < room && !self.peer_closed {
+                        log::trace!(
+                            "{} short read: drained (trap 1)",
+                            self.peer
+                        );
                         return Progress::Waiting;
                     }
                 }
-                Err(e) if would_block(&e) => return Progress::Waiting,
+                Err(e) if would_block(&e) => {
+                    log::trace!(
+                        "{} read: would block: drained (trap 1)",
+                        self.peer
+                    );
+                    return Progress::Waiting;
+                }
                 Err(e) if interrupted(&e) => continue, // trap 9
-                Err(e) => return Progress::Closed(Reason::from_io(e)),
+                Err(e) => {
+                    log::trace!(
+                        "{} read: {e}; state {}",
+                        self.peer,
+                        tcp_state(self.stream.as_raw_fd())
+                    );
+                    return Progress::Closed(Reason::from_io(e));
+                }
             }
         }
         // Trap 2: budget spent, input may remain; the loop comes back.
+        log::trace!(
+            "{} {READS_PER_TURN} reads this turn: the others go first \
+             (trap 2)",
+            self.peer
+        );
         Progress::More
     }
 
@@ -280,13 +313,18 @@ impl Connection {
             out.push(data, &mut io.allowance);
             return Ok(());
         }
-        let sent = write_some(&mut self.stream, data, io.traffic)?;
+        let sent = write_some(&mut self.stream, self.peer, data, io.traffic)?;
         if sent < n {
             // Trap 7: `write_all` would lose this on WouldBlock; keep it
             // and finish on the WRITABLE event.
             let mut out = Box::new(OutBuf::default());
             out.push(&data[sent..], &mut io.allowance);
             self.out = Some(out);
+            log::trace!(
+                "{} {} bytes kept: waiting for writable (trap 7)",
+                self.peer,
+                n - sent
+            );
         }
         io.moved |= sent > 0;
         Ok(())
@@ -296,10 +334,13 @@ impl Connection {
     /// buffer is freed once empty, so idle connections hold none.
     fn flush(&mut self, io: &mut Io<'_>) -> io::Result<()> {
         let Some(out) = &mut self.out else { return Ok(()) };
-        let sent = write_some(&mut self.stream, out.pending(), io.traffic)?;
+        let peer = self.peer;
+        let sent =
+            write_some(&mut self.stream, peer, out.pending(), io.traffic)?;
         io.moved |= sent > 0;
         if out.consume(sent) {
             self.out = None;
+            log::trace!("{peer} output drained: writable no longer needed");
         }
         Ok(())
     }
@@ -332,6 +373,12 @@ impl Connection {
                     if self.phase == Phase::Stopping {
                         self.phase = Phase::Lingering;
                         let _ = self.stream.shutdown(Shutdown::Write);
+                        log::trace!(
+                            "{} unread input at the stop: shutdown(Write) \
+                             sent our FIN, lingering (trap 17); state {}",
+                            self.peer,
+                            tcp_state(self.stream.as_raw_fd())
+                        );
                     }
                 }
                 Err(e) if would_block(&e) => {
@@ -351,6 +398,7 @@ impl Connection {
 /// Writes as much of `data` as the socket takes now; counts what went.
 fn write_some(
     stream: &mut TcpStream,
+    peer: SocketAddr,
     data: &[u8],
     traffic: &mut Traffic,
 ) -> io::Result<usize> {
@@ -359,10 +407,14 @@ fn write_some(
         match stream.write(&data[sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                log::trace!("{peer} wrote {n} bytes");
                 traffic.bytes_out += n as u64;
                 sent += n;
             }
-            Err(e) if would_block(&e) => break,
+            Err(e) if would_block(&e) => {
+                log::trace!("{peer} write: would block");
+                break;
+            }
             Err(e) if interrupted(&e) => {}
             // Trap 10: SIGPIPE is ignored, so a dead peer is an EPIPE or
             // ECONNRESET here that ends this connection and nothing else.

@@ -29,6 +29,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listener::{Listener, Source, FIRST_CONNECTION};
+use crate::net;
 use crate::policy::{self, Method, Policy, Verdict};
 use crate::stats::{Reason, Summary};
 
@@ -79,7 +80,12 @@ impl Method for Loop {
         for event in events.iter() {
             match Source::of(event.token()) {
                 Source::Listener(n) => self.policy.accept.on_event(n),
-                Source::Connection(key) => self.drive(key, Ready::of(event)),
+                Source::Connection(key) => {
+                    if log::log_enabled!(log::Level::Trace) {
+                        self.trace_event(key, event);
+                    }
+                    self.drive(key, Ready::of(event));
+                }
                 _ => self.policy.on_token(event.token()),
             }
         }
@@ -125,6 +131,11 @@ impl Method for Loop {
     /// Deregisters, removes, counts and logs connection `key`.
     fn close(&mut self, key: usize, reason: Reason) {
         let Some(mut conn) = self.connections.try_remove(key) else { return };
+        log::trace!(
+            "{} close ({reason}): deregistered; state {} before close()",
+            conn.peer(),
+            net::tcp_state(conn.stream().as_raw_fd())
+        );
         // Trap 6: deregister before the socket closes and its slot is
         // reused, so no event can arrive for a token that moved on.
         let _ = self.policy.listener.registry().deregister(conn.stream_mut());
@@ -140,6 +151,27 @@ impl Method for Loop {
 }
 
 impl Loop {
+    /// Trace: a readiness event as mio reported it (trap 6: one for a
+    /// connection closed earlier in this batch is skipped).
+    fn trace_event(&self, key: usize, event: &mio::event::Event) {
+        let Some(conn) = self.connections.get(key) else {
+            let token = key + FIRST_CONNECTION;
+            log::trace!("event for token {token}: no connection: skipped");
+            return;
+        };
+        let flags = [
+            (event.is_readable(), "readable"),
+            (event.is_writable(), "writable"),
+            (event.is_read_closed(), "read_closed"),
+            (event.is_write_closed(), "write_closed"),
+            (event.is_error(), "error"),
+            (event.is_priority(), "priority"),
+        ];
+        let named: Vec<&str> =
+            flags.iter().filter(|(on, _)| *on).map(|&(_, n)| n).collect();
+        log::trace!("{} event: {}", conn.peer(), named.join(" "));
+    }
+
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if !self.policy.admits(peer) {
             return; // dropping the stream closes it at once
@@ -154,6 +186,11 @@ impl Loop {
         if let Err(e) = registry.register(&mut stream, token, interest) {
             return self.policy.not_taken(peer, e);
         }
+        log::trace!(
+            "{peer} accepted: token {}; state {}",
+            token.0,
+            net::tcp_state(stream.as_raw_fd())
+        );
         entry.insert(Connection::new(stream, peer));
         self.policy.opened(key, peer);
     }
@@ -226,6 +263,13 @@ impl Loop {
         };
         let progress = handler(conn, &mut io);
         let moved = io.moved;
+        if !moved && matches!(progress, Progress::Waiting) {
+            log::trace!(
+                "{} nothing to read or write: a wake-up with nothing to do \
+                 (spurious, harmless)",
+                conn.peer()
+            );
+        }
         // The budget is kept here, in one place, from what the buffer
         // holds before and after; the allowance only bounds the growth.
         self.policy.output.held = self.policy.output.held - held + conn.held();
