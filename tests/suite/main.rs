@@ -21,6 +21,7 @@
 //! | [`health`] | `/healthz` and `--drain`: 503 from a stop's start, serving through the drain |
 //! | [`proxy`] | `--proxy-protocol`, `--proxy-from`: headers name the peer, bad ones are refused, per model |
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
+//! | [`trace`] | `--log-level trace` narrates an exchange (mio and the blocking models), and is silent at `info` |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
@@ -92,6 +93,7 @@ mod proxy_props;
 mod service;
 mod structure;
 mod support;
+mod trace;
 mod uring;
 mod workers;
 

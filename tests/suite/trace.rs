@@ -1,0 +1,95 @@
+//! `--log-level trace`: the server narrates one client's exchange step by
+//! step (what the kernel reported, what the loop did, the TCP state at
+//! each milestone), and says nothing of it at `info`.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+
+use readyloop::Model;
+
+use crate::support::*;
+
+/// The TRACE lines about the client at `peer`, in order.
+fn traced<'a>(log: &'a [String], peer: &str) -> Vec<&'a str> {
+    log.iter()
+        .filter(|l| l.starts_with("TRACE") && l.contains(peer))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The index of the first line after `from` that contains every one of
+/// `words`, or a panic that shows the trace.
+fn after(lines: &[&str], from: usize, words: &[&str]) -> usize {
+    let found =
+        lines[from..].iter().position(|l| words.iter().all(|w| l.contains(w)));
+    match found {
+        Some(i) => from + i,
+        None => panic!("no {words:?} after line {from} of {lines:#?}"),
+    }
+}
+
+/// One exchange (send, read the echo, half-close, read the EOF) at
+/// `--log-level trace`: the accept with its state, the read and its
+/// count, the write, the read of 0 that is the client's FIN with the
+/// state CLOSE_WAIT, and the close, in that order; with `readable`
+/// events before the reads in the mio model. At `info`, none of it.
+fn narrates(model: Model) {
+    let mut server = serve(model, &["--mode", "echo", "--log-level", "trace"]);
+    let mut c = connect(server.addr);
+    let me = c.local_addr().expect("local address").to_string();
+    c.write_all(b"hello\n").expect("write");
+    let mut back = [0; 6];
+    c.read_exact(&mut back).expect("echo");
+    c.shutdown(Shutdown::Write).expect("half-close");
+    let (rest, _) = read_to_end(&mut c);
+    assert!(rest.is_empty());
+    wait_count(&mut server, "closed: eof", 1);
+    let log = server.collect_log().to_vec();
+    let lines = traced(&log, &me);
+    let start = match model {
+        Model::Mio => after(&lines, 0, &["accepted", "state ESTABLISHED"]),
+        _ => after(&lines, 0, &["state ESTABLISHED"]),
+    };
+    let mut at = start;
+    if model == Model::Mio {
+        at = after(&lines, at, &["event:", "readable"]);
+    }
+    at = after(&lines, at, &["read 6 bytes"]);
+    at = after(&lines, at, &["wrote 6 bytes"]);
+    at = after(&lines, at, &["read 0 bytes", "EOF", "state CLOSE_WAIT"]);
+    after(&lines, at, &["close (eof)"]);
+    stop(server);
+
+    let mut quiet = serve(model, &["--mode", "echo"]);
+    let mut c = connect(quiet.addr);
+    assert_eq!(echo_round(&mut c, b"hi"), b"hi");
+    drop(c);
+    wait_count(&mut quiet, "closed:", 1);
+    let log = quiet.collect_log().to_vec();
+    assert!(!log.iter().any(|l| l.starts_with("TRACE")), "{log:#?}");
+    stop(quiet);
+}
+
+/// [`narrates`] against the mio model.
+#[test]
+fn mio() {
+    narrates(Model::Mio);
+}
+
+/// [`narrates`] against the iterative model.
+#[test]
+fn iterative() {
+    narrates(Model::Iterative);
+}
+
+/// [`narrates`] against the thread model.
+#[test]
+fn thread() {
+    narrates(Model::Thread);
+}
+
+/// [`narrates`] against the process model.
+#[test]
+fn process() {
+    narrates(Model::Process);
+}
