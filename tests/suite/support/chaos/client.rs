@@ -45,8 +45,10 @@ pub(super) struct Client {
     turn_read: usize,
     turn_written: usize,
     pub(super) deadline: Instant,
-    /// When it last read or wrote a byte: the server's idle clock.
-    moved: Instant,
+    /// When its driver last finished a turn on it: a client not looked
+    /// at for the server's idle timeout was idle, whatever it meant to do
+    /// (a starved driver on two busy cores).
+    looked_at: Instant,
     pub(super) tally: Tally,
 }
 
@@ -77,7 +79,7 @@ impl Client {
             turn_read: 0,
             turn_written: 0,
             deadline: Instant::now() + CLIENT_PATIENCE,
-            moved: Instant::now(),
+            looked_at: Instant::now(),
             tally: Tally {
                 behaviour,
                 peer: None,
@@ -113,6 +115,7 @@ impl Client {
         }
         self.turn_read = 0;
         self.turn_written = 0;
+        let unseen = now - std::mem::replace(&mut self.looked_at, now);
         match self.steps(buf, now) {
             Ok(true) => Status::Done,
             Ok(false)
@@ -130,9 +133,11 @@ impl Client {
             }
             // The server may close a client that moved nothing for its
             // idle timeout: here, one whose driver did not get to it.
-            Err(Broken::Server(why)) if now - self.moved >= IDLE_TIMEOUT => {
-                let idle = (now - self.moved).as_secs_f64();
-                let why = format!("{why}, after {idle:.1} s without a byte");
+            // (Reading echo that waited in its own kernel buffer moves
+            // nothing on the connection.)
+            Err(Broken::Server(why)) if unseen >= IDLE_TIMEOUT => {
+                let idle = unseen.as_secs_f64();
+                let why = format!("{why}, after {idle:.1} s not looked at");
                 self.tally.outcome = Outcome::Starved(why);
                 Status::Done
             }
@@ -231,7 +236,6 @@ impl Client {
             match self.stream().read(&mut buf[..room]) {
                 Ok(0) => return self.at_eof(),
                 Ok(n) => {
-                    self.moved = Instant::now();
                     budget -= n;
                     if self.pace.is_none() {
                         self.turn_read += n;
@@ -307,7 +311,6 @@ impl Client {
             let stream = self.stream.as_mut().expect("live client");
             match stream.write(&out[sent..]) {
                 Ok(n) => {
-                    self.moved = Instant::now();
                     self.out_sent += n;
                     self.turn_written += n;
                     self.tally.written += n as u64;
