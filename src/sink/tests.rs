@@ -19,6 +19,24 @@ fn pipe_sink() -> (File, Sink) {
     (File::from(read), Sink::new(Out::Own(File::from(write))))
 }
 
+/// Fills the pipe until the sink holds a line of its own.
+fn fill(sink: &mut Sink) {
+    while !sink.pending() {
+        sink.line(b"fill\n");
+    }
+}
+
+/// Reads the pipe while the sink flushes, until nothing is pending.
+fn flush_all(reader: &mut File, sink: &mut Sink) -> String {
+    let mut text = String::new();
+    while sink.pending() {
+        text.push_str(&read_all(reader));
+        sink.flush();
+    }
+    text.push_str(&read_all(reader));
+    text
+}
+
 fn read_all(pipe: &mut File) -> String {
     let mut all = Vec::new();
     let mut buf = [0; 4096];
@@ -46,12 +64,7 @@ fn a_full_pipe_buffers_then_drops_whole_lines_and_reports_them() {
     // took it and `fits - 1` more: 11 dropped.
     assert_eq!(sink.dropped, 11);
     assert_eq!(sink.unreported, 11);
-    let mut text = String::new();
-    while sink.pending() {
-        text.push_str(&read_all(&mut reader));
-        sink.flush();
-    }
-    text.push_str(&read_all(&mut reader));
+    let text = flush_all(&mut reader, &mut sink);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), written - 1 + fits + 1);
     assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 99));
@@ -66,9 +79,7 @@ fn a_full_pipe_buffers_then_drops_whole_lines_and_reports_them() {
 #[test]
 fn a_stalled_sink_is_settled_by_its_deadline_and_counted() {
     let (_reader, mut sink) = pipe_sink();
-    while !sink.pending() {
-        sink.line(b"fill\n");
-    }
+    fill(&mut sink);
     sink.line(b"one more\n");
     let start = Instant::now();
     assert!(!sink.drain(start + Duration::from_millis(50)));
@@ -116,12 +127,7 @@ fn the_last_line_jumps_the_queue_after_a_torn_line() {
     }
     assert_eq!(sink.drop_unstarted(), 5);
     sink.line(b"last\n");
-    let mut text = String::new();
-    while sink.pending() {
-        text.push_str(&read_all(&mut reader));
-        sink.flush();
-    }
-    text.push_str(&read_all(&mut reader));
+    let text = flush_all(&mut reader, &mut sink);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.last(), Some(&"last"));
     assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 5000));
@@ -133,9 +139,7 @@ fn the_last_line_jumps_the_queue_after_a_torn_line() {
 #[test]
 fn a_sink_that_takes_nothing_is_given_up_on_after_the_stall() {
     let (_reader, mut sink) = pipe_sink();
-    while !sink.pending() {
-        sink.line(b"fill\n");
-    }
+    fill(&mut sink);
     let far = Instant::now() + Duration::from_secs(3600);
     assert!(!sink.drain_while_moving(Duration::from_millis(20), far));
 }
