@@ -8,20 +8,18 @@
 //! request is complete: the figures are exact at that moment, and a
 //! scrape never counts as a client.
 //!
-//! A scrape never blocks the loop. It is read and written without
-//! blocking: its request head into a buffer of at most
-//! [`HEAD_MAX`](http::HEAD_MAX) bytes, its response from a buffer that
-//! is flushed on WRITABLE. It has [`SCRAPE_DEADLINE`] from accept to its
-//! last byte, and is closed when that passes, however far it got. One
-//! scrape over the table's size is closed at once.
+//! A scrape never blocks the loop ([`scrape`]): it is read and written
+//! without blocking, and it is closed however far it got when its last
+//! byte has not gone within [`SCRAPE_DEADLINE`] of accept. One scrape
+//! over the table's size is closed at once.
 
 mod http;
 mod render;
+mod scrape;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -31,17 +29,10 @@ use crate::journal::RateLimited;
 use crate::listener::accept::Accept;
 use crate::listener::group::Group;
 use crate::listener::{Listener, Source, FIRST_SCRAPE, MAX_SCRAPES};
-use crate::net::{interrupted, would_block};
 
 use render::Build;
 pub(crate) use render::Counters;
-
-/// How long a scrape may take, from accept to its last byte.
-pub(crate) const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
-/// Reads of a client's leftovers after its response, before it is
-/// closed anyway (trap 2: a client that keeps sending cannot hold the
-/// loop).
-const LINGER_READS: usize = 16;
+use scrape::{Scrape, State, Step, SCRAPE_DEADLINE};
 
 /// The endpoint: its listener, its scrapes and what they share.
 #[derive(Debug)]
@@ -59,37 +50,6 @@ pub(crate) struct Metrics {
     /// Whose stop `/healthz` reports.
     group: Arc<Group>,
     turned_away: RateLimited,
-}
-
-/// One scrape connection.
-#[derive(Debug)]
-struct Scrape {
-    stream: TcpStream,
-    peer: SocketAddr,
-    deadline: Instant,
-    state: State,
-}
-
-/// How far a scrape has come.
-#[derive(Debug)]
-enum State {
-    /// Reading the request head (what came so far).
-    Reading(Vec<u8>),
-    /// A complete `GET /metrics` waits for the counters.
-    Waiting { body: bool },
-    /// Sending the response.
-    Writing { out: Vec<u8>, sent: usize },
-    /// All sent and our side shut: reading until the client closes.
-    Lingering,
-}
-
-/// What a scrape's IO left it as.
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    /// Waiting for the next event (or for the counters).
-    Open,
-    /// Finished, or failed: close it.
-    Done,
 }
 
 impl Metrics {
@@ -135,7 +95,7 @@ impl Metrics {
         }
         for slot in 0..MAX_SCRAPES {
             let Some(scrape) = &self.slots[slot] else { continue };
-            if now < scrape.deadline {
+            if now < scrape.deadline() {
                 continue;
             }
             if let State::Reading(_) = scrape.state {
@@ -156,7 +116,7 @@ impl Metrics {
         if self.open == 0 {
             return accept; // the loop's every turn asks: keep it short
         }
-        let scrapes = self.slots.iter().flatten().map(|s| s.deadline).min();
+        let scrapes = self.slots.iter().flatten().map(Scrape::deadline).min();
         [accept, scrapes].into_iter().flatten().min()
     }
 
@@ -226,9 +186,7 @@ impl Metrics {
             log::warn!("metrics: {peer}: cannot register: {e}");
             return;
         }
-        let deadline = now + SCRAPE_DEADLINE;
-        let state = State::Reading(Vec::new());
-        self.slots[slot] = Some(Scrape { stream, peer, deadline, state });
+        self.slots[slot] = Some(Scrape::new(stream, peer, now));
         self.open += 1;
     }
 
@@ -245,119 +203,8 @@ impl Metrics {
         let Some(mut scrape) = self.slots[slot].take() else { return };
         // Trap 6: deregister before the socket closes.
         let _ = registry.deregister(&mut scrape.stream);
-        // A forked child that still holds a copy (kernels without
-        // close_range) must not keep the scraper waiting for our FIN.
-        let _ = scrape.stream.shutdown(Shutdown::Both);
+        scrape.close();
         self.open -= 1;
         self.accept.freed();
     }
-}
-
-impl Scrape {
-    /// Does all the IO its state allows, until it would block, waits
-    /// for the counters, or is done; `/healthz` asks `group`.
-    fn advance(&mut self, group: &Group) -> Step {
-        loop {
-            let next = match &mut self.state {
-                State::Reading(head) => match read_head(&self.stream, head) {
-                    Head::Blocked => return Step::Open,
-                    Head::Read(http::Request::Metrics { body }) => {
-                        State::Waiting { body }
-                    }
-                    Head::Read(http::Request::Health { body }) => {
-                        let out = http::health(group.healthy(), body);
-                        State::Writing { out, sent: 0 }
-                    }
-                    Head::Read(http::Request::Refused(status)) => {
-                        State::Writing { out: http::refusal(status), sent: 0 }
-                    }
-                    Head::Gone | Head::Read(http::Request::Partial) => {
-                        return Step::Done
-                    }
-                },
-                State::Waiting { .. } => return Step::Open,
-                State::Writing { out, sent } => {
-                    match flush(&self.stream, out, sent) {
-                        Some(step) => return step,
-                        // Trap 17: a close with input unread sends an
-                        // RST, which can make the client drop the
-                        // response; send our FIN and drain first.
-                        None => {
-                            let _ = self.stream.shutdown(Shutdown::Write);
-                            State::Lingering
-                        }
-                    }
-                }
-                State::Lingering => return drain(&self.stream),
-            };
-            self.state = next;
-        }
-    }
-}
-
-/// Where reading a request head got to.
-enum Head {
-    /// The socket would block before the head was complete.
-    Blocked,
-    /// The client closed or failed first: nothing to answer.
-    Gone,
-    /// What the complete (or refused) head asks for (never `Partial`).
-    Read(http::Request),
-}
-
-/// Reads into `head` until the request is complete or refused, the
-/// socket would block (trap 1: reads until `WouldBlock`), or the client
-/// is gone.
-fn read_head(mut stream: &TcpStream, head: &mut Vec<u8>) -> Head {
-    loop {
-        let start = head.len();
-        head.resize(http::HEAD_MAX, 0);
-        let read = stream.read(&mut head[start..]);
-        head.truncate(start + read.as_ref().map_or(0, |n| *n));
-        match read {
-            Ok(0) => return Head::Gone,
-            Ok(_) => match http::parse(head) {
-                http::Request::Partial => {}
-                request => return Head::Read(request),
-            },
-            Err(e) if would_block(&e) => return Head::Blocked,
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Head::Gone,
-        }
-    }
-}
-
-/// Writes what is left of `out`: `None` once all of it went, else what
-/// the scrape is now. Trap 7: what does not go now waits for WRITABLE.
-fn flush(
-    mut stream: &TcpStream,
-    out: &[u8],
-    sent: &mut usize,
-) -> Option<Step> {
-    while *sent < out.len() {
-        match stream.write(&out[*sent..]) {
-            Ok(0) => return Some(Step::Done),
-            Ok(n) => *sent += n,
-            Err(e) if would_block(&e) => return Some(Step::Open),
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Some(Step::Done),
-        }
-    }
-    None
-}
-
-/// Discards what the client still sends until its EOF (done), or until
-/// it would block (open), or [`LINGER_READS`] reads (done).
-fn drain(mut stream: &TcpStream) -> Step {
-    let mut buf = [0u8; 4096];
-    for _ in 0..LINGER_READS {
-        match stream.read(&mut buf) {
-            Ok(0) => return Step::Done,
-            Ok(_) => {}
-            Err(e) if would_block(&e) => return Step::Open,
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Step::Done,
-        }
-    }
-    Step::Done
 }
