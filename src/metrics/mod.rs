@@ -9,12 +9,17 @@
 //! scrape never counts as a client.
 //!
 //! A scrape never blocks the loop ([`scrape`]): it is read and written
-//! without blocking, and it is closed however far it got when its last
-//! byte has not gone within [`SCRAPE_DEADLINE`] of accept. One scrape
-//! over the table's size is closed at once.
+//! without blocking, its request head is read as soon as it is
+//! accepted, and it is closed however far it got when its whole head
+//! has not come within [`HEAD_DEADLINE`] of accept, or its last byte
+//! within [`SCRAPE_DEADLINE`](scrape::SCRAPE_DEADLINE). Who gets a
+//! slot, and who gives one up when the table is full, is [`room`]'s
+//! rule: connections that stall their request cannot keep a real
+//! scrape or a health check out. Clients never share this table.
 
 mod http;
 mod render;
+mod room;
 mod scrape;
 
 use std::net::SocketAddr;
@@ -32,7 +37,8 @@ use crate::listener::{Listener, Source, FIRST_SCRAPE, MAX_SCRAPES};
 
 use render::Build;
 pub(crate) use render::Counters;
-use scrape::{Scrape, State, Step, SCRAPE_DEADLINE};
+use room::{Room, PER_ADDRESS};
+use scrape::{Scrape, State, Step, HEAD_DEADLINE};
 
 /// The endpoint: its listener, its scrapes and what they share.
 #[derive(Debug)]
@@ -49,7 +55,17 @@ pub(crate) struct Metrics {
     text: String,
     /// Whose stop `/healthz` reports.
     group: Arc<Group>,
+    /// Its log lines, each kind at most once a second under a flood.
+    logged: Logged,
+}
+
+/// The rate limits of the endpoint's log lines.
+#[derive(Debug, Default)]
+struct Logged {
     turned_away: RateLimited,
+    over_address: RateLimited,
+    evicted: RateLimited,
+    expired: RateLimited,
 }
 
 impl Metrics {
@@ -68,7 +84,7 @@ impl Metrics {
             build: Build { model: config.model, mode: config.mode },
             text: String::new(),
             group: Arc::clone(listener.group()),
-            turned_away: RateLimited::default(),
+            logged: Logged::default(),
         })
     }
 
@@ -99,11 +115,14 @@ impl Metrics {
                 continue;
             }
             if let State::Reading(_) = scrape.state {
-                log::debug!(
-                    "metrics: {}: no whole request in {} s; closed",
-                    scrape.peer,
-                    SCRAPE_DEADLINE.as_secs()
-                );
+                if let Some(folded) = self.logged.expired.admit(now) {
+                    log::debug!(
+                        "metrics: {}: no whole request in {} s; closed \
+                         ({folded} more since the last line)",
+                        scrape.peer,
+                        HEAD_DEADLINE.as_secs()
+                    );
+                }
             }
             self.close(slot, registry);
         }
@@ -168,14 +187,43 @@ impl Metrics {
         registry: &Registry,
         now: Instant,
     ) {
-        let Some(slot) = self.slots.iter().position(Option::is_none) else {
-            if let Some(folded) = self.turned_away.admit(now) {
-                log::warn!(
-                    "metrics: {peer} closed at once: {MAX_SCRAPES} scrapes \
-                     in progress ({folded} more since the last line)"
-                );
+        let seats =
+            self.slots.each_ref().map(|s| s.as_ref().map(Scrape::seat));
+        let slot = match room::room(&seats, peer.ip()) {
+            Room::Free(slot) => slot,
+            Room::Evict(slot) => {
+                if let Some(old) = &self.slots[slot] {
+                    if let Some(folded) = self.logged.evicted.admit(now) {
+                        log::debug!(
+                            "metrics: {} closed to make room for {peer} \
+                             ({folded} more since the last line)",
+                            old.peer
+                        );
+                    }
+                }
+                self.close(slot, registry);
+                slot
             }
-            return; // dropping the stream closes it
+            Room::AddressFull => {
+                if let Some(folded) = self.logged.over_address.admit(now) {
+                    log::debug!(
+                        "metrics: {peer} closed at once: its address has \
+                         {PER_ADDRESS} scrapes open ({folded} more since \
+                         the last line)"
+                    );
+                }
+                return; // dropping the stream closes it
+            }
+            Room::Full => {
+                if let Some(folded) = self.logged.turned_away.admit(now) {
+                    log::warn!(
+                        "metrics: {peer} closed at once: {MAX_SCRAPES} \
+                         scrapes being answered ({folded} more since the \
+                         last line)"
+                    );
+                }
+                return;
+            }
         };
         // Both interests once: a scrape reads, then writes. The
         // registration reports what is ready already, so a request that
@@ -188,6 +236,9 @@ impl Metrics {
         }
         self.slots[slot] = Some(Scrape::new(stream, peer, now));
         self.open += 1;
+        // Read at once what came with the connection: a complete
+        // request is no longer one the next newcomer may evict.
+        self.advance(slot, registry);
     }
 
     fn advance(&mut self, slot: usize, registry: &Registry) {

@@ -2,7 +2,7 @@
 //! most [`HEAD_MAX`](super::http::HEAD_MAX) bytes, its response written
 //! as the socket takes it, then a lingering close. All of it without
 //! blocking; the table in [`Metrics`](super::Metrics) decides when a
-//! scrape is admitted or past its deadline.
+//! scrape is admitted, evicted or past its deadline.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -14,7 +14,12 @@ use crate::listener::group::Group;
 use crate::net::{interrupted, would_block};
 
 use super::http;
+use super::room::{Seat, Stage};
 
+/// How long the whole request head may take to arrive, from accept
+/// (nginx's `client_header_timeout`): a scraper sends it at once, so a
+/// connection still short of it after this is stalled or dripping.
+pub(super) const HEAD_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a scrape may take, from accept to its last byte.
 pub(super) const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 /// Reads of a client's leftovers after its response, before it is
@@ -63,10 +68,23 @@ impl Scrape {
         Scrape { stream, peer, accepted, state: State::Reading(Vec::new()) }
     }
 
-    /// When it is closed however far it got: [`SCRAPE_DEADLINE`] after
-    /// accept.
+    /// When it is closed however far it got: [`HEAD_DEADLINE`] after
+    /// accept while its head is incomplete, [`SCRAPE_DEADLINE`] after.
     pub(super) fn deadline(&self) -> Instant {
-        self.accepted + SCRAPE_DEADLINE
+        match self.state {
+            State::Reading(_) => self.accepted + HEAD_DEADLINE,
+            _ => self.accepted + SCRAPE_DEADLINE,
+        }
+    }
+
+    /// What the table needs to know of it to make room.
+    pub(super) fn seat(&self) -> Seat {
+        let stage = match self.state {
+            State::Reading(_) => Stage::Incomplete,
+            State::Waiting { .. } | State::Writing { .. } => Stage::Answering,
+            State::Lingering => Stage::Answered,
+        };
+        Seat { ip: self.peer.ip().to_canonical(), at: self.accepted, stage }
     }
 
     /// Does all the IO its state allows, until it would block, waits
@@ -109,8 +127,14 @@ impl Scrape {
         }
     }
 
-    /// Closes it (the caller has deregistered it).
+    /// Closes it (the caller has deregistered it). One that lingers is
+    /// drained first (trap 17: unread input would turn the close into
+    /// an RST, which can cost the client the response it has not read
+    /// yet).
     pub(super) fn close(self) {
+        if let State::Lingering = self.state {
+            drain(&self.stream);
+        }
         // A forked child that still holds a copy (kernels without
         // close_range) must not keep the scraper waiting for our FIN.
         let _ = self.stream.shutdown(Shutdown::Both);
