@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use readyloop::{Mode, Model};
+use socket2::SockRef;
 
 use crate::support::scrape::{connect_from, exchange, serve_metrics};
 use crate::support::scrape::{exchange_from, still_open, HALF};
@@ -209,6 +210,10 @@ fn slowloris(metrics: SocketAddr, done: &AtomicBool, opened: &AtomicUsize) {
             let host = 3 + (n % usize::from(ATTACKERS)) as u8;
             let mut s = connect_from(Ipv4Addr::new(127, 0, 0, host), metrics);
             let _ = s.write_all(HALF);
+            // Dropped with an RST, which ends the server's end too: the
+            // attack leaves no TIME_WAIT behind on the host.
+            let linger = SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            linger.expect("SO_LINGER 0");
             *seat = Some(s);
             opened.fetch_add(1, Relaxed);
         }
