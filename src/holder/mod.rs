@@ -1,6 +1,7 @@
 //! Who holds a port: when a bind fails with "address in use", the
 //! process whose listening socket is in the way, found in `/proc` the
-//! way `ss -ltnp` finds it.
+//! way `ss -ltnp` finds it, or the closed connection that keeps the
+//! port in TIME_WAIT.
 //!
 //! 1. `/proc/net/tcp` and `tcp6` list the sockets of this network
 //!    namespace (see [`proc_net`]); a LISTEN socket whose address fits
@@ -8,12 +9,20 @@
 //! 2. Every open descriptor of a process is a link in `/proc/PID/fd`; a
 //!    socket's reads `socket:[INODE]`. The first process holding one of
 //!    those inodes is named with its `comm`.
+//! 3. With no listener in the way, a connection in TIME_WAIT on the
+//!    port is: the side that closes first keeps its end for 2 MSL (60 s
+//!    on Linux) so a late segment of the old connection cannot be taken
+//!    for one of a new connection. No process owns it. Our listener sets
+//!    SO_REUSEADDR, which lets it bind beside TIME_WAIT connections that
+//!    set it too (those a listener accepted, for one); a client socket
+//!    bound without it still blocks the port until it clears.
 //!
 //! Another user's descriptors, or a holder in another PID namespace (a
 //! container), cannot be seen; the lookup then says so and names the
 //! `ss` command to ask with more privilege. It gives up at a deadline,
 //! since a host with many processes and descriptors takes a while to
-//! scan, and nothing it reads can make it panic.
+//! scan, as does a table of 100,000 TIME_WAIT connections, and nothing
+//! it reads can make it panic.
 
 mod proc_net;
 
@@ -26,6 +35,9 @@ use std::time::{Duration, Instant};
 use crate::escape::escape;
 use proc_net::{fit, parse_line, Entry, Fit};
 
+/// How long Linux keeps a connection in TIME_WAIT (`TCP_TIMEWAIT_LEN`).
+const TIME_WAIT_SECS: u64 = 60;
+
 /// The longest a lookup may take before it falls back.
 pub(crate) const BUDGET: Duration = Duration::from_millis(100);
 
@@ -35,8 +47,8 @@ const CHECK_EVERY: usize = 64;
 const READ_BUF: usize = 256 * 1024;
 
 /// What follows "Address already in use" for `addr`: `held by pid 4242
-/// (nc)`, or, when the holder cannot be seen within [`BUDGET`], the
-/// command that finds it.
+/// (nc)`, the connection in TIME_WAIT that holds the port, or, when
+/// neither can be seen within [`BUDGET`], the command that finds it.
 pub(crate) fn describe(addr: SocketAddr) -> String {
     let deadline = Instant::now() + BUDGET;
     describe_at(Path::new("/proc"), addr, deadline)
@@ -48,13 +60,39 @@ fn describe_at(root: &Path, addr: SocketAddr, deadline: Instant) -> String {
         // Port 0 asks the kernel for any free port: none was left.
         return "no free port left in net.ipv4.ip_local_port_range".into();
     }
-    match find(root, addr, deadline) {
-        Some(Holder { pid, comm }) => format!("held by pid {pid} ({comm})"),
-        None => format!(
-            "held by another process (run: ss -ltnp 'sport = :{}')",
-            addr.port()
-        ),
+    let port = addr.port();
+    let listeners = listeners_fitting(root, addr, deadline);
+    if !listeners.is_empty() {
+        return match find(root, listeners, deadline) {
+            Some(Holder { pid, comm }) => {
+                format!("held by pid {pid} ({comm})")
+            }
+            None => unseen(port),
+        };
     }
+    if let Some(closed) = time_wait_fitting(root, addr, deadline) {
+        return format!(
+            "no process holds it: the closed connection {} -> {} is in \
+             TIME_WAIT, which clears by itself within {TIME_WAIT_SECS} s \
+             (that socket was bound without SO_REUSEADDR, so ours cannot \
+             share the port)",
+            closed.local, closed.remote
+        );
+    }
+    if Instant::now() > deadline {
+        // No listener, and the connections not all read: a busy host's
+        // table of TIME_WAIT connections alone can take longer.
+        return format!(
+            "held by another process or a connection in TIME_WAIT (the \
+             lookup ran out of time; run: ss -tanp 'sport = :{port}')"
+        );
+    }
+    unseen(port)
+}
+
+/// The holder cannot be seen here: the command that finds it.
+fn unseen(port: u16) -> String {
+    format!("held by another process (run: ss -ltnp 'sport = :{port}')")
 }
 
 /// A process holding the socket, and its name (escaped).
@@ -64,9 +102,13 @@ struct Holder {
     comm: String,
 }
 
-/// The holder of the listener that keeps `addr` from being bound.
-fn find(root: &Path, addr: SocketAddr, deadline: Instant) -> Option<Holder> {
-    let mut listeners = listeners_fitting(root, addr, deadline);
+/// The holder of one of `listeners`, those that keep the address from
+/// being bound.
+fn find(
+    root: &Path,
+    mut listeners: Vec<(Fit, u64)>,
+    deadline: Instant,
+) -> Option<Holder> {
     // An exact match explains the failure best; wildcards come after.
     listeners.sort_by_key(|&(fit, _)| fit);
     let inodes: Vec<u64> = listeners.iter().map(|&(_, inode)| inode).collect();
@@ -85,35 +127,84 @@ fn listeners_fitting(
     deadline: Instant,
 ) -> Vec<(Fit, u64)> {
     let mut found = Vec::new();
+    walk(root, deadline, |entry| {
+        // The kernel lists the listening sockets first: the first
+        // connection's line ends the table.
+        if !entry.listening() {
+            return Next::Table;
+        }
+        if entry.inode != 0 {
+            if let Some(fit) = fit(addr, entry.local) {
+                found.push((fit, entry.inode));
+            }
+        }
+        Next::Line
+    });
+    found
+}
+
+/// A connection in TIME_WAIT whose local address fits `addr`: the first
+/// on the same address, else the first a wildcard `addr` covers.
+fn time_wait_fitting(
+    root: &Path,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Option<Entry> {
+    let mut found = None;
+    walk(root, deadline, |entry| {
+        if !entry.time_wait() {
+            return Next::Line;
+        }
+        match fit(addr, entry.local) {
+            Some(Fit::Exact) => {
+                found = Some(entry);
+                Next::Stop
+            }
+            Some(Fit::Wildcard) if found.is_none() => {
+                found = Some(entry);
+                Next::Line
+            }
+            _ => Next::Line,
+        }
+    });
+    found
+}
+
+/// Where a [`walk`] goes after a line.
+enum Next {
+    /// On to the next line.
+    Line,
+    /// On to the next table: nothing more of this one is needed.
+    Table,
+    /// Done.
+    Stop,
+}
+
+/// Shows `visit` each socket of `root/net/tcp`, then of `tcp6`, until
+/// it says stop or `deadline` passes.
+fn walk(root: &Path, deadline: Instant, mut visit: impl FnMut(Entry) -> Next) {
     for table in ["net/tcp", "net/tcp6"] {
         // A table that cannot be read (no IPv6, no /proc) holds nothing.
         let Ok(file) = File::open(root.join(table)) else { continue };
         // Line by line: a busy host's table runs to megabytes (131,000
-        // sockets, most in TIME_WAIT, after a test run here). The kernel
-        // lists the listening sockets first, so the first connection's
-        // line ends the search: the rest is never generated, and large
-        // reads keep the kernel's walks of its tables few.
+        // sockets, most in TIME_WAIT, after a test run here), and what
+        // is not read is never generated. Large reads keep the kernel's
+        // walks of its tables few.
         let lines = BufReader::with_capacity(READ_BUF, file).split(b'\n');
         for (n, line) in lines.enumerate() {
             if n % CHECK_EVERY == 0 && Instant::now() > deadline {
-                return found;
+                return;
             }
             let Ok(line) = line else { break };
             let Ok(line) = std::str::from_utf8(&line) else { continue };
             let Some(entry) = parse_line(line) else { continue };
-            if !entry.listening() {
-                break;
-            }
-            let Entry { local, inode, .. } = entry;
-            if inode == 0 {
-                continue;
-            }
-            if let Some(fit) = fit(addr, local) {
-                found.push((fit, inode));
+            match visit(entry) {
+                Next::Line => {}
+                Next::Table => break,
+                Next::Stop => return,
             }
         }
     }
-    found
 }
 
 /// The first process (by pid) with a descriptor on one of `inodes`, and

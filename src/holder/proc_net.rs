@@ -11,18 +11,28 @@
 //! Reading the hex back as a `u32` and taking its native bytes undoes
 //! that on any machine. An IPv6 address is four such words, `::1` being
 //! `00000000000000000000000001000000`. The port is printed in host
-//! order (`2329` is 9001). State `0A` is LISTEN.
+//! order (`2329` is 9001). State `0A` is LISTEN; `06` is TIME_WAIT, a
+//! connection closed on this side first that the kernel keeps for 2 MSL
+//! (60 s on Linux) with no descriptor, so its inode is 0:
+//!
+//! ```text
+//!    7: 0100007F:A2C7 0100007F:E439 06 00000000:00000000 03:00001553 …
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The `st` column of a listening socket.
 const LISTEN: u8 = 0x0A;
+/// The `st` column of a connection in TIME_WAIT.
+const TIME_WAIT: u8 = 0x06;
 
 /// One line of the table: the fields a holder lookup needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
     /// The socket's local address and port.
     pub(super) local: SocketAddr,
+    /// The peer's address and port (all zeros for a listener).
+    pub(super) remote: SocketAddr,
     /// The `st` column (TCP state, `0A` = LISTEN).
     pub(super) state: u8,
     /// The socket's inode: `/proc/PID/fd/N` of its holders links to
@@ -35,6 +45,11 @@ impl Entry {
     pub(super) fn listening(&self) -> bool {
         self.state == LISTEN
     }
+
+    /// Whether this socket is a closed connection in TIME_WAIT.
+    pub(super) fn time_wait(&self) -> bool {
+        self.state == TIME_WAIT
+    }
 }
 
 /// Parses one line of the table; `None` for the header or anything that
@@ -44,11 +59,11 @@ pub(super) fn parse_line(line: &str) -> Option<Entry> {
     let slot = fields.next()?;
     slot.strip_suffix(':')?.parse::<u64>().ok()?;
     let local = parse_addr(fields.next()?)?;
-    let _remote = fields.next()?;
+    let remote = parse_addr(fields.next()?)?;
     let state = hex_u8(fields.next()?)?;
     // tx:rx queues, timer, retransmits, uid, timeout: then the inode.
     let inode = fields.nth(5)?.parse().ok()?;
-    Some(Entry { local, state, inode })
+    Some(Entry { local, remote, state, inode })
 }
 
 /// `0100007F:2329` or a 32-digit IPv6 address with its port.
@@ -123,7 +138,12 @@ mod tests {
     use proptest::prelude::*;
 
     /// A line as the kernel prints it (`tcp4_seq_show`, `tcp6_seq_show`).
-    fn kernel_line(local: SocketAddr, state: u8, inode: u64) -> String {
+    fn kernel_line(
+        local: SocketAddr,
+        remote: SocketAddr,
+        state: u8,
+        inode: u64,
+    ) -> String {
         let hex = |ip: IpAddr| match ip {
             IpAddr::V4(v4) => {
                 format!("{:08X}", u32::from_ne_bytes(v4.octets()))
@@ -139,16 +159,14 @@ mod tests {
                 })
                 .collect(),
         };
-        let remote = match local {
-            SocketAddr::V4(_) => "00000000:0000".to_string(),
-            SocketAddr::V6(_) => format!("{}:0000", "0".repeat(32)),
-        };
         format!(
-            "   4: {}:{:04X} {remote} {state:02X} 00000000:00000000 \
+            "   4: {}:{:04X} {}:{:04X} {state:02X} 00000000:00000000 \
              00:00000000 00000000     0        0 {inode} 1 \
              000000003087ddbf 100 0 0 10 0",
             hex(local.ip()),
-            local.port()
+            local.port(),
+            hex(remote.ip()),
+            remote.port()
         )
     }
 
@@ -167,12 +185,38 @@ mod tests {
                   13175 1 00000000fba8e4b3 100 0 0 10 0";
         let entry = parse_line(v6).unwrap();
         assert_eq!(entry.local, "[::1]:59109".parse().unwrap());
+        assert_eq!(entry.remote, "[::]:0".parse().unwrap());
         assert_eq!(entry.inode, 13175);
         let header = "  sl  local_address rem_address   st tx_queue \
                       rx_queue tr tm->when retrnsmt   uid  timeout inode";
         assert_eq!(parse_line(header), None);
         assert_eq!(parse_line(""), None);
         assert_eq!(parse_line("   0: +100007F:A36F 0 0A 0 0 0 0 0 1"), None);
+    }
+
+    /// A connection in TIME_WAIT, as this kernel prints it (Linux 6.18,
+    /// `get_timewait4_sock`, `get_timewait6_sock`): state 06, both
+    /// ends, timer 3 with the jiffies left, no inode.
+    #[test]
+    fn time_wait_lines_from_this_kernel_parse() {
+        let v4 = "   7: 0100007F:A2C7 0100007F:E439 06 00000000:00000000 \
+                  03:00001553 00000000     0        0 0 3 \
+                  00000000a5b1c2d3";
+        let entry = parse_line(v4).unwrap();
+        assert!(entry.time_wait() && !entry.listening());
+        assert_eq!(entry.local, "127.0.0.1:41671".parse().unwrap());
+        assert_eq!(entry.remote, "127.0.0.1:58425".parse().unwrap());
+        assert_eq!(entry.inode, 0);
+        let v6 = "   2: 00000000000000000000000001000000:A2C7 \
+                  00000000000000000000000001000000:1F90 06 \
+                  00000000:00000000 03:000016A8 00000000     0        0 \
+                  0 3 00000000e5f6a7b8";
+        let entry = parse_line(v6).unwrap();
+        assert!(entry.time_wait());
+        assert_eq!(entry.local, "[::1]:41671".parse().unwrap());
+        assert_eq!(entry.remote, "[::1]:8080".parse().unwrap());
+        let established = v4.replacen(" 06 ", " 01 ", 1);
+        assert!(!parse_line(&established).unwrap().time_wait());
     }
 
     #[test]
@@ -219,16 +263,23 @@ mod tests {
             let _ = parse_line(&fields.join(" "));
         }
 
-        /// Every line the kernel can print reads back as what it says.
+        /// Every line the kernel can print reads back as what it says
+        /// (both ends of the same family, as the kernel prints them).
         #[test]
         fn kernel_lines_round_trip(
-            local in any_addr(),
+            (local, remote) in prop_oneof![
+                any::<(([u8; 4], u16), ([u8; 4], u16))>().prop_map(
+                    |(l, r)| (SocketAddr::from(l), SocketAddr::from(r))),
+                any::<(([u8; 16], u16), ([u8; 16], u16))>().prop_map(
+                    |(l, r)| (SocketAddr::from(l), SocketAddr::from(r))),
+            ],
             state in any::<u8>(),
             inode in any::<u64>(),
         ) {
-            let line = kernel_line(local, state, inode);
+            let line = kernel_line(local, remote, state, inode);
             let entry = parse_line(&line);
-            prop_assert_eq!(entry, Some(Entry { local, state, inode }));
+            let want = Entry { local, remote, state, inode };
+            prop_assert_eq!(entry, Some(want));
         }
 
         /// An address always fits itself, mapped or not, unless its port

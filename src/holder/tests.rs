@@ -67,6 +67,21 @@ fn listen_line(addr: &str, inode: u64) -> String {
     )
 }
 
+/// A TIME_WAIT line of `/proc/net/tcp`: `local` closed first, `peer`.
+fn time_wait_line(local: &str, peer: &str) -> String {
+    let hex = |addr: &str| {
+        let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+        let ip = u32::from_ne_bytes(addr.ip().octets());
+        format!("{ip:08X}:{:04X}", addr.port())
+    };
+    format!(
+        "   9: {} {} 06 00000000:00000000 03:00001553 00000000     0        \
+         0 0 3 00000000a5b1c2d3\n",
+        hex(local),
+        hex(peer)
+    )
+}
+
 const HEADER: &str = "  sl  local_address rem_address   st tx_queue \
                       rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
 
@@ -116,6 +131,8 @@ fn a_holder_that_cannot_be_seen_gives_the_ss_command() {
     assert_eq!(proc.describe("127.0.0.1:8989"), fallback(8989));
 }
 
+/// Past the deadline nothing is read, and with no listener seen the
+/// message names both kinds of holder and the command for all states.
 #[test]
 fn a_passed_deadline_falls_back_without_scanning() {
     let proc = FakeProc::new();
@@ -123,7 +140,10 @@ fn a_passed_deadline_falls_back_without_scanning() {
         .process(100, b"nc", 555);
     let addr = "127.0.0.1:8989".parse().unwrap();
     let past = Instant::now() - Duration::from_millis(1);
-    assert_eq!(describe_at(&proc.root, addr, past), fallback(8989));
+    let text = describe_at(&proc.root, addr, past);
+    let want = "held by another process or a connection in TIME_WAIT (the \
+                lookup ran out of time; run: ss -tanp 'sport = :8989')";
+    assert_eq!(text, want);
 }
 
 #[test]
@@ -156,4 +176,48 @@ fn odd_or_missing_tables_fall_back() {
 fn port_zero_means_no_free_port() {
     let proc = FakeProc::new();
     assert!(proc.describe("127.0.0.1:0").contains("no free port"));
+}
+
+/// With no listener on the port, a connection in TIME_WAIT on it is
+/// named, both ends, as the holder no process owns; one on another
+/// address or port is not, and a listener is named before it.
+#[test]
+fn a_connection_in_time_wait_is_named_when_no_listener_is() {
+    let proc = FakeProc::new();
+    let table = [
+        HEADER.to_string(),
+        listen_line("127.0.0.1:9000", 999),
+        time_wait_line("127.0.0.2:8989", "127.0.0.1:4000"),
+        time_wait_line("127.0.0.1:8988", "127.0.0.1:4000"),
+        time_wait_line("127.0.0.1:8989", "127.0.0.1:9000"),
+        time_wait_line("127.0.0.1:9000", "127.0.0.1:5000"),
+    ]
+    .concat();
+    proc.table("tcp", table).process(7, b"srv", 999);
+    let text = proc.describe("127.0.0.1:8989");
+    assert_eq!(
+        text,
+        "no process holds it: the closed connection 127.0.0.1:8989 -> \
+         127.0.0.1:9000 is in TIME_WAIT, which clears by itself within \
+         60 s (that socket was bound without SO_REUSEADDR, so ours cannot \
+         share the port)"
+    );
+    // A wildcard bind is blocked by the first one on its port.
+    let wide = proc.describe("0.0.0.0:8989");
+    assert!(wide.contains(" 127.0.0.2:8989 -> 127.0.0.1:4000 "), "{wide}");
+    assert_eq!(proc.describe("127.0.0.1:9000"), "held by pid 7 (srv)");
+    assert_eq!(proc.describe("127.0.0.1:8990"), fallback(8990));
+}
+
+/// A TIME_WAIT connection of `/proc/net/tcp6` is named in IPv6 form.
+#[test]
+fn an_ipv6_connection_in_time_wait_is_found_in_tcp6() {
+    let proc = FakeProc::new();
+    let v6 = "   2: 00000000000000000000000001000000:A2C7 \
+              00000000000000000000000001000000:1F90 06 00000000:00000000 \
+              03:000016A8 00000000     0        0 0 3 00000000e5f6a7b8\n";
+    proc.table("tcp", HEADER).table("tcp6", v6);
+    let text = proc.describe("[::1]:41671");
+    assert!(text.contains(" [::1]:41671 -> [::1]:8080 "), "{text}");
+    assert!(text.contains("TIME_WAIT"), "{text}");
 }

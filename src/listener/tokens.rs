@@ -13,7 +13,7 @@ pub(crate) const METRICS: Token = Token(2);
 /// Scrape connections on the metrics listener: tokens
 /// `FIRST_SCRAPE..FIRST_SCRAPE + MAX_SCRAPES`.
 pub(crate) const FIRST_SCRAPE: usize = 8;
-/// Scrapes served at once; one more is closed at once.
+/// Scrapes served at once (`metrics::room` decides who gets a seat).
 pub(crate) const MAX_SCRAPES: usize = 16;
 /// Client listeners (`--addr`, socket activation): tokens
 /// `FIRST_LISTENER + index`.

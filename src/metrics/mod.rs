@@ -8,20 +8,23 @@
 //! request is complete: the figures are exact at that moment, and a
 //! scrape never counts as a client.
 //!
-//! A scrape never blocks the loop. It is read and written without
-//! blocking: its request head into a buffer of at most
-//! [`HEAD_MAX`](http::HEAD_MAX) bytes, its response from a buffer that
-//! is flushed on WRITABLE. It has [`SCRAPE_DEADLINE`] from accept to its
-//! last byte, and is closed when that passes, however far it got. One
-//! scrape over the table's size is closed at once.
+//! A scrape never blocks the loop ([`scrape`]): it is read and written
+//! without blocking, its request head is read as soon as it is
+//! accepted, and it is closed however far it got when its whole head
+//! has not come within [`HEAD_DEADLINE`] of accept, or its last byte
+//! within [`SCRAPE_DEADLINE`](scrape::SCRAPE_DEADLINE). Who gets a
+//! slot, and who gives one up when the table is full, is [`room`]'s
+//! rule: connections that stall their request cannot keep a real
+//! scrape or a health check out. Clients never share this table.
 
 mod http;
 mod render;
+mod room;
+mod scrape;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -31,17 +34,11 @@ use crate::journal::RateLimited;
 use crate::listener::accept::Accept;
 use crate::listener::group::Group;
 use crate::listener::{Listener, Source, FIRST_SCRAPE, MAX_SCRAPES};
-use crate::net::{interrupted, would_block};
 
 use render::Build;
 pub(crate) use render::Counters;
-
-/// How long a scrape may take, from accept to its last byte.
-pub(crate) const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
-/// Reads of a client's leftovers after its response, before it is
-/// closed anyway (trap 2: a client that keeps sending cannot hold the
-/// loop).
-const LINGER_READS: usize = 16;
+use room::{Room, PER_ADDRESS};
+use scrape::{Scrape, State, Step, HEAD_DEADLINE};
 
 /// The endpoint: its listener, its scrapes and what they share.
 #[derive(Debug)]
@@ -58,38 +55,17 @@ pub(crate) struct Metrics {
     text: String,
     /// Whose stop `/healthz` reports.
     group: Arc<Group>,
+    /// Its log lines, each kind at most once a second under a flood.
+    logged: Logged,
+}
+
+/// The rate limits of the endpoint's log lines.
+#[derive(Debug, Default)]
+struct Logged {
     turned_away: RateLimited,
-}
-
-/// One scrape connection.
-#[derive(Debug)]
-struct Scrape {
-    stream: TcpStream,
-    peer: SocketAddr,
-    deadline: Instant,
-    state: State,
-}
-
-/// How far a scrape has come.
-#[derive(Debug)]
-enum State {
-    /// Reading the request head (what came so far).
-    Reading(Vec<u8>),
-    /// A complete `GET /metrics` waits for the counters.
-    Waiting { body: bool },
-    /// Sending the response.
-    Writing { out: Vec<u8>, sent: usize },
-    /// All sent and our side shut: reading until the client closes.
-    Lingering,
-}
-
-/// What a scrape's IO left it as.
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    /// Waiting for the next event (or for the counters).
-    Open,
-    /// Finished, or failed: close it.
-    Done,
+    over_address: RateLimited,
+    evicted: RateLimited,
+    expired: RateLimited,
 }
 
 impl Metrics {
@@ -108,7 +84,7 @@ impl Metrics {
             build: Build { model: config.model, mode: config.mode },
             text: String::new(),
             group: Arc::clone(listener.group()),
-            turned_away: RateLimited::default(),
+            logged: Logged::default(),
         })
     }
 
@@ -135,15 +111,18 @@ impl Metrics {
         }
         for slot in 0..MAX_SCRAPES {
             let Some(scrape) = &self.slots[slot] else { continue };
-            if now < scrape.deadline {
+            if now < scrape.deadline() {
                 continue;
             }
             if let State::Reading(_) = scrape.state {
-                log::debug!(
-                    "metrics: {}: no whole request in {} s; closed",
-                    scrape.peer,
-                    SCRAPE_DEADLINE.as_secs()
-                );
+                if let Some(folded) = self.logged.expired.admit(now) {
+                    log::debug!(
+                        "metrics: {}: no whole request in {} s; closed \
+                         ({folded} more since the last line)",
+                        scrape.peer,
+                        HEAD_DEADLINE.as_secs()
+                    );
+                }
             }
             self.close(slot, registry);
         }
@@ -156,7 +135,7 @@ impl Metrics {
         if self.open == 0 {
             return accept; // the loop's every turn asks: keep it short
         }
-        let scrapes = self.slots.iter().flatten().map(|s| s.deadline).min();
+        let scrapes = self.slots.iter().flatten().map(Scrape::deadline).min();
         [accept, scrapes].into_iter().flatten().min()
     }
 
@@ -208,14 +187,43 @@ impl Metrics {
         registry: &Registry,
         now: Instant,
     ) {
-        let Some(slot) = self.slots.iter().position(Option::is_none) else {
-            if let Some(folded) = self.turned_away.admit(now) {
-                log::warn!(
-                    "metrics: {peer} closed at once: {MAX_SCRAPES} scrapes \
-                     in progress ({folded} more since the last line)"
-                );
+        let seats =
+            self.slots.each_ref().map(|s| s.as_ref().map(Scrape::seat));
+        let slot = match room::room(&seats, peer.ip()) {
+            Room::Free(slot) => slot,
+            Room::Evict(slot) => {
+                if let Some(old) = &self.slots[slot] {
+                    if let Some(folded) = self.logged.evicted.admit(now) {
+                        log::debug!(
+                            "metrics: {} closed to make room for {peer} \
+                             ({folded} more since the last line)",
+                            old.peer
+                        );
+                    }
+                }
+                self.close(slot, registry);
+                slot
             }
-            return; // dropping the stream closes it
+            Room::AddressFull => {
+                if let Some(folded) = self.logged.over_address.admit(now) {
+                    log::debug!(
+                        "metrics: {peer} closed at once: its address has \
+                         {PER_ADDRESS} scrapes open ({folded} more since \
+                         the last line)"
+                    );
+                }
+                return; // dropping the stream closes it
+            }
+            Room::Full => {
+                if let Some(folded) = self.logged.turned_away.admit(now) {
+                    log::warn!(
+                        "metrics: {peer} closed at once: {MAX_SCRAPES} \
+                         scrapes being answered ({folded} more since the \
+                         last line)"
+                    );
+                }
+                return;
+            }
         };
         // Both interests once: a scrape reads, then writes. The
         // registration reports what is ready already, so a request that
@@ -226,10 +234,11 @@ impl Metrics {
             log::warn!("metrics: {peer}: cannot register: {e}");
             return;
         }
-        let deadline = now + SCRAPE_DEADLINE;
-        let state = State::Reading(Vec::new());
-        self.slots[slot] = Some(Scrape { stream, peer, deadline, state });
+        self.slots[slot] = Some(Scrape::new(stream, peer, now));
         self.open += 1;
+        // Read at once what came with the connection: a complete
+        // request is no longer one the next newcomer may evict.
+        self.advance(slot, registry);
     }
 
     fn advance(&mut self, slot: usize, registry: &Registry) {
@@ -245,119 +254,8 @@ impl Metrics {
         let Some(mut scrape) = self.slots[slot].take() else { return };
         // Trap 6: deregister before the socket closes.
         let _ = registry.deregister(&mut scrape.stream);
-        // A forked child that still holds a copy (kernels without
-        // close_range) must not keep the scraper waiting for our FIN.
-        let _ = scrape.stream.shutdown(Shutdown::Both);
+        scrape.close();
         self.open -= 1;
         self.accept.freed();
     }
-}
-
-impl Scrape {
-    /// Does all the IO its state allows, until it would block, waits
-    /// for the counters, or is done; `/healthz` asks `group`.
-    fn advance(&mut self, group: &Group) -> Step {
-        loop {
-            let next = match &mut self.state {
-                State::Reading(head) => match read_head(&self.stream, head) {
-                    Head::Blocked => return Step::Open,
-                    Head::Read(http::Request::Metrics { body }) => {
-                        State::Waiting { body }
-                    }
-                    Head::Read(http::Request::Health { body }) => {
-                        let out = http::health(group.healthy(), body);
-                        State::Writing { out, sent: 0 }
-                    }
-                    Head::Read(http::Request::Refused(status)) => {
-                        State::Writing { out: http::refusal(status), sent: 0 }
-                    }
-                    Head::Gone | Head::Read(http::Request::Partial) => {
-                        return Step::Done
-                    }
-                },
-                State::Waiting { .. } => return Step::Open,
-                State::Writing { out, sent } => {
-                    match flush(&self.stream, out, sent) {
-                        Some(step) => return step,
-                        // Trap 17: a close with input unread sends an
-                        // RST, which can make the client drop the
-                        // response; send our FIN and drain first.
-                        None => {
-                            let _ = self.stream.shutdown(Shutdown::Write);
-                            State::Lingering
-                        }
-                    }
-                }
-                State::Lingering => return drain(&self.stream),
-            };
-            self.state = next;
-        }
-    }
-}
-
-/// Where reading a request head got to.
-enum Head {
-    /// The socket would block before the head was complete.
-    Blocked,
-    /// The client closed or failed first: nothing to answer.
-    Gone,
-    /// What the complete (or refused) head asks for (never `Partial`).
-    Read(http::Request),
-}
-
-/// Reads into `head` until the request is complete or refused, the
-/// socket would block (trap 1: reads until `WouldBlock`), or the client
-/// is gone.
-fn read_head(mut stream: &TcpStream, head: &mut Vec<u8>) -> Head {
-    loop {
-        let start = head.len();
-        head.resize(http::HEAD_MAX, 0);
-        let read = stream.read(&mut head[start..]);
-        head.truncate(start + read.as_ref().map_or(0, |n| *n));
-        match read {
-            Ok(0) => return Head::Gone,
-            Ok(_) => match http::parse(head) {
-                http::Request::Partial => {}
-                request => return Head::Read(request),
-            },
-            Err(e) if would_block(&e) => return Head::Blocked,
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Head::Gone,
-        }
-    }
-}
-
-/// Writes what is left of `out`: `None` once all of it went, else what
-/// the scrape is now. Trap 7: what does not go now waits for WRITABLE.
-fn flush(
-    mut stream: &TcpStream,
-    out: &[u8],
-    sent: &mut usize,
-) -> Option<Step> {
-    while *sent < out.len() {
-        match stream.write(&out[*sent..]) {
-            Ok(0) => return Some(Step::Done),
-            Ok(n) => *sent += n,
-            Err(e) if would_block(&e) => return Some(Step::Open),
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Some(Step::Done),
-        }
-    }
-    None
-}
-
-/// Discards what the client still sends until its EOF (done), or until
-/// it would block (open), or [`LINGER_READS`] reads (done).
-fn drain(mut stream: &TcpStream) -> Step {
-    let mut buf = [0u8; 4096];
-    for _ in 0..LINGER_READS {
-        match stream.read(&mut buf) {
-            Ok(0) => return Step::Done,
-            Ok(_) => {}
-            Err(e) if would_block(&e) => return Step::Open,
-            Err(e) if interrupted(&e) => {}
-            Err(_) => return Step::Done,
-        }
-    }
-    Step::Done
 }

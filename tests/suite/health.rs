@@ -2,15 +2,21 @@
 //! sees when a server stops, in every model. It answers 200 while the
 //! server serves and 503 from the moment a stop is asked, through the
 //! drain (during which clients are still accepted and served) and the
-//! stop window; a second stop during the drain stops now.
+//! stop window; a second stop during the drain stops now. Connections
+//! that stall their request, from many addresses, never make it fail.
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use readyloop::{Mode, Model};
+use socket2::SockRef;
 
-use crate::support::scrape::{exchange, serve_metrics};
+use crate::support::scrape::{connect_from, exchange, serve_metrics};
+use crate::support::scrape::{exchange_from, still_open, HALF};
 use crate::support::server::Signal;
 use crate::support::*;
 
@@ -20,6 +26,7 @@ per_model!(
     the_service_manager_hears_stopping_when_the_drain_begins,
 );
 per_model!(in_process: a_handle_stop_drains_first);
+per_model!(healthz_is_answered_through_a_slowloris);
 
 /// `GET /healthz` as HAProxy's `option httpchk GET /healthz` sends it.
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.0\r\n\r\n";
@@ -180,4 +187,84 @@ fn workers_drain_and_stop_together() {
     assert_eq!(server.wait_exit(), 0, "{:?}", server.collect_log());
     let summary = server.wait_for_status("summary ");
     assert!(summary.contains("accepted=11 "), "{summary}");
+}
+
+/// Stalled half-requests each attacking address keeps open.
+const STALLED_PER_ADDRESS: usize = 6;
+/// The attacking addresses: 127.0.0.3 to 127.0.0.10.
+const ATTACKERS: u8 = 8;
+/// How long the attack and the health checks run.
+const ATTACK: Duration = Duration::from_secs(6);
+
+/// Keeps [`STALLED_PER_ADDRESS`] connections with half a request head
+/// open from each attacking address until `done`, opening a new one as
+/// soon as the server closes one; counts the connections it opened.
+fn slowloris(metrics: SocketAddr, done: &AtomicBool, opened: &AtomicUsize) {
+    let seats = STALLED_PER_ADDRESS * usize::from(ATTACKERS);
+    let mut held: Vec<Option<TcpStream>> = (0..seats).map(|_| None).collect();
+    while !done.load(Relaxed) {
+        for (n, seat) in held.iter_mut().enumerate() {
+            if seat.as_ref().is_some_and(still_open) {
+                continue;
+            }
+            let host = 3 + (n % usize::from(ATTACKERS)) as u8;
+            let mut s = connect_from(Ipv4Addr::new(127, 0, 0, host), metrics);
+            let _ = s.write_all(HALF);
+            // Dropped with an RST, which ends the server's end too: the
+            // attack leaves no TIME_WAIT behind on the host.
+            let linger = SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            linger.expect("SO_LINGER 0");
+            *seat = Some(s);
+            opened.fetch_add(1, Relaxed);
+        }
+        // Paces the attacker, so the two cores are not all its own.
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sets its flag when dropped.
+struct EndAttack<'a>(&'a AtomicBool);
+
+impl Drop for EndAttack<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// While an attacker keeps refilling stalled half-requests from eight
+/// addresses for 6 s (more than the table holds), a balancer's health
+/// check from another address every 100 ms is answered `200 ok` every
+/// time.
+fn healthz_is_answered_through_a_slowloris(model: Model) {
+    let _heavy = heavy();
+    let (server, metrics) = serve_metrics(model, &[]);
+    let (done, opened) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let checker = Ipv4Addr::new(127, 0, 0, 2);
+    let (asked, answered) = thread::scope(|scope| {
+        scope.spawn(|| slowloris(metrics, &done, &opened));
+        // Ends the attack however the checks end, a panic included.
+        let _end = EndAttack(&done);
+        let seats = STALLED_PER_ADDRESS * usize::from(ATTACKERS);
+        eventually("the attack in place", || opened.load(Relaxed) >= seats);
+        let (mut asked, mut answered) = (0, 0);
+        let start = Instant::now();
+        while start.elapsed() < ATTACK {
+            let response = exchange_from(checker, metrics, HEALTHZ);
+            asked += 1;
+            answered +=
+                usize::from(response.is_some_and(|r| {
+                    (r.status, r.body) == (200, "ok\n".into())
+                }));
+            thread::sleep(Duration::from_millis(100));
+        }
+        (asked, answered)
+    });
+    let opened = opened.load(Relaxed);
+    println!(
+        "{model}: {answered} of {asked} health checks answered; \
+         {opened} stalled connections opened"
+    );
+    assert_eq!(answered, asked, "health checks answered 200");
+    assert!(asked >= 10, "only {asked} checks in {ATTACK:?}");
+    stop(server);
 }

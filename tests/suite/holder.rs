@@ -1,13 +1,19 @@
 //! A second server on a taken port names the process that holds it, read
 //! from the real `/proc`: `error: cannot listen on ADDR: Address already
-//! in use (os error 98): held by pid PID (readyloop)`.
+//! in use (os error 98): held by pid PID (readyloop)`; a port held only
+//! by a closed connection in TIME_WAIT names that connection.
 
-use std::net::TcpListener;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use procfs::net::TcpState;
+use socket2::{Domain, Socket, Type};
+
+use crate::support::proc::tcp_socket;
 use crate::support::server::binary;
-use crate::support::{heavy, ServerProcess, PATIENCE};
+use crate::support::{eventually, heavy, ServerProcess, PATIENCE};
 
 /// `readyloop serve --addr ADDR`, which must fail to bind: a server
 /// that binds after all is killed and fails the test instead of hanging
@@ -126,4 +132,59 @@ fn a_holder_that_is_not_readyloop_is_named() {
     let want = format!(": held by pid {} (", std::process::id());
     assert!(line.contains(&want), "{line}");
     assert!(!line.contains("(readyloop)"), "{line}");
+}
+
+/// A client socket bound to 127.0.0.1:P without SO_REUSEADDR that
+/// closes its connection first, leaving TIME_WAIT on P: the client's own
+/// address and its peer's.
+fn time_wait_on_a_port() -> (SocketAddr, SocketAddr) {
+    let throwaway = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let peer = throwaway.local_addr().expect("address");
+    let client =
+        Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    client.bind(&any_port.into()).expect("bind the client");
+    client.connect(&peer.into()).expect("connect");
+    let local = client.local_addr().expect("local").as_socket().expect("ip");
+    let (mut accepted, _) = throwaway.accept().expect("accept");
+    drop(client); // our FIN first: this end will wait in TIME_WAIT
+    accepted.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut byte = [0u8];
+    assert_eq!(accepted.read(&mut byte).expect("the client's FIN"), 0);
+    drop(accepted); // the peer's FIN: the client's end enters TIME_WAIT
+    drop(throwaway);
+    eventually("the client's end in TIME_WAIT", || {
+        tcp_socket(local, peer).is_some_and(|e| e.state == TcpState::TimeWait)
+    });
+    (local, peer)
+}
+
+/// A port held only by a closed connection in TIME_WAIT (bound without
+/// SO_REUSEADDR, so the server's SO_REUSEADDR cannot share it): the bind
+/// fails with exit 1 and one line naming TIME_WAIT, the connection's
+/// two ends and that no process holds it. On a host whose table is too
+/// long to read in the lookup's 100 ms the answer is the `ss` line; each
+/// of a few tries makes a fresh connection, at another place in it.
+#[test]
+fn a_port_held_in_time_wait_names_the_connection() {
+    let _heavy = heavy();
+    let mut tries = Vec::new();
+    for _ in 0..5 {
+        let (local, peer) = time_wait_on_a_port();
+        // Nothing listens on it: the connection alone holds the port.
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        assert!(tcp_socket(local, unspecified).is_none(), "a listener");
+        let line = in_use_once(&local.to_string());
+        if !line.contains("the lookup ran out of time") {
+            let connection = format!(" {local} -> {peer} ");
+            assert!(line.contains(&connection), "{line}");
+            assert!(line.contains("no process holds it"), "{line}");
+            assert!(line.contains(" is in TIME_WAIT, "), "{line}");
+            assert!(line.contains("within 60 s"), "{line}");
+            assert!(line.contains("without SO_REUSEADDR"), "{line}");
+            return;
+        }
+        tries.push(line);
+    }
+    panic!("never named in time:\n{}", tries.join("\n"));
 }

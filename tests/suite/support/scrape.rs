@@ -3,13 +3,15 @@
 #![allow(dead_code)] // the external suite uses a subset
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 
 use readyloop::{Model, Summary};
+use socket2::{Domain, Socket, Type};
 
 use super::net::{connect, read_to_end};
 use super::server::{serve, ServerProcess};
+use super::wait::PATIENCE;
 
 /// `GET /metrics` as Prometheus sends it.
 pub const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: readyloop\r\n\
@@ -58,12 +60,61 @@ impl Response {
     }
 }
 
+/// Half a request head, as a slowloris sends it before it stalls.
+pub const HALF: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: readyloop\r\n";
+
 /// Sends `request` exactly as given and reads the response to the end
 /// (every answer closes the connection).
 pub fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
     let mut stream = connect(addr);
     stream.write_all(request).expect("send the request");
     let (bytes, _) = read_to_end(&mut stream);
+    parse_response(bytes)
+}
+
+/// A client of its own address (all of 127.0.0.0/8 is loopback)
+/// connected to `addr`, with the timeouts of [`connect`].
+pub fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let local = SocketAddr::from((from, 0));
+    socket.bind(&local.into()).expect("bind the client's address");
+    socket.connect(&addr.into()).expect("connect");
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
+    stream
+}
+
+/// [`exchange`] from the client address `from`; `None` when the server
+/// closes the connection (or resets it) without a byte of response.
+pub fn exchange_from(
+    from: Ipv4Addr,
+    addr: SocketAddr,
+    request: &[u8],
+) -> Option<Response> {
+    let mut stream = connect_from(from, addr);
+    // A connection closed at once may refuse the request: no answer.
+    stream.write_all(request).ok()?;
+    let (bytes, _) = read_to_end(&mut stream);
+    (!bytes.is_empty()).then(|| parse_response(bytes))
+}
+
+/// Whether the server has neither closed `stream` nor sent on it: a
+/// read that would block.
+pub fn still_open(mut stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8];
+    let open = matches!(
+        stream.read(&mut byte),
+        Err(e) if e.kind() == ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).expect("blocking");
+    open
+}
+
+/// The status, head and body of the bytes of a whole response.
+fn parse_response(bytes: Vec<u8>) -> Response {
     let text = String::from_utf8(bytes).expect("a UTF-8 response");
     let (head, body) = text
         .split_once("\r\n\r\n")
