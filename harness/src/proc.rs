@@ -1,6 +1,5 @@
 //! What /proc says about a server process and its children, through the
-//! `procfs` crate. Shared with the benchmark (`benches/compare`).
-#![allow(dead_code)] // the benchmark uses a subset
+//! `procfs` crate.
 
 use std::net::SocketAddr;
 
@@ -64,8 +63,11 @@ pub fn ticks_per_second() -> u64 {
 /// start time (to tell it from a later process that reuses the pid).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Child {
+    /// Its process id.
     pub pid: u32,
+    /// Its state letter, as in /proc/PID/stat.
     pub state: char,
+    /// When it started, in clock ticks after boot.
     pub start: u64,
 }
 
