@@ -114,3 +114,10 @@ pub fn tcp_socket(
         .into_iter()
         .find(|e| e.local_address == local && e.remote_address == remote)
 }
+
+/// The number of the system call the main thread of `pid` is blocked in
+/// (`/proc/PID/syscall`), or `None` while it runs or is gone.
+pub fn blocked_in(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
