@@ -121,3 +121,8 @@ pub fn blocked_in(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
     text.split_whitespace().next()?.parse().ok()
 }
+
+/// The state letter of `pid` (`T`: stopped), or `None` once it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    Some(stat(pid)?.state)
+}
