@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use ::procfs::Current as _;
+use procfs::Current as _;
 
 /// Slab caches with one object per open socket, at either end alike:
 /// the socket itself, its inode, the dentry and file of its descriptor,
@@ -41,10 +41,10 @@ pub struct Snapshot {
 
 /// Kernel memory now, if sockstat and meminfo could be read.
 pub fn snapshot() -> Option<Snapshot> {
-    let page = ::procfs::page_size();
+    let page = procfs::page_size();
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
     let (sockets, tcp_pages) = parse_sockstat(&sockstat)?;
-    let m = ::procfs::Meminfo::current().ok()?;
+    let m = procfs::Meminfo::current().ok()?;
     let caches = std::fs::read_to_string("/proc/slabinfo")
         .ok()
         .map(|s| parse_slabinfo(&s, page));

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use readyloop::load::Pattern;
 
-use crate::load_json::LoadReport;
-use crate::procfs;
 use crate::sample::Sample;
 use crate::server::{confined, read_lines, readyloop, Running};
+use readyloop_harness::load_json::LoadReport;
+use readyloop_harness::proc;
 
 /// Loopback source addresses for the connect test.
 const CONNECT_SOURCES: &str = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,\
@@ -131,13 +131,13 @@ pub fn measure(
 ) -> Sample {
     let test = drive.test;
     let pid = server.pid;
-    let cpu_before = procfs::cpu_ticks(pid).unwrap_or(0);
+    let cpu_before = proc::cpu_ticks(pid).unwrap_or(0);
     let load_before = reaped_ticks();
     let start = Instant::now();
     let outcome = run(drive);
     let wall = start.elapsed().as_secs_f64();
-    let cpu_after = procfs::cpu_ticks(pid).unwrap_or(cpu_before);
-    let tick = procfs::ticks_per_second() as f64;
+    let cpu_after = proc::cpu_ticks(pid).unwrap_or(cpu_before);
+    let tick = proc::ticks_per_second() as f64;
     let cpu = (cpu_after - cpu_before) as f64 / tick;
     // The generator is the one child reaped meanwhile.
     let load_cpu = load_before
@@ -179,6 +179,6 @@ pub fn measure(
 /// CPU ticks of this process's children that have been waited for
 /// (cutime + cstime of /proc/self/stat).
 fn reaped_ticks() -> Option<u64> {
-    let stat = ::procfs::process::Process::myself().ok()?.stat().ok()?;
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
     u64::try_from(stat.cutime + stat.cstime).ok()
 }

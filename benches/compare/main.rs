@@ -27,13 +27,9 @@ mod floor;
 mod haproxy_cost;
 mod kernel;
 mod load;
-#[path = "../../tests/suite/support/load_json.rs"]
-mod load_json;
 mod metrics_cost;
 mod output;
 mod peer;
-#[path = "../../tests/suite/support/proc.rs"]
-mod procfs;
 mod report;
 mod sample;
 mod scaling;
@@ -50,6 +46,7 @@ use std::time::Instant;
 use load::{Drive, Test};
 use readyloop::load::Pattern;
 use readyloop::Model;
+use readyloop_harness::proc;
 use sample::Sample;
 use server::{Kind, Running, Spec, SERVERS};
 use settings::Settings;
@@ -239,7 +236,7 @@ pub(crate) fn measure_with(
     };
     let pid = server.pid;
     let idle = test.pattern == Pattern::Idle;
-    let mem_before = idle.then(|| procfs::pss_kib(pid)).flatten();
+    let mem_before = idle.then(|| proc::pss_kib(pid)).flatten();
     let kernel_before = idle.then(kernel::snapshot).flatten();
     let mut mem_after = None;
     let mut kernel_after = None;
@@ -247,7 +244,7 @@ pub(crate) fn measure_with(
     // inode caches, and that is the benchmark's memory, not the server's.
     let mut on_held = || {
         kernel_after = kernel::snapshot();
-        mem_after = procfs::pss_kib(pid);
+        mem_after = proc::pss_kib(pid);
     };
     let drive = Drive {
         addr: server.addr,

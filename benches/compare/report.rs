@@ -11,7 +11,8 @@ use crate::metrics_cost::{self, Cost};
 use crate::sample::Sample;
 use crate::server::{self, Running, SERVERS};
 use crate::settings::Settings;
-use crate::{charts, output, procfs, syscalls};
+use crate::{charts, output, syscalls};
+use readyloop_harness::proc;
 
 pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
     let counts = match strace {
@@ -70,8 +71,8 @@ pub fn basics(settings: &Settings) -> Vec<String> {
         if let Ok(server) =
             Running::start(server::command(spec, settings.cpus.0))
         {
-            let rss = procfs::rss_kib(server.pid);
-            let pss = procfs::pss_kib(server.pid);
+            let rss = proc::rss_kib(server.pid);
+            let pss = proc::pss_kib(server.pid);
             lines.push(format!(
                 "RSS at start of {}: {} kB (anonymous PSS {} kB), after one echoed byte",
                 spec.name,

@@ -196,7 +196,7 @@ fn parse_workers(v: &str, cpus: usize) -> Result<Vec<usize>, String> {
 /// The CPUs this process may use (`Cpus_allowed_list`), or the first
 /// `available_parallelism` ones if that cannot be read.
 fn allowed_cpus() -> Vec<u32> {
-    let listed = ::procfs::process::Process::myself()
+    let listed = procfs::process::Process::myself()
         .ok()
         .and_then(|p| p.status().ok())
         .and_then(|s| s.cpus_allowed_list)

@@ -6,8 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Drive, Test};
-use crate::procfs;
 use crate::server::{command, Running, Spec};
+use readyloop_harness::proc;
 
 /// One server's syscall counts.
 #[derive(Debug)]
@@ -81,11 +81,11 @@ pub fn count(
     });
     // Stop the traced server itself (strace's child), so that it exits
     // cleanly and strace writes its table.
-    for child in procfs::children(server.pid) {
+    for child in proc::children(server.pid) {
         crate::server::terminate(child.pid);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while procfs::rss_kib(server.pid).is_some() && Instant::now() < deadline {
+    while proc::rss_kib(server.pid).is_some() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
         if !fs::read_to_string(&out).unwrap_or_default().contains("total") {
             continue;

@@ -31,9 +31,10 @@
 /// Makes one test per model of each behaviour `fn name(model: Model)`:
 /// a module `name` with a test `mio`, `iterative`, `thread`, `process`
 /// and `uring`, so a failure names the model (`matrix::...::thread`). A
-/// model that cannot run fails its test; only where a probe of its own
-/// finds io_uring unavailable does a uring test print why and pass
-/// (`support::uring`). `concurrent:` first leaves out
+/// model that cannot run fails its test. Where a probe of its own finds
+/// io_uring unavailable, a uring test fails with the probe's reason;
+/// only with `READYLOOP_SKIP_URING=1` (a kernel without io_uring) does it
+/// print why and pass (`support::uring`). `concurrent:` first leaves out
 /// the iterative model (one client at a time, so nothing piles up on
 /// it); `in_process:` the process model (forking a multi-threaded test
 /// process is unsound).

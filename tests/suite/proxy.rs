@@ -104,17 +104,36 @@ fn v1_and_v2_headers_name_the_peer(model: Model) {
     assert_eq!(summary.bytes_in, 20 * clients.len() as u64);
 }
 
-/// A v2 header sent one byte a write (edge-triggered reads see it in
-/// pieces) and a v1 header sent with the client's first bytes in one
-/// write both work, and only the client's bytes count as bytes_in.
+/// A v2 header dripped in six pieces, each sent only once the server
+/// has read the one before, so it arrives in as many reads; halfway
+/// through, another client is served (the partial header waits beside
+/// the loop, not in it). Then a v1 header sent with the client's first
+/// bytes in one write. Both work, and only the client's bytes count as
+/// bytes_in.
 fn a_dripped_header_and_a_header_with_payload(model: Model) {
     let mut server = serve(model, &["--mode", "echo", "--proxy-protocol"]);
     let mut c = connect(server.addr);
     c.set_nodelay(true).expect("nodelay");
-    for byte in v2(addr("203.0.113.9:9")) {
-        c.write_all(&[byte]).expect("drip");
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let header = v2(addr("203.0.113.9:9"));
+    // Cuts inside the signature (after its first byte, a v1 reader
+    // could not yet tell), between the fixed part's fields, and before
+    // the addresses.
+    let (first, rest) = header.split_at(12);
+    drip(&mut server, &mut c, first, &[1, 6]);
+    // One client at a time: the iterative model serves the next only
+    // after this one, by design.
+    let meanwhile = model != Model::Iterative;
+    if meanwhile {
+        let mut other = connect(server.addr);
+        other.write_all(&v1(addr("203.0.113.11:11"))).expect("header");
+        other.write_all(b"meanwhile").expect("write");
+        let mut back = [0; 9];
+        std::io::Read::read_exact(&mut other, &mut back)
+            .expect("no echo for a client while another's header is half in");
+        assert_eq!(&back, b"meanwhile");
+        close_and_wait(other);
     }
+    drip(&mut server, &mut c, rest, &[2, 4]);
     assert_eq!(echo_round(&mut c, b"dripped"), b"dripped");
     close_and_wait(c);
     let mut c = connect(server.addr);
@@ -126,12 +145,67 @@ fn a_dripped_header_and_a_header_with_payload(model: Model) {
     std::io::Read::read_exact(&mut c, &mut back).expect("echo");
     assert_eq!(back, b"with the header");
     close_and_wait(c);
-    wait_count(&mut server, "closed: eof", 2);
+    let served = usize::from(meanwhile);
+    wait_count(&mut server, "closed: eof", 2 + served);
     assert_eq!(server.count("] 203.0.113.9:9 accepted"), 1);
     assert_eq!(server.count("] 203.0.113.10:10 accepted"), 1);
+    assert_eq!(server.count("] 203.0.113.11:11 accepted"), served);
+    let bytes = 7 + 15 + 9 * served as u64;
     let summary = stop(server);
-    assert_eq!(summary.bytes_in, 7 + 15);
-    assert_eq!(summary.bytes_out, 7 + 15);
+    assert_eq!((summary.bytes_in, summary.bytes_out), (bytes, bytes));
+}
+
+/// Writes `bytes` in pieces cut at `cuts`, each once the server has read
+/// the one before (its receive queue is empty; over loopback a write has
+/// reached that queue when it returns). So the server reads them apart,
+/// however loaded the machine, and must keep what it read so far.
+fn drip(
+    server: &mut ServerProcess,
+    c: &mut std::net::TcpStream,
+    bytes: &[u8],
+    cuts: &[usize],
+) {
+    let ours = c.local_addr().expect("local address");
+    let theirs = c.peer_addr().expect("peer address");
+    let ends = cuts.iter().copied().chain([bytes.len()]);
+    let mut start = 0;
+    for (i, end) in ends.enumerate() {
+        c.write_all(&bytes[start..end]).expect("drip");
+        start = end;
+        eventually(&format!("the server reads dripped piece {i}"), || {
+            if ended(c) {
+                let log = server.collect_log().join("\n");
+                panic!("the server closed at dripped piece {i}:\n{log}");
+            }
+            unread(theirs, ours) == Some(0)
+        });
+    }
+}
+
+/// The bytes waiting unread in the receive queue of the socket from
+/// `local` to `peer`, as `ss` reports them. Not /proc/net/tcp: with the
+/// suite's thousands of sockets, reading the whole table a few times
+/// can outlast the header's 5 s; `ss` has the kernel find the one socket.
+fn unread(local: SocketAddr, peer: SocketAddr) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", "src", &local.to_string(), "dst", &peer.to_string()])
+        .output()
+        .expect("run ss (iproute2)");
+    // State, Recv-Q, Send-Q, local and peer address.
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether the server has closed `c` (EOF or a reset waits for us),
+/// without blocking.
+fn ended(c: &std::net::TcpStream) -> bool {
+    c.set_nonblocking(true).expect("nonblocking");
+    let got = c.peek(&mut [0]);
+    c.set_nonblocking(false).expect("blocking");
+    match got {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }
 
 /// A client that connects without a header is closed and counted as an

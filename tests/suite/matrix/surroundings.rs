@@ -7,9 +7,9 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use readyloop::Model;
+use readyloop::{Model, Summary};
 use rustix::process::{kill_process, Pid};
 
 use crate::support::server::Signal;
@@ -25,9 +25,6 @@ per_model!(
     stop_and_continue_pulses_keep_the_stop_window,
     shutdown_flushes_and_lingers_instead_of_resetting,
 );
-
-/// The stop window every model gives connections to finish.
-const STOP_WINDOW: Duration = Duration::from_secs(2);
 
 /// A client that left the server lingering: echo output pending for it
 /// and input the server never read. Under a plain stop the server would
@@ -50,24 +47,62 @@ fn hangup_stops_like_terminate(model: Model) {
     assert!(server.log.iter().any(|l| l.contains("received SIGHUP")));
 }
 
+/// A stop window kept by a running server: a mio server told to stop
+/// while it holds a lingering client, which never reads nor closes, so
+/// that only the end of the window lets the server exit. Once
+/// [`StopWindow::begin`] returns, the window runs; while the server
+/// runs, it has not ended.
+struct StopWindow {
+    server: ServerProcess,
+    _client: TcpStream,
+}
+
+impl StopWindow {
+    /// The server and its lingering client, not stopping yet.
+    fn ready() -> StopWindow {
+        let server = serve(Model::Mio, &["--mode", "echo"]);
+        let client = lingering_client(&server);
+        StopWindow { server, _client: client }
+    }
+
+    /// Stops the server, and returns once its window has begun.
+    fn begin(&mut self) {
+        self.server.signal(Signal::INT);
+        self.server.wait_for_line("stopping: 1 connections open");
+    }
+
+    /// Whether the window is still on.
+    fn running(&mut self) -> bool {
+        self.server.alive()
+    }
+}
+
 /// Sends `first` (and waits until the server has seen it) then `then` to
 /// a server holding a lingering client, and checks it stopped at once:
-/// exit 0, every connection counted as `shutdown`, and well before the
-/// stop window it would otherwise have spent.
+/// exit 0, every connection counted as `shutdown`, and all while a stop
+/// window begun before the first signal still runs.
 fn stops_at_once(model: Model, first: Option<Signal>, then: Signal) {
     let mut server = serve(model, &["--mode", "echo"]);
     let c = lingering_client(&server);
-    let start = Instant::now();
+    let mut window = StopWindow::ready();
+    window.begin();
     if let Some(signal) = first {
         server.signal(signal);
         // Two signals sent at once would arrive as one.
         server.wait_for_line("stopping");
     }
-    let (code, s) = server.finish_with(&[then]);
-    let took = start.elapsed();
+    server.signal(then);
+    let code = server.wait_exit();
+    let at_once = window.running();
+    let s = Summary::parse(&server.wait_for_status("summary "))
+        .expect("parse summary");
     assert_eq!(code, 0);
     assert_eq!((s.accepted, s.closed_shutdown), (1, 1), "{s}");
-    assert!(took < STOP_WINDOW, "{model}: took {took:?}, the whole window");
+    assert!(
+        at_once,
+        "{model}: still running when a stop window begun before the first \
+         signal had ended"
+    );
     drop(c);
 }
 
@@ -101,71 +136,121 @@ fn usr1_reports_the_counters_and_usr2_is_ignored(model: Model) {
     assert_eq!(s.accepted, 1, "{s}");
 }
 
-/// SIGSTOP/SIGCONT sent every 100 ms to the server (and, in the process
-/// model, its children, as job control does to a process group) until
-/// `done` is set or 20 s pass; returns how many pulses were sent.
-fn pulse(server: &ServerProcess, done: Arc<AtomicBool>) -> Arc<AtomicU32> {
-    let pid = server.pid();
-    let pulses = Arc::new(AtomicU32::new(0));
-    let count = Arc::clone(&pulses);
-    thread::spawn(move || {
-        while !done.load(SeqCst) && count.load(SeqCst) < 200 {
-            let mut pids = vec![pid];
-            pids.extend(proc::children(pid).iter().map(|c| c.pid));
-            for signal in [Signal::STOP, Signal::CONT] {
-                for &p in &pids {
-                    if let Some(p) = Pid::from_raw(p as i32) {
-                        let _ = kill_process(p, signal);
-                    }
-                }
-            }
-            count.fetch_add(1, SeqCst);
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
-    pulses
+/// Job control pulsing a server: SIGSTOP to it (and, in the process
+/// model, its children, as job control does to a process group), a wait
+/// until each is really stopped (a SIGCONT sent before that would cancel
+/// the stop), SIGCONT, then 100 ms running; up to [`PULSES`] times, so
+/// that a server that only acts once the pulses end is seen to.
+struct Pulses {
+    sent: Arc<AtomicU32>,
+    done: Arc<AtomicBool>,
+    pulser: thread::JoinHandle<()>,
 }
 
-/// Job control cannot freeze the idle timeout: with SIGSTOP/SIGCONT
-/// pulses every 100 ms, a 1 s idle timeout still closes the connection
-/// while the pulses go on (a wait retried with its whole timeout after
-/// each pulse would never end), within 1.5 s.
+/// How many pulses a [`Pulses`] sends at most: over 10 s of them, five
+/// times the stop window and ten times the idle timeout below.
+const PULSES: u32 = 100;
+
+impl Pulses {
+    /// Starts pulsing `server` (and the children it has now) and returns
+    /// once a first pulse went.
+    fn start(server: &ServerProcess) -> Pulses {
+        let pid = server.pid();
+        let mut pids = vec![pid];
+        pids.extend(proc::children(pid).iter().map(|c| c.pid));
+        let sent = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (count, stop) = (Arc::clone(&sent), Arc::clone(&done));
+        let pulser = thread::spawn(move || {
+            while !stop.load(SeqCst) && count.load(SeqCst) < PULSES {
+                send(&pids, Signal::STOP);
+                // Stopped, or gone (a zombie never stops); bounded.
+                let stopped = |&p: &u32| {
+                    matches!(proc::state(p), None | Some('T' | 'Z' | 'X'))
+                };
+                for _ in 0..1000 {
+                    if pids.iter().all(stopped) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+                send(&pids, Signal::CONT);
+                count.fetch_add(1, SeqCst);
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let pulses = Pulses { sent, done, pulser };
+        eventually("a first pulse", || pulses.sent() > 0);
+        pulses
+    }
+
+    /// Pulses sent so far.
+    fn sent(&self) -> u32 {
+        self.sent.load(SeqCst)
+    }
+
+    /// Stops pulsing; returns whether the pulses had already run out
+    /// (all [`PULSES`] sent) by themselves.
+    fn stop(self) -> bool {
+        let ran_out = self.pulser.is_finished();
+        self.done.store(true, SeqCst);
+        self.pulser.join().expect("pulser");
+        ran_out
+    }
+}
+
+fn send(pids: &[u32], signal: Signal) {
+    for &p in pids {
+        if let Some(p) = Pid::from_raw(p as i32) {
+            let _ = kill_process(p, signal);
+        }
+    }
+}
+
+/// Job control cannot freeze the idle timeout: under [`Pulses`] that
+/// began before the client's last byte, the idle timeout (1 s) still
+/// closes the connection while the pulses go on (a wait retried with
+/// its whole timeout after each pulse would close it only once they
+/// end), with pulses between that byte and the close.
 fn stop_and_continue_pulses_keep_the_idle_timeout(model: Model) {
     let server = serve(model, &["--mode", "echo", "--idle-timeout", "1"]);
     let mut c = connect(server.addr);
+    let pulses = Pulses::start(&server);
     assert_eq!(echo_round(&mut c, b"x"), b"x");
-    let done = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let pulses = pulse(&server, Arc::clone(&done));
+    let before = pulses.sent();
     let (rest, _) = read_to_end(&mut c);
-    let took = start.elapsed();
-    let sent = pulses.load(SeqCst);
-    done.store(true, SeqCst);
+    let during = pulses.sent() - before;
+    let ran_out = pulses.stop();
     assert!(rest.is_empty());
-    assert!(sent < 200, "{model}: idle close only after the pulses ended");
-    assert!(took < Duration::from_millis(1500), "{model}: took {took:?}");
+    assert!(
+        !ran_out,
+        "{model}: the idle close came after all {PULSES} pulses"
+    );
+    assert!(during > 0, "{model}: no pulse while the connection was idle");
     let (code, s) = server.terminate();
     assert_eq!(code, 0);
-    assert_eq!(s.closed_idle, 1, "{s}");
+    assert_eq!((s.accepted, s.closed_idle), (1, 1), "{s}");
 }
 
-/// Job control cannot stretch the stop: under the same pulses, SIGINT
-/// ends the server within the stop window plus 0.5 s.
+/// Job control cannot stretch the stop: under [`Pulses`], SIGINT with a
+/// lingering client (which only the stop window's end can close) ends
+/// the server while the pulses go on, with pulses during its window;
+/// the client is counted as `shutdown`.
 fn stop_and_continue_pulses_keep_the_stop_window(model: Model) {
     let mut server = serve(model, &["--mode", "echo"]);
     let c = lingering_client(&server);
-    let done = Arc::new(AtomicBool::new(false));
-    let pulses = pulse(&server, Arc::clone(&done));
-    let start = Instant::now();
-    let (code, s) = server.finish_with(&[Signal::INT]);
-    let took = start.elapsed();
-    let sent = pulses.load(SeqCst);
-    done.store(true, SeqCst);
+    let pulses = Pulses::start(&server);
+    let before = pulses.sent();
+    server.signal(Signal::INT);
+    let code = server.wait_exit();
+    let during = pulses.sent() - before;
+    let ran_out = pulses.stop();
+    let line = server.wait_for_status("summary ");
+    let s = Summary::parse(&line).expect("parse summary");
+    assert!(!ran_out, "{model}: stopped only after all {PULSES} pulses");
+    assert!(during > 0, "{model}: no pulse during the stop window");
     assert_eq!(code, 0);
-    assert_eq!(s.closed(), s.accepted, "{s}");
-    assert!(sent < 200, "{model}: stopped only after the pulses ended");
-    let bound = STOP_WINDOW + Duration::from_millis(500);
-    assert!(took < bound, "{model}: took {took:?}");
+    assert_eq!((s.accepted, s.closed_shutdown), (1, 1), "{s}");
     drop(c);
 }
 

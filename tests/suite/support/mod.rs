@@ -1,12 +1,11 @@
 //! Helpers of the suite, one concern a file: the server under test, the
-//! client side of a socket, waits, /proc, seeded bytes, the chaos driver
-//! and the load generator's JSON.
+//! client side of a socket, waits, seeded bytes and the chaos driver.
+//! /proc and the load generator's JSON come from `readyloop-harness`
+//! (`harness/`), which the benchmark reads them with too.
 
 pub mod activation;
 pub mod chaos;
-pub mod load_json;
 pub mod net;
-pub mod proc;
 pub mod rng;
 pub mod scrape;
 pub mod server;
@@ -15,6 +14,7 @@ pub mod uring;
 pub mod wait;
 
 pub use net::*;
+pub use readyloop_harness::{load_json, proc};
 pub use rng::{pattern, Rng};
 pub use server::{
     assert_whole_records, serve, stop, ServerProcess, WARM_UP_BYTES,

@@ -1,6 +1,5 @@
 //! What /proc says about a server process and its children, through the
-//! `procfs` crate. Shared with the benchmark (`benches/compare`).
-#![allow(dead_code)] // the benchmark uses a subset
+//! `procfs` crate.
 
 use std::net::SocketAddr;
 
@@ -64,8 +63,11 @@ pub fn ticks_per_second() -> u64 {
 /// start time (to tell it from a later process that reuses the pid).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Child {
+    /// Its process id.
     pub pid: u32,
+    /// Its state letter, as in /proc/PID/stat.
     pub state: char,
+    /// When it started, in clock ticks after boot.
     pub start: u64,
 }
 
@@ -111,4 +113,16 @@ pub fn tcp_socket(
         .ok()?
         .into_iter()
         .find(|e| e.local_address == local && e.remote_address == remote)
+}
+
+/// The number of the system call the main thread of `pid` is blocked in
+/// (`/proc/PID/syscall`), or `None` while it runs or is gone.
+pub fn blocked_in(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// The state letter of `pid` (`T`: stopped), or `None` once it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    Some(stat(pid)?.state)
 }
