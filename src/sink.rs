@@ -24,7 +24,7 @@
 //! model forks, and must stay single-threaded): pending lines go out on
 //! the next line, or on [`flush`], which the loops call every turn
 //! (a relaxed load when nothing is pending).
-#![allow(unsafe_code)] // poll(2), in `poll_writable` only
+#![allow(unsafe_code)] // poll(2) in `poll_writable`, ioctl(2) in `unread`
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +42,8 @@ pub(crate) const CAPACITY: usize = 64 * 1024;
 const PIPE_BUF: usize = libc::PIPE_BUF;
 /// How soon a loop with lines pending tries the sink again.
 const RETRY: Duration = Duration::from_millis(100);
+/// How often the last lines look at whether the reader moved.
+const LOOK: Duration = Duration::from_millis(50);
 /// The target of the line that reports drops, as `journal` logs.
 const TARGET: &str = "readyloop::journal";
 
@@ -165,6 +167,21 @@ enum Out {
 }
 
 impl Out {
+    /// Bytes written that the reader has not taken yet, where the kernel
+    /// says: a pipe's FIONREAD, a socket's unsent queue (SIOCOUTQ).
+    fn unread(&self) -> Option<usize> {
+        let (fd, request) = match self {
+            Out::Own(file) => (file.as_raw_fd(), libc::FIONREAD),
+            Out::Socket => (2, libc::TIOCOUTQ),
+            Out::Plain | Out::Guarded => return None,
+        };
+        let mut n: libc::c_int = 0;
+        // SAFETY: both requests write one int through the pointer, which
+        // points at `n`, alive for the call.
+        let r = unsafe { libc::ioctl(fd, request, &mut n) };
+        (r == 0).then(|| usize::try_from(n).unwrap_or(0))
+    }
+
     fn write(&self, data: &[u8]) -> io::Result<usize> {
         match self {
             Out::Own(file) => (&*file).write(data),
@@ -366,20 +383,28 @@ impl Sink {
     /// Flushes while the sink keeps taking bytes: gives up after `stall`
     /// without a byte taken, or at `cap`. True when nothing is left.
     fn drain_while_moving(&mut self, stall: Duration, cap: Instant) -> bool {
-        let mut moved = (self.written, Instant::now());
+        // Progress is ours (bytes written) or the reader's (bytes it took
+        // from what we wrote): a one-page pipe takes a write only once
+        // its reader emptied the whole page, seconds apart at a slow
+        // reader's pace, while the reader moves all along.
+        let mut seen = (self.written, self.out.unread());
+        let mut moved = Instant::now();
         loop {
             if self.flush() {
                 return true;
             }
             let now = Instant::now();
-            if self.written != moved.0 {
-                moved = (self.written, now);
+            let unread = self.out.unread();
+            let took = matches!((seen.1, unread), (Some(a), Some(b)) if b < a);
+            if self.written != seen.0 || took {
+                moved = now;
             }
-            let until = cap.min(moved.1 + stall);
+            seen = (self.written, unread);
+            let until = cap.min(moved + stall);
             if now >= until {
                 return false;
             }
-            self.out.wait(until - now);
+            self.out.wait((until - now).min(LOOK));
         }
     }
 }

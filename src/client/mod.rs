@@ -281,6 +281,13 @@ fn connect(
         ));
         match TcpStream::connect_timeout(&addr, left) {
             Ok(stream) => return Ok((stream, addr)),
+            // The handshake completed and an RST followed before the
+            // wait for it returned: the connection was reset, not refused.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err("connection reset by peer (RST); 0 bytes sent, \
+                            0 received"
+                    .into());
+            }
             Err(e) => last = Some(e),
         }
     }

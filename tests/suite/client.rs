@@ -145,15 +145,17 @@ fn verbose_narrates_the_half_close_in_order() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(ran.stdout, b"hello\n");
     let lines = ran.lines();
-    assert_eq!(lines.len(), 3, "{}", ran.stderr);
+    assert_eq!(lines.len(), 4, "{}", ran.stderr);
+    let waiting = format!("client: connecting to {addr}: SYN sent");
+    assert!(lines[0].starts_with(&waiting), "{}", ran.stderr);
     let connected = format!("client: connected to {addr} from ");
-    let local = lines[0]
+    let local = lines[1]
         .strip_prefix(&connected)
         .and_then(|rest| rest.strip_suffix(" (handshake done)"))
         .unwrap_or_else(|| panic!("first line: {}", ran.stderr));
     let local: SocketAddr = local.parse().expect("a local address");
     assert_eq!(
-        &lines[1..],
+        &lines[2..],
         [
             "client: sent FIN (half-close): still reading; 6 bytes sent",
             "client: peer sent FIN: closing; 6 bytes sent, 6 received",
@@ -182,7 +184,8 @@ fn a_reset_from_the_server_exits_1_and_says_rst() {
 }
 
 /// Nothing listening (a port bound but not listening refuses every
-/// connect): exit 1 and one line naming the address.
+/// connect): exit 1 and one line naming the address (after `-v`'s line
+/// that the handshake began).
 #[test]
 fn nothing_listening_exits_1_with_one_line() {
     let taken = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
@@ -192,10 +195,10 @@ fn nothing_listening_exits_1_with_one_line() {
     let ran = client(&["-v", &addr.to_string()], Input::Null, false);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     let lines = ran.lines();
-    assert_eq!(lines.len(), 1, "{}", ran.stderr);
+    assert_eq!(lines.len(), 2, "{}", ran.stderr);
     let want = format!("error: cannot connect to {addr}: ");
-    assert!(lines[0].starts_with(&want), "{}", ran.stderr);
-    assert!(lines[0].contains("refused"), "{}", ran.stderr);
+    assert!(lines[1].starts_with(&want), "{}", ran.stderr);
+    assert!(lines[1].contains("refused"), "{}", ran.stderr);
 }
 
 /// `--rst` ends the connection with an RST, which the server counts as a
@@ -239,7 +242,7 @@ fn idle_sends_nothing_until_the_server_closes() {
     let ran = client(&["-v", "--idle", "600", &addr], Input::Open, false);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(
-        &ran.lines()[1..],
+        &ran.lines()[2..],
         [
             "client: idle: sending nothing for 600 s",
             "client: peer sent FIN: closing; 0 bytes sent, 0 received",
