@@ -24,6 +24,7 @@ per_model!(
     stop_and_continue_pulses_keep_the_idle_timeout,
     stop_and_continue_pulses_keep_the_stop_window,
     shutdown_flushes_and_lingers_instead_of_resetting,
+    a_window_spent_stopped_ends_at_continue,
 );
 
 /// A client that left the server lingering: echo output pending for it
@@ -268,4 +269,49 @@ fn shutdown_flushes_and_lingers_instead_of_resetting(model: Model) {
     assert!(clean, "{model}: an RST after {} bytes", back.len());
     assert_eq!(back.len() as u64, s.bytes_out, "{s}");
     assert!(back == sent[..back.len()], "echo differs");
+}
+
+/// Whether signal `signal` waits, undelivered, for process `pid` (its
+/// bit in `SigPnd` or `ShdPnd` of /proc/PID/status).
+fn pending(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default();
+    let bit = 1u64 << (signal - 1);
+    status.lines().any(|l| {
+        let mask =
+            l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
+}
+
+/// Job control cannot add a window to a stop: SIGTERM (delivered), then
+/// SIGSTOP before the model may have looked for it, held until a whole
+/// stop window has passed (a reference server's window, begun with the
+/// SIGTERM, is over), then SIGCONT: the server exits at once, while a
+/// window begun at the SIGCONT still runs. (The iterative model, which
+/// looks for a stop between slices of a blocked call, used to start its
+/// window at that look, after the SIGCONT.)
+fn a_window_spent_stopped_ends_at_continue(model: Model) {
+    let mut server = serve(model, &["--mode", "echo"]);
+    let c = lingering_client(&server);
+    let mut before = StopWindow::ready();
+    let mut after = StopWindow::ready();
+    let pid = server.pid();
+    before.begin();
+    server.signal(Signal::TERM);
+    eventually("SIGTERM delivered", || !pending(pid, libc::SIGTERM));
+    server.signal(Signal::STOP);
+    eventually("a whole stop window passed", || !before.running());
+    after.begin();
+    server.signal(Signal::CONT);
+    let code = server.wait_exit();
+    let at_once = after.running();
+    assert_eq!(code, 0);
+    assert!(
+        at_once,
+        "{model}: still running a whole window after SIGCONT, its window \
+         spent while stopped"
+    );
+    drop(c);
 }
