@@ -202,11 +202,7 @@ impl Policy {
     /// Until when the next wait may block: the method's own `due`, the
     /// nearest idle or header deadline, the end of an accept pause or of
     /// the stop window, a log retry, the service duties, a scrape.
-    fn deadline(
-        &mut self,
-        now: Instant,
-        due: Option<Instant>,
-    ) -> Option<Instant> {
+    fn deadline(&self, now: Instant, due: Option<Instant>) -> Option<Instant> {
         let start = self.start;
         let at = |ms: u64| start + Duration::from_millis(ms);
         let idle = self.idle.as_ref().and_then(IdleList::next_deadline);
@@ -214,9 +210,10 @@ impl Policy {
         let log = journal::retry_at(now);
         let service = self.listener.service_due();
         let metrics = self.metrics.as_ref().and_then(|m| m.deadline(now));
-        [due, idle.map(at), header.map(at), self.stopping, log, service]
+        let idle = idle.map(at);
+        let header = header.map(at);
+        [due, idle, header, self.stopping, log, service, metrics]
             .into_iter()
-            .chain([metrics])
             .flatten()
             .min()
     }
