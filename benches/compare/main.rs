@@ -12,7 +12,12 @@
 //! After the matrix, the mio model runs the CPU test again with
 //! `--metrics-addr` on and scraped every second against off, round by
 //! round (`metrics_cost`), and behind HAProxy with the PROXY protocol
-//! against without it (`haproxy_cost`).
+//! against without it (`haproxy_cost`). With
+//! `READYLOOP_BENCH_BEFORE=PATH` (a readyloop binary built from another
+//! commit, or with `--features no-trace`), the mio model of this build
+//! runs the CPU test against that binary's and tokio current_thread,
+//! round by round (`before_cost`); `READYLOOP_BENCH_ONLY=before` runs
+//! that comparison alone.
 //!
 //! Output: a table on stdout, `target/bench/report.md`, `report.csv`
 //! and SVG charts. `READYLOOP_BENCH_QUICK=1` runs a smoke matrix in
@@ -22,6 +27,7 @@
 //! multi_thread and the thread model on the same N CPUs, with
 //! `READYLOOP_BENCH_WORKERS=1,2,4,8` for the counts).
 
+mod before_cost;
 mod charts;
 mod floor;
 mod haproxy_cost;
@@ -89,6 +95,19 @@ fn bench() -> Result<(), String> {
     let out_dir = out_dir();
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("{out_dir:?}: {e}"))?;
+    if settings.only_before {
+        let text = before_cost::run(&settings)?
+            .text(&settings)
+            .ok_or("the comparison with the other binary did not run")?;
+        println!("{text}");
+        let md = format!(
+            "# readyloop benchmark: this build against another\n\n{}\n",
+            text
+        );
+        write(&out_dir.join("before.md"), &md)?;
+        eprintln!("bench: wrote {}", out_dir.join("before.md").display());
+        return Ok(());
+    }
     let mut samples = Vec::new();
     let mut unavailable: HashMap<&'static str, String> = HashMap::new();
     for round in 1..=settings.rounds + settings.cpu_rounds {
@@ -118,6 +137,7 @@ fn bench() -> Result<(), String> {
     let metrics = metrics_cost::run(&settings);
     let scaled = scaling::run(&settings.scaling, settings.rounds);
     let haproxy = haproxy_cost::run(&settings);
+    let before = before_cost::run(&settings)?;
     let strace = strace_counts(&settings);
     let basics = report::basics(&settings);
     let servers: Vec<&'static str> = SERVERS.iter().map(|s| s.name).collect();
@@ -138,6 +158,10 @@ fn bench() -> Result<(), String> {
     let syscall_text = report::syscall_table(&strace);
     println!("{syscall_text}");
     println!("{}", metrics.line(&settings));
+    let before_text = before.text(&settings);
+    if let Some(text) = &before_text {
+        println!("{text}");
+    }
     println!("behind HAProxy, PROXY v2 against none:\n{}", haproxy.table());
     println!("{}", basics.join("\n"));
     let charts = report::draw(&out_dir, &samples, &settings, &servers);
@@ -155,6 +179,12 @@ fn bench() -> Result<(), String> {
         started.elapsed(),
     );
     md.push_str(&haproxy.markdown());
+    if let Some(text) = &before_text {
+        md.push_str(&format!(
+            "\n## This build against another\n\n{}\n",
+            text.replace('\n', "\n\n")
+        ));
+    }
     write(&out_dir.join("report.md"), &md)?;
     write(&out_dir.join("report.csv"), &output::csv(&samples))?;
     write(&out_dir.join("scaling.csv"), &output::csv(&scaled))?;

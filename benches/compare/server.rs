@@ -16,6 +16,9 @@ use rustix::process::{kill_process, Pid, Signal};
 pub enum Kind {
     /// `readyloop serve --model M`.
     Readyloop(Model),
+    /// The same, with the binary `READYLOOP_BENCH_BEFORE` names
+    /// (`before_cost.rs`).
+    Before(Model),
     /// The tokio peer on this runtime flavor.
     Tokio(&'static str),
     /// A floor (`floor.rs`): `epoll` or `uring`.
@@ -97,8 +100,13 @@ pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
 /// worker thread count as one more argument.
 pub fn command_on(spec: &Spec, list: Option<&str>) -> Command {
     match spec.kind {
-        Kind::Readyloop(model) => {
-            let mut cmd = confined(list, readyloop());
+        Kind::Readyloop(model) | Kind::Before(model) => {
+            let binary = match spec.kind {
+                Kind::Before(_) => crate::before_cost::binary(),
+                _ => None,
+            };
+            let mut cmd =
+                confined(list, binary.as_deref().unwrap_or(readyloop()));
             cmd.args(["serve", "--model", model.name(), "--mode", "echo"]);
             cmd.args(["--addr", "127.0.0.1:0", "--log-level", "warn"]);
             cmd.args(["--max-connections", "200000"]);

@@ -27,6 +27,9 @@ pub struct Settings {
     pub only: Option<Pattern>,
     /// `READYLOOP_BENCH_ONLY=scaling`: the scaling table alone.
     pub only_scaling: bool,
+    /// `READYLOOP_BENCH_ONLY=before`: this build against
+    /// `READYLOOP_BENCH_BEFORE` alone (`before_cost.rs`).
+    pub only_before: bool,
     /// The scaling table (`--workers`).
     pub scaling: scaling::Plan,
 }
@@ -58,8 +61,16 @@ impl Settings {
         let cpu_test = t(Pattern::Pingpong, 1000, 64);
         let only_var = std::env::var("READYLOOP_BENCH_ONLY");
         let only_scaling = only_var.as_deref() == Ok("scaling");
+        let only_before = only_var.as_deref() == Ok("before");
+        if only_before && crate::before_cost::binary().is_none() {
+            return Err(format!(
+                "READYLOOP_BENCH_ONLY=before needs {} (a readyloop binary \
+                 to compare with)",
+                crate::before_cost::VAR
+            ));
+        }
         let only = match only_var {
-            Ok(v) if v == "scaling" => None,
+            Ok(v) if v == "scaling" || v == "before" => None,
             Ok(v) => Some(
                 <Pattern as clap::ValueEnum>::value_variants()
                     .iter()
@@ -68,7 +79,7 @@ impl Settings {
                     .ok_or_else(|| {
                         format!(
                             "READYLOOP_BENCH_ONLY={v}: not a pattern, nor \
-                             scaling"
+                             scaling, nor before"
                         )
                     })?,
             ),
@@ -95,6 +106,7 @@ impl Settings {
                 cpus,
                 only,
                 only_scaling,
+                only_before,
                 scaling: plan,
             },
             false => Settings {
@@ -118,6 +130,7 @@ impl Settings {
                 cpus,
                 only,
                 only_scaling,
+                only_before,
                 scaling: plan,
             },
         };

@@ -32,7 +32,9 @@ fn after(lines: &[&str], from: usize, words: &[&str]) -> usize {
 /// `--log-level trace`: the accept with its state, the read and its
 /// count, the write, the read of 0 that is the client's FIN with the
 /// state CLOSE_WAIT, and the close, in that order; with `readable`
-/// events before the reads in the mio model. At `info`, none of it.
+/// events before the reads in the mio model, and in the uring model the
+/// completions instead (recv 6 bytes with its buffer, send 6 bytes, recv
+/// 0 for the EOF). At `info`, none of it.
 fn narrates(model: Model) {
     let mut server = serve(model, &["--mode", "echo", "--log-level", "trace"]);
     let mut c = connect(server.addr);
@@ -47,9 +49,27 @@ fn narrates(model: Model) {
     let log = server.collect_log().to_vec();
     let lines = traced(&log, &me);
     let start = match model {
-        Model::Mio => after(&lines, 0, &["accepted", "state ESTABLISHED"]),
+        Model::Mio | Model::Uring => {
+            after(&lines, 0, &["accepted", "state ESTABLISHED"])
+        }
         _ => after(&lines, 0, &["state ESTABLISHED"]),
     };
+    if model == Model::Uring {
+        let mut at = after(&lines, start, &["arm recv"]);
+        at = after(&lines, at, &["completion: recv 6 bytes", "buffer "]);
+        at = after(&lines, at, &["completion: send 6 bytes"]);
+        at = after(&lines, at, &["completion: recv 0 (EOF)"]);
+        at = after(&lines, at, &["the peer's FIN", "state CLOSE_WAIT"]);
+        at = after(&lines, at, &["close (eof)"]);
+        after(&lines, at, &["slot", "freed"]);
+        // Each submission batch names its count.
+        assert!(
+            log.iter().any(|l| l.contains("submit: ") && l.contains("in one")),
+            "{log:#?}"
+        );
+        stop(server);
+        return quiet(model);
+    }
     let mut at = start;
     if model == Model::Mio {
         at = after(&lines, at, &["event:", "readable"]);
@@ -59,7 +79,11 @@ fn narrates(model: Model) {
     at = after(&lines, at, &["read 0 bytes", "EOF", "state CLOSE_WAIT"]);
     after(&lines, at, &["close (eof)"]);
     stop(server);
+    quiet(model);
+}
 
+/// At the default level, an exchange prints no TRACE line.
+fn quiet(model: Model) {
     let mut quiet = serve(model, &["--mode", "echo"]);
     let mut c = connect(quiet.addr);
     assert_eq!(echo_round(&mut c, b"hi"), b"hi");
@@ -74,6 +98,12 @@ fn narrates(model: Model) {
 #[test]
 fn mio() {
     narrates(Model::Mio);
+}
+
+/// [`narrates`] against the uring model.
+#[test]
+fn uring() {
+    crate::support::uring::run(Model::Uring, narrates);
 }
 
 /// [`narrates`] against the iterative model.

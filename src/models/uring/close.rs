@@ -11,7 +11,7 @@ use crate::stats::Reason;
 
 use super::connection::{Connection, Phase};
 use super::ring::{self, Completion, Kind, Op};
-use super::Loop;
+use super::{trace, Loop};
 
 impl Loop {
     /// Counts and logs connection `key` as closed, then ends it.
@@ -20,6 +20,15 @@ impl Loop {
         if conn.phase == Phase::Closing {
             return;
         }
+        if trace::on() {
+            let ops = conn.in_flight();
+            let what = match ops {
+                true => "operations in flight cancelled first (trap C1)",
+                false => "nothing in flight",
+            };
+            self.trace_state(key, &format!("close ({reason}): {what}"));
+        }
+        let conn = &self.connections[key];
         self.policy.closing(key, conn.peer, reason);
         self.end(key);
     }
@@ -56,6 +65,10 @@ impl Loop {
         });
         if done {
             let conn = self.connections.remove(key);
+            log::trace!(
+                "{} last operation completed: slot {key} freed, socket closed",
+                conn.peer
+            );
             self.policy.output.held -= conn.held();
             drop(conn);
             self.policy.freed();

@@ -34,6 +34,7 @@ mod connection;
 mod recv;
 mod ring;
 mod send;
+mod trace;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -123,11 +124,18 @@ impl Method for Loop {
     }
 
     fn wait(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        let tracing = trace::on();
+        if tracing {
+            self.trace_submit();
+        }
         ring::submit_and_wait(&mut self.ring, deadline)?;
         let now = self.policy.tick();
         let mut completions = std::mem::take(&mut self.completions);
         ring::reap(&mut self.ring, &mut completions);
         for c in &completions {
+            if tracing {
+                self.trace_completion(c);
+            }
             match c.op.kind {
                 Kind::Accept => self.on_accept(*c, now),
                 Kind::Control => self.on_control(*c, now),
@@ -251,6 +259,9 @@ impl Loop {
         self.next_gen = self.next_gen.wrapping_add(1);
         let conn = Connection::new(stream, peer, self.next_gen);
         let key = self.connections.insert(conn);
+        if trace::on() {
+            self.trace_state(key, &format!("accepted: slot {key}"));
+        }
         self.policy.opened(key, peer);
         // With a PROXY header due, the first receives feed it.
         self.arm_recv(key);

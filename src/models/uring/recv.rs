@@ -18,7 +18,7 @@ use crate::stats::Reason;
 use super::bufs;
 use super::connection::{Connection, Phase};
 use super::ring::{self, Completion, Kind, Op};
-use super::{close::live, Loop};
+use super::{close::live, trace, Loop};
 
 impl Loop {
     /// Arms connection `key`'s receive, if it wants one.
@@ -45,15 +45,27 @@ impl Loop {
                 let room = echo_room(conn, self.policy.output.left());
                 if room == 0 {
                     conn.paused = true;
+                    log::trace!(
+                        "{} output full: receive not armed until it drains",
+                        conn.peer
+                    );
                     return;
                 }
                 let len = room.min(self.pool.size()) as u32;
+                log::trace!(
+                    "{} arm recv: one completion, at most {len} bytes (its \
+                     output's room)",
+                    conn.peer
+                );
                 Recv::new(fd, std::ptr::null_mut(), len)
                     .buf_group(bufs::GROUP)
                     .build()
                     .flags(Flags::BUFFER_SELECT)
             }
-            _ => RecvMulti::new(fd, bufs::GROUP).build(),
+            _ => {
+                log::trace!("{} arm recv: multishot", conn.peer);
+                RecvMulti::new(fd, bufs::GROUP).build()
+            }
         };
         conn.recv = true;
         let op = Op::new(Kind::Recv, key, conn.gen);
@@ -91,6 +103,10 @@ impl Loop {
                 }
             }
             0 => {
+                if trace::on() {
+                    self.trace_state(key, "EOF, the peer's FIN");
+                }
+                let conn = &mut self.connections[key];
                 conn.phase = Phase::HalfClosed;
                 let headers = self.policy.headers.as_ref();
                 if headers.is_some_and(|h| h.waits(key)) {
@@ -109,8 +125,17 @@ impl Loop {
                     // Trap C3: the pool ran dry and ended this receive;
                     // arm it again once buffers are back (this turn's
                     // are published before the next submit).
-                    Some(libc::ENOBUFS) => {}
-                    _ => return self.close_for(key, Reason::from_io(e)),
+                    Some(libc::ENOBUFS) => log::trace!(
+                        "{} buffer ring empty (ENOBUFS, trap C3): receive \
+                         armed again once buffers are back",
+                        conn.peer
+                    ),
+                    _ => {
+                        if trace::on() {
+                            self.trace_state(key, &format!("recv: {e}"));
+                        }
+                        return self.close_for(key, Reason::from_io(e));
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@ use crate::stats::Reason;
 use super::close::live;
 use super::connection::{OutBuf, Phase};
 use super::ring::{self, Completion, Kind, Op};
-use super::Loop;
+use super::{trace, Loop};
 
 /// Drained output buffers of the first size kept for the next echo: an
 /// echo needs its bytes until its send completes, and reusing these
@@ -52,6 +52,12 @@ impl Loop {
         if !drained {
             // A short send: the rest goes next (trap 7's completion
             // form: nothing is lost, nothing is sent twice).
+            log::trace!(
+                "{} short send: {n} bytes, {} still to send: the rest goes \
+                 next (trap 7)",
+                conn.peer,
+                conn.pending()
+            );
             self.to_send.push(key);
             // Output shrank: a paused receive may take what now fits.
             if std::mem::take(&mut conn.paused) {
@@ -105,6 +111,9 @@ impl Loop {
         let conn = &mut self.connections[key];
         conn.phase = Phase::Lingering;
         let _ = conn.stream.shutdown(Shutdown::Write);
+        if trace::on() {
+            self.trace_state(key, "shutdown(write): our FIN, lingering");
+        }
         self.arm_recv(key);
     }
 }

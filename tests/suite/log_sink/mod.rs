@@ -35,6 +35,7 @@ per_model!(
     a_log_flood_is_bounded_and_a_person_is_not,
     the_total_log_rate_holds_across_connections,
     the_summary_reaches_a_trickling_stderr,
+    a_trace_session_never_blocks_the_loop,
 );
 
 /// See [`summary_first`].
@@ -96,7 +97,15 @@ fn never_read_stderr_stalls_neither_serving_nor_stopping(model: Model) {
 
 /// See [`drained_sink_reports_drops`].
 fn a_drained_sink_reports_and_counts_what_it_dropped(model: Model) {
-    drained_sink_reports_drops(model.name(), connections(model));
+    drained_sink_reports_drops(model.name(), connections(model), &[]);
+}
+
+/// [`drained_sink_reports_drops`] at `--log-level trace`: a dozen lines
+/// a client, none of which may block the loop on an unread stderr; the
+/// lines that did not fit are dropped and counted as at `info`.
+fn a_trace_session_never_blocks_the_loop(model: Model) {
+    let conns = connections(model).min(2_000);
+    drained_sink_reports_drops(model.name(), conns, &["--log-level", "trace"]);
 }
 
 /// See [`slow_reader_exact_summary`].
@@ -141,8 +150,9 @@ fn never_read_stderr(model: &str, conns: usize) {
 /// Once a stalled reader reads again, one line says how many lines were
 /// dropped, and the summary counts them (`log_dropped`) while its other
 /// numbers stay exact.
-fn drained_sink_reports_drops(model: &str, conns: usize) {
-    let mut server = Server::start(model, &["--mode", "echo"]);
+fn drained_sink_reports_drops(model: &str, conns: usize, extra: &[&str]) {
+    let args = [&["--mode", "echo"][..], extra].concat();
+    let mut server = Server::start(model, &args);
     for i in 0..conns {
         echo_and_close(server.addr, i);
     }
