@@ -55,13 +55,15 @@ fn narrates(model: Model) {
         _ => after(&lines, 0, &["state ESTABLISHED"]),
     };
     if model == Model::Uring {
-        let mut at = after(&lines, start, &["arm recv"]);
-        at = after(&lines, at, &["completion: recv 6 bytes", "buffer "]);
-        at = after(&lines, at, &["completion: send 6 bytes"]);
-        at = after(&lines, at, &["completion: recv 0 (EOF)"]);
-        at = after(&lines, at, &["the peer's FIN", "state CLOSE_WAIT"]);
-        at = after(&lines, at, &["close (eof)"]);
-        after(&lines, at, &["slot", "freed"]);
+        let armed = after(&lines, start, &["arm recv"]);
+        let got =
+            after(&lines, armed, &["completion: recv 6 bytes", "buffer "]);
+        // The echo's send and the client's FIN complete in either order.
+        let sent = after(&lines, got, &["completion: send 6 bytes"]);
+        let eof = after(&lines, got, &["completion: recv 0 (EOF)"]);
+        let fin = after(&lines, eof, &["the peer's FIN", "state CLOSE_WAIT"]);
+        let closed = after(&lines, sent.max(fin), &["close (eof)"]);
+        after(&lines, closed, &["slot", "freed"]);
         // Each submission batch names its count.
         assert!(
             log.iter().any(|l| l.contains("submit: ") && l.contains("in one")),
@@ -100,6 +102,29 @@ fn mio() {
     narrates(Model::Mio);
 }
 
+/// A client that resets (SO_LINGER 0) after its echo: the reset as the
+/// model met it (a read's ECONNRESET, or in the uring model a receive's
+/// `-ECONNRESET` completion), then the close counted as a reset, with
+/// the TCP state the kernel reports for a reset socket (CLOSE).
+fn narrates_a_reset(model: Model) {
+    let mut server = serve(model, &["--mode", "echo", "--log-level", "trace"]);
+    let mut c = connect(server.addr);
+    let me = c.local_addr().expect("local address").to_string();
+    assert_eq!(echo_round(&mut c, b"bye"), b"bye");
+    reset(c);
+    wait_count(&mut server, "closed: reset", 1);
+    let log = server.collect_log().to_vec();
+    let lines = traced(&log, &me);
+    let seen = match model {
+        Model::Uring => after(&lines, 0, &["completion: recv -ECONNRESET"]),
+        _ => after(&lines, 0, &["read: Connection reset by peer", "state "]),
+    };
+    after(&lines, seen, &["close (reset)", "state CLOSE"]);
+    stop(server);
+}
+
+per_model!(narrates_a_reset);
+
 /// [`narrates`] against the uring model.
 #[test]
 fn uring() {
@@ -122,4 +147,34 @@ fn thread() {
 #[test]
 fn process() {
     narrates(Model::Process);
+}
+
+/// A full output buffer in the mio model (`--send-buffer 4K`, a client
+/// that writes 300 KB before it reads): a write that would block, the
+/// bytes kept for writable readiness (trap 7), reading paused while the
+/// output is full, then the output drained and the close, in order.
+#[test]
+fn mio_narrates_a_full_output_buffer() {
+    let args =
+        ["--mode", "echo", "--log-level", "trace", "--send-buffer", "4K"];
+    let mut server = serve(Model::Mio, &args);
+    let mut c = connect(server.addr);
+    let me = c.local_addr().expect("local address").to_string();
+    let mut w = c.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        w.write_all(&[7u8; 300_000]).expect("write");
+        w.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let (back, _) = read_to_end(&mut c);
+    writer.join().expect("writer");
+    assert_eq!(back.len(), 300_000);
+    wait_count(&mut server, "closed: eof", 1);
+    let log = server.collect_log().to_vec();
+    let lines = traced(&log, &me);
+    let blocked = after(&lines, 0, &["write: would block"]);
+    after(&lines, blocked, &["waiting for writable", "trap 7"]);
+    after(&lines, 0, &["output full: reading paused"]);
+    let drained = after(&lines, blocked, &["output drained"]);
+    after(&lines, drained, &["close (eof)"]);
+    stop(server);
 }
