@@ -161,6 +161,12 @@ impl Connection {
         }
     }
 
+    /// Which phase the connection is in, as a number: the trace tells a
+    /// turn that changed it (a read of 0) from one that did nothing.
+    pub fn phase_tag(&self) -> u8 {
+        self.phase as u8
+    }
+
     /// Bytes of memory its pending output holds (the buffer's capacity
     /// and its box), for the output budget.
     pub fn held(&self) -> usize {

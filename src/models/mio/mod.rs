@@ -251,6 +251,7 @@ impl Loop {
     ) {
         let Some(conn) = self.connections.get_mut(key) else { return };
         let held = conn.held();
+        let phase = conn.phase_tag();
         let policy = &mut self.policy;
         let mut io = Io {
             buf: &mut self.buf,
@@ -263,7 +264,8 @@ impl Loop {
         };
         let progress = handler(conn, &mut io);
         let moved = io.moved;
-        if !moved && matches!(progress, Progress::Waiting) {
+        let idle = !moved && conn.phase_tag() == phase;
+        if idle && matches!(progress, Progress::Waiting) {
             log::trace!(
                 "{} nothing to read or write: a wake-up with nothing to do \
                  (spurious, harmless)",
