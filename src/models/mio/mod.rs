@@ -251,7 +251,9 @@ impl Loop {
     ) {
         let Some(conn) = self.connections.get_mut(key) else { return };
         let held = conn.held();
-        let phase = conn.phase_tag();
+        // Trace only: the phase, to tell a turn that did nothing.
+        let phase =
+            log::log_enabled!(log::Level::Trace).then(|| conn.phase_tag());
         let policy = &mut self.policy;
         let mut io = Io {
             buf: &mut self.buf,
@@ -264,7 +266,7 @@ impl Loop {
         };
         let progress = handler(conn, &mut io);
         let moved = io.moved;
-        let idle = !moved && conn.phase_tag() == phase;
+        let idle = !moved && phase == Some(conn.phase_tag());
         if idle && matches!(progress, Progress::Waiting) {
             log::trace!(
                 "{} nothing to read or write: a wake-up with nothing to do \
