@@ -25,6 +25,10 @@ const READ_BUF: usize = 64 * 1024;
 const MAX_OPENING: usize = 256;
 /// Longest a poll blocks, so the deadline is never overslept by much.
 const TICK: Duration = Duration::from_millis(100);
+/// How long the end of a run waits for the server's FIN after ours: a
+/// clean run ends every connection with a FIN both ways (the server
+/// counts it `eof`), not with the RST a close with unread echo sends.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Stalls are looked for this many times per `--stall-timeout` (at most
 /// once a [`TICK`]), so one is found at most this fraction late.
 const STALL_CHECKS: u32 = 8;
@@ -79,7 +83,9 @@ pub(crate) fn run(
         stalled: Vec::new(),
     };
     worker.run()?;
-    Ok(worker.finish())
+    let tally = worker.tally();
+    worker.close_cleanly();
+    Ok(tally)
 }
 
 struct Worker<'a> {
@@ -292,8 +298,9 @@ impl Worker<'_> {
         }
     }
 
-    /// The tally, with the connections still open counted as held.
-    fn finish(mut self) -> Tally {
+    /// The tally (taken), with the connections still open counted as
+    /// held.
+    fn tally(&mut self) -> Tally {
         let held = match self.plan.pattern {
             Pattern::Idle => Phase::Held,
             _ => Phase::Running,
@@ -307,6 +314,53 @@ impl Worker<'_> {
             self.tally.rounds_min = rounds.clone().min();
             self.tally.rounds_max = rounds.max();
         }
-        self.tally
+        std::mem::take(&mut self.tally)
+    }
+
+    /// Ends the run's connections the way a polite client does: our FIN
+    /// on each, then whatever echo is still in flight read and dropped
+    /// until the server's FIN, for at most [`CLOSE_GRACE`]. Closing with
+    /// that echo unread would send an RST (trap 17 from the client's
+    /// side), and the server would count a clean run's connections as
+    /// resets. What is left at the end of the grace is dropped as it is.
+    fn close_cleanly(&mut self) {
+        for (_, conn) in self.conns.iter() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        }
+        let end = Instant::now() + CLOSE_GRACE;
+        let mut events = Events::with_capacity(1024);
+        let mut done = Vec::new();
+        while !self.conns.is_empty() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.poll.poll(&mut events, Some(left)) {
+                Ok(()) => {}
+                Err(e) if interrupted(&e) => continue, // trap 9
+                Err(_) => break,
+            }
+            for event in events.iter() {
+                let key = event.token().0;
+                let Some(conn) = self.conns.get_mut(key) else { continue };
+                // Trap 1: read until WouldBlock; 0 is the server's FIN.
+                loop {
+                    match io::Read::read(&mut conn.stream, &mut self.buf) {
+                        Ok(0) => break done.push(key),
+                        Ok(_) => {}
+                        Err(e) if interrupted(&e) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            break
+                        }
+                        Err(_) => break done.push(key),
+                    }
+                }
+            }
+            for key in done.drain(..) {
+                if let Some(mut conn) = self.conns.try_remove(key) {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+            }
+        }
     }
 }

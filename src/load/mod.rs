@@ -267,13 +267,19 @@ fn watch(
         let now = Instant::now();
         if plan.progress && now >= next_progress {
             next_progress = now + Duration::from_secs(1);
-            say(format_args!(
-                "load: {:.0} s, {} messages, {} held, {} errors",
-                now.duration_since(start).as_secs_f64(),
-                Live::get(&live.messages),
-                Live::get(&live.held),
-                Live::get(&live.errors),
-            ));
+            let secs = now.duration_since(start).as_secs_f64();
+            let (messages, errors) =
+                (Live::get(&live.messages), Live::get(&live.errors));
+            match plan.pattern {
+                Pattern::Idle => say(format_args!(
+                    "load: {secs:.0} s, {messages} messages, {} held, \
+                     {errors} errors",
+                    Live::get(&live.held),
+                )),
+                _ => say(format_args!(
+                    "load: {secs:.0} s, {messages} messages, {errors} errors"
+                )),
+            }
         }
     }
     first_error.map_or(Ok(()), Err)

@@ -258,7 +258,11 @@ impl fmt::Display for Report {
         if let (Some(min), Some(max)) = (t.rounds_min, t.rounds_max) {
             row(f, "per connection", format!("{min} to {max} round trips"))?;
         }
-        row(f, "held", format!("{} of {}", t.held, self.connections))?;
+        // Only the idle pattern holds connections; elsewhere "held"
+        // would count the ones open at the deadline, which says nothing.
+        if self.pattern == Pattern::Idle {
+            row(f, "held", format!("{} of {}", t.held, self.connections))?;
+        }
         row(
             f,
             "errors",

@@ -49,7 +49,11 @@ impl fmt::Display for Shortfall {
         match self {
             Shortfall::Errors(1) => f.write_str("1 error"),
             Shortfall::Errors(n) => write!(f, "{n} errors"),
-            Shortfall::NoMessages => f.write_str("no message completed"),
+            Shortfall::NoMessages => f.write_str(
+                "no message completed (is the server echoing? readyloop \
+                 echoes only with `serve --mode echo`; the default mode \
+                 logs what it reads and answers nothing)",
+            ),
             Shortfall::Held { held, asked } => {
                 write!(f, "{held} of {asked} connections held")
             }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use crate::support::load_json::LoadReport;
 use crate::support::server::binary;
-use crate::support::ServerProcess;
+use crate::support::{stop, ServerProcess};
 
 /// Runs `readyloop load --json ARGS…` and returns its output.
 fn load(args: &[&str]) -> Output {
@@ -184,4 +184,67 @@ fn idle_counts_only_the_connections_the_server_kept() {
     let out = load(&[&args[..], &["--duration", "0.2"]].concat());
     let r = report_exiting(&out, 3);
     assert_eq!((r.held, r.io_errors), (30, 10), "{r:?}");
+}
+
+/// A clean run ends politely: each connection with the client's FIN and
+/// the server's, so the server counts every one `eof` and none `reset`
+/// (closing with echo still unread would send RSTs), for each pattern
+/// that keeps connections open to the end.
+#[test]
+fn a_clean_run_ends_every_connection_with_a_fin() {
+    for (pattern, size) in
+        [("pingpong", "64"), ("stream", "16384"), ("idle", "1")]
+    {
+        let server = echo_server(&[]);
+        let addr = server.addr.to_string();
+        let args = ["--addr", &addr, "--pattern", pattern, "--size", size];
+        let r = report(&load(
+            &[&args[..], &["-c", "50", "--duration", "0.5"]].concat(),
+        ));
+        assert_eq!(r.errors, 0, "{pattern}: {r:?}");
+        let (code, s) = server.terminate();
+        assert_eq!(code, 0);
+        assert_eq!(s.accepted, 50, "{pattern}: {s}");
+        assert_eq!((s.closed_eof, s.closed_reset), (50, 0), "{pattern}: {s}");
+    }
+}
+
+/// "held" is the idle pattern's figure: the text report and the progress
+/// lines (the first comes after 3 s) show it there and nowhere else. The
+/// three patterns run at once, each against its own server.
+#[test]
+fn held_is_shown_for_the_idle_pattern_only() {
+    let runs: Vec<_> =
+        [("pingpong", false), ("stream", false), ("idle", true)]
+            .into_iter()
+            .map(|(pattern, shown)| {
+                std::thread::spawn(move || {
+                    let server = echo_server(&[]);
+                    let addr = server.addr.to_string();
+                    let out = std::process::Command::new(binary())
+                        .args(["load", "--addr", &addr, "--pattern", pattern])
+                        .args(["-c", "4", "--duration", "3.6"])
+                        .output()
+                        .expect("run readyloop load");
+                    stop(server);
+                    (pattern, shown, out)
+                })
+            })
+            .collect();
+    for run in runs {
+        let (pattern, shown, out) = run.join().expect("load run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let progress = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{progress}");
+        let row = text.lines().any(|l| l.starts_with("held "));
+        assert_eq!(row, shown, "{pattern}: {text}");
+        let lines: Vec<&str> = progress
+            .lines()
+            .filter(|l| l.starts_with("load: ") && l.contains(" s, "))
+            .collect();
+        assert!(!lines.is_empty(), "{pattern}: no progress line: {progress}");
+        for line in lines {
+            assert_eq!(line.contains(" held"), shown, "{pattern}: {line}");
+        }
+    }
 }

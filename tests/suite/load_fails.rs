@@ -110,6 +110,8 @@ fn a_server_that_never_echoes_fails_the_run() {
     assert_eq!(report(&json).stalls, 3, "{json}");
     assert_eq!(report(&json).errors, 3, "{json}");
     assert!(run.stderr.contains("no message completed"), "{}", run.stderr);
+    // It names the likely cause: the server's mode.
+    assert!(run.stderr.contains("--mode echo"), "{}", run.stderr);
 }
 
 /// A listener that accepts and is silent: every connection stalls, and
