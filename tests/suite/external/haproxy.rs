@@ -141,9 +141,6 @@ impl Balancer {
         let socket = dir.join("stats.sock");
         let mut cfg = CONTRIB.to_string();
         let subs = [
-            // HAProxy wants two descriptors per connection, and the
-            // test machine's hard limit is 20,000.
-            ("maxconn 20000", "maxconn 4000".into()),
             ("10.0.0.1:7000", front.to_string()),
             ("10.0.0.2:7000 port 9100", server_line(a)),
             ("10.0.0.3:7000 port 9100", server_line(b)),
