@@ -17,7 +17,7 @@ use std::path::Path;
 
 use readyloop::Model;
 
-use crate::sample::{stat, Sample};
+use crate::sample::{cpu_in, cpu_median, cpu_ratio, Sample};
 use crate::server::{Kind, Spec, BASELINE};
 use crate::settings::Settings;
 
@@ -52,42 +52,17 @@ impl Cost {
     /// Median over rounds of `a`'s CPU per message over `b`'s in the
     /// same round.
     pub fn ratio(&self, a: &Spec, b: &Spec) -> Option<f64> {
-        let cpu = |name: &str, round: u32| {
-            self.samples
-                .iter()
-                .find(|s| s.server == name && s.round == round)?
-                .cpu_us_per_msg
-        };
-        let ratios = self
-            .samples
-            .iter()
-            .filter(|s| s.server == a.name)
-            .filter_map(|s| {
-                Some(cpu(a.name, s.round)? / cpu(b.name, s.round)?)
-            })
-            .collect();
-        stat(ratios).map(|s| s.median)
+        cpu_ratio(&self.samples, a.name, b.name)
     }
 
     /// Median CPU per message, in µs, of `spec`.
     pub fn cpu(&self, spec: &Spec) -> Option<f64> {
-        let values = self
-            .samples
-            .iter()
-            .filter(|s| s.server == spec.name)
-            .filter_map(|s| s.cpu_us_per_msg)
-            .collect();
-        stat(values).map(|s| s.median)
+        cpu_median(&self.samples, spec.name)
     }
 
     /// Per round: this build / before, and this build / tokio-ct.
     fn per_round(&self) -> Vec<(u32, Option<f64>, Option<f64>)> {
-        let cpu = |name: &str, round: u32| {
-            self.samples
-                .iter()
-                .find(|s| s.server == name && s.round == round)?
-                .cpu_us_per_msg
-        };
+        let cpu = |name: &str, round: u32| cpu_in(&self.samples, name, round);
         let mut rounds: Vec<u32> =
             self.samples.iter().map(|s| s.round).collect();
         rounds.dedup();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use readyloop::Model;
 
-use crate::sample::{stat, Sample};
+use crate::sample::{cpu_median, cpu_ratio, Sample};
 use crate::server::{Kind, Spec};
 use crate::settings::Settings;
 
@@ -46,32 +46,12 @@ pub struct Tally {
 impl Cost {
     /// Median over rounds of CPU per message on / off in the same round.
     pub fn ratio(&self) -> Option<f64> {
-        let cpu = |name: &str, round: u32| {
-            self.samples
-                .iter()
-                .find(|s| s.server == name && s.round == round)?
-                .cpu_us_per_msg
-        };
-        let ratios = self
-            .samples
-            .iter()
-            .filter(|s| s.server == ON.name)
-            .filter_map(|s| {
-                Some(cpu(ON.name, s.round)? / cpu(OFF.name, s.round)?)
-            })
-            .collect();
-        stat(ratios).map(|s| s.median)
+        cpu_ratio(&self.samples, ON.name, OFF.name)
     }
 
     /// Median CPU per message, in µs, of `spec`.
     pub fn cpu(&self, spec: &Spec) -> Option<f64> {
-        let values = self
-            .samples
-            .iter()
-            .filter(|s| s.server == spec.name)
-            .filter_map(|s| s.cpu_us_per_msg)
-            .collect();
-        stat(values).map(|s| s.median)
+        cpu_median(&self.samples, spec.name)
     }
 
     /// One line for stdout and the report.

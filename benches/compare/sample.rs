@@ -159,3 +159,34 @@ pub fn stat(mut values: Vec<f64>) -> Option<Stat> {
     };
     Some(Stat { median, spread_pct, n })
 }
+
+/// CPU per message of server `name` in round `round`, if measured.
+pub fn cpu_in(samples: &[Sample], name: &str, round: u32) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.server == name && s.round == round)?
+        .cpu_us_per_msg
+}
+
+/// Median over rounds of `a`'s CPU per message over `b`'s in the same
+/// round.
+pub fn cpu_ratio(samples: &[Sample], a: &str, b: &str) -> Option<f64> {
+    let ratios = samples
+        .iter()
+        .filter(|s| s.server == a)
+        .filter_map(|s| {
+            Some(cpu_in(samples, a, s.round)? / cpu_in(samples, b, s.round)?)
+        })
+        .collect();
+    stat(ratios).map(|s| s.median)
+}
+
+/// Median CPU per message, in µs, of server `name`.
+pub fn cpu_median(samples: &[Sample], name: &str) -> Option<f64> {
+    let values = samples
+        .iter()
+        .filter(|s| s.server == name)
+        .filter_map(|s| s.cpu_us_per_msg)
+        .collect();
+    stat(values).map(|s| s.median)
+}
