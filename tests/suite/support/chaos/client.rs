@@ -118,7 +118,19 @@ impl Client {
         tolerant: bool,
     ) -> Status {
         let now = Instant::now();
-        if now >= self.deadline {
+        self.turn_read = 0;
+        self.turn_written = 0;
+        let unseen = now - std::mem::replace(&mut self.looked_at, now);
+        if unseen >= IDLE_TIMEOUT {
+            self.starved_at = Some(now);
+        }
+        let starved = self.starved_at.is_some_and(|t| now - t < IDLE_TIMEOUT);
+        // Stuck is judged after this turn's try, so that a client its
+        // driver left alone (two busy cores) first takes what waited.
+        let result = self.steps(buf, now);
+        if self.turn_read > 0 || self.turn_written > 0 {
+            self.deadline = now + CLIENT_PATIENCE;
+        } else if now >= self.deadline && matches!(result, Ok(false)) {
             self.tally.outcome = Outcome::Failed(format!(
                 "stuck: no byte moved for {} s at step {:?}, after {} of {} \
                  bytes back",
@@ -128,17 +140,6 @@ impl Client {
                 self.tally.written
             ));
             return Status::Done;
-        }
-        self.turn_read = 0;
-        self.turn_written = 0;
-        let unseen = now - std::mem::replace(&mut self.looked_at, now);
-        if unseen >= IDLE_TIMEOUT {
-            self.starved_at = Some(now);
-        }
-        let starved = self.starved_at.is_some_and(|t| now - t < IDLE_TIMEOUT);
-        let result = self.steps(buf, now);
-        if self.turn_read > 0 || self.turn_written > 0 {
-            self.deadline = now + CLIENT_PATIENCE;
         }
         match result {
             Ok(true) => Status::Done,
