@@ -5,11 +5,13 @@
 //! its entry in docs/traps.md. Read from the files and the binary's
 //! `--help`: no server, no network.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::markdown::{anchors, percent_decoded, prose};
+use crate::support::markdown::{resolve, targets};
 use crate::support::server::binary;
 
 /// One Markdown file: its path from the repository root, and its text.
@@ -42,193 +44,6 @@ fn docs() -> Vec<Doc> {
             Doc { path, text }
         })
         .collect()
-}
-
-/// The lines of `text` outside fenced code blocks, numbered from 1.
-fn prose(text: &str) -> Vec<(usize, &str)> {
-    let mut fence: Option<String> = None;
-    let mut lines = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        let run: String = t.chars().take_while(|c| *c == '`').collect();
-        let run = match run.len() {
-            0 => t.chars().take_while(|c| *c == '~').collect(),
-            _ => run,
-        };
-        match &fence {
-            Some(open) if run.len() >= open.len() && run[..1] == open[..1] => {
-                fence = None;
-            }
-            Some(_) => {}
-            None if run.len() >= 3 => fence = Some(run),
-            None => lines.push((i + 1, line)),
-        }
-    }
-    lines
-}
-
-/// `line` with its inline code spans blanked out (a link in backticks is
-/// an example, not a link).
-fn without_code(line: &str) -> String {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(start) = rest.find('`') {
-        let ticks = rest[start..].chars().take_while(|c| *c == '`').count();
-        let fence = &rest[start..start + ticks];
-        let Some(len) = rest[start + ticks..].find(fence) else { break };
-        out.push_str(&rest[..start]);
-        rest = &rest[start + ticks + len + ticks..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The anchor GitHub gives a heading: lowercased, punctuation dropped
-/// but for `-` and `_`, spaces made `-`. A link's text stands for the
-/// link; backticks are punctuation.
-fn slug(heading: &str) -> String {
-    let mut text = heading.to_string();
-    while let (Some(open), Some(mid)) = (text.find('['), text.find("](")) {
-        let Some(close) = text[mid..].find(')') else { break };
-        if open > mid {
-            break;
-        }
-        let label = text[open + 1..mid].to_string();
-        text.replace_range(open..mid + close + 1, &label);
-    }
-    text.trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every anchor the headings of `text` make; a repeated heading gets
-/// `-1`, `-2`… as on GitHub. HTML `id="…"` and `name="…"` count too.
-fn anchors(text: &str) -> BTreeSet<String> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut found = BTreeSet::new();
-    let mut ids = Vec::new();
-    let mut add = |heading: &str| {
-        let base = slug(heading);
-        let n = seen.entry(base.clone()).or_insert(0);
-        found.insert(match *n {
-            0 => base.clone(),
-            n => format!("{base}-{n}"),
-        });
-        *n += 1;
-    };
-    let lines = prose(text);
-    for (k, &(_, line)) in lines.iter().enumerate() {
-        let hashes = line.chars().take_while(|c| *c == '#').count();
-        let after = &line[hashes..];
-        if (1..=6).contains(&hashes)
-            && (after.is_empty() || after.starts_with(' '))
-        {
-            add(after.trim().trim_end_matches('#'));
-        }
-        let t = line.trim();
-        let underline = !t.is_empty()
-            && (t.chars().all(|c| c == '=') || t.chars().all(|c| c == '-'));
-        if let (true, Some(&(n, prev))) =
-            (underline, k.checked_sub(1).map(|j| &lines[j]))
-        {
-            let setext = lines[k].0 == n + 1 && !prev.trim().is_empty();
-            if setext && !prev.starts_with('#') && !prev.starts_with('|') {
-                add(prev);
-            }
-        }
-        for key in ["id=\"", "name=\""] {
-            for (i, _) in line.match_indices(key) {
-                let value = &line[i + key.len()..];
-                let end = value.find('"').unwrap_or(value.len());
-                ids.push(value[..end].to_string());
-            }
-        }
-    }
-    found.extend(ids);
-    found
-}
-
-/// The targets of the links of one line (inline links, images and
-/// reference definitions), code spans left out.
-fn targets(line: &str) -> Vec<String> {
-    let line = without_code(line);
-    let mut found = Vec::new();
-    let t = line.trim_start();
-    let definition = t.find(']').filter(|&end| t[end..].starts_with("]: "));
-    if let (true, Some(end)) = (t.starts_with('['), definition) {
-        let target = t[end + 3..].split_whitespace().next().unwrap_or("");
-        found.push(target.trim_matches(['<', '>']).to_string());
-    }
-    for (i, _) in line.match_indices("](") {
-        let rest = &line[i + 2..];
-        let mut depth = 0;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                depth += match c {
-                    '(' => 1,
-                    ')' => -1,
-                    _ => 0,
-                };
-                depth < 0
-            })
-            .map_or(rest.len(), |(j, _)| j);
-        let inner = rest[..end].trim();
-        let target = match inner.strip_prefix('<') {
-            Some(angled) => angled.split('>').next().unwrap_or(""),
-            None => inner.split_whitespace().next().unwrap_or(""),
-        };
-        found.push(target.to_string());
-    }
-    found
-}
-
-/// `%20` and the like, decoded.
-fn percent_decoded(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex =
-            s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `target` as a path from the root, linked from the file `from`;
-/// `None` if it climbs out of the repository.
-fn resolve(from: &Path, target: &str) -> Option<PathBuf> {
-    let base = match target.starts_with('/') {
-        true => PathBuf::new(),
-        false => from.parent().unwrap_or(Path::new("")).to_owned(),
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for part in base.join(target.trim_start_matches('/')).components() {
-        match part {
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::Normal(p) => parts.push(p.to_string_lossy().into()),
-            _ => {}
-        }
-    }
-    Some(parts.iter().collect())
 }
 
 /// Every broken relative link of `docs`, one line each: where it is,
@@ -351,15 +166,20 @@ fn anchors_follow_githubs_rule() {
     assert_eq!(anchors(text), BTreeSet::from(want.map(String::from)));
 }
 
-/// The long flags `readyloop SUBCOMMAND --help` lists, but for `--help`
-/// and `--version`.
-fn help_flags(subcommand: &str) -> Vec<String> {
+/// The output of `readyloop SUBCOMMAND --help`.
+fn help(subcommand: &str) -> String {
     let out = Command::new(binary())
         .args([subcommand, "--help"])
         .output()
         .expect("run readyloop");
     assert!(out.status.success(), "{subcommand} --help: {out:?}");
-    let help = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The long flags a `--help` text lists (the first long form of each
+/// line that starts with a dash), but for clap's `--help` and
+/// `--version`.
+fn flags(help: &str) -> Vec<String> {
     let mut flags = Vec::new();
     for line in help.lines().map(str::trim_start) {
         if !line.starts_with('-') {
@@ -379,7 +199,6 @@ fn help_flags(subcommand: &str) -> Vec<String> {
             flags.push(flag);
         }
     }
-    assert!(!flags.is_empty(), "no flag found in {subcommand} --help");
     flags
 }
 
@@ -393,22 +212,32 @@ fn mentions(text: &str, flag: &str) -> bool {
     })
 }
 
+/// The flags of `subcommand`'s `help` that no doc mentions, one line
+/// each.
+fn undocumented(subcommand: &str, help: &str, docs: &[Doc]) -> Vec<String> {
+    let listed = flags(help);
+    assert!(!listed.is_empty(), "no flag found in {subcommand} --help");
+    listed
+        .into_iter()
+        .filter(|flag| !docs.iter().any(|d| mentions(&d.text, flag)))
+        .map(|flag| {
+            format!(
+                "`readyloop {subcommand} --help` lists {flag}, which \
+                 neither README.md nor docs/*.md mentions"
+            )
+        })
+        .collect()
+}
+
 /// Every flag `--help` lists for `serve`, `load` and `client` is named
 /// in README.md or docs/*.md.
 #[test]
 fn every_flag_of_help_is_documented() {
     let docs = docs();
-    let mut missing = Vec::new();
-    for subcommand in ["serve", "load", "client"] {
-        for flag in help_flags(subcommand) {
-            if !docs.iter().any(|d| mentions(&d.text, &flag)) {
-                missing.push(format!(
-                    "`readyloop {subcommand} --help` lists {flag}, which \
-                     neither README.md nor docs/*.md mentions"
-                ));
-            }
-        }
-    }
+    let missing: Vec<String> = ["serve", "load", "client"]
+        .into_iter()
+        .flat_map(|sub| undocumented(sub, &help(sub), &docs))
+        .collect();
     assert!(missing.is_empty(), "undocumented flags:\n{}", missing.join("\n"));
 }
 
@@ -439,7 +268,7 @@ fn cited(text: &str) -> Vec<(usize, String)> {
 }
 
 /// Every `.rs` file under `dir`, sorted.
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .expect("read src")
         .map(|e| e.expect("entry").path())
@@ -447,7 +276,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            sources(&path, out);
+            rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
@@ -464,37 +293,77 @@ fn entries(traps: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The traps `sources` (path, text) cite that `traps` has no entry
+/// for, one line each: the id, and where it is cited.
+fn without_entry(sources: &[(PathBuf, String)], traps: &str) -> Vec<String> {
+    let have = entries(traps);
+    let mut places: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, text) in sources {
+        for (n, id) in cited(text) {
+            let at = format!("{}:{n}", path.display());
+            places.entry(id).or_default().push(at);
+        }
+    }
+    places
+        .into_iter()
+        .filter(|(id, _)| !have.contains(id))
+        .map(|(id, at)| {
+            format!(
+                "trap {id}, cited at {}, has no entry in docs/traps.md \
+                 (a heading `## Trap {id}: …`)",
+                at.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// Every trap the source cites in a comment or a log line has its entry
 /// in docs/traps.md.
 #[test]
 fn every_trap_the_source_cites_has_an_entry() {
     let traps = fs::read_to_string(root().join("docs/traps.md"))
         .expect("read docs/traps.md");
-    let have = entries(&traps);
     let mut files = Vec::new();
-    sources(&root().join("src"), &mut files);
-    let mut first: BTreeMap<String, String> = BTreeMap::new();
-    for file in files {
-        let text = fs::read_to_string(&file).expect("read a source");
-        let rel = file.strip_prefix(root()).unwrap_or(&file).to_owned();
-        for (n, id) in cited(&text) {
-            first.entry(id).or_insert(format!("{}:{n}", rel.display()));
-        }
-    }
-    assert!(first.contains_key("1"), "no trap cited at all: {first:?}");
-    let missing: Vec<String> = first
-        .iter()
-        .filter(|(id, _)| !have.contains(*id))
-        .map(|(id, at)| {
-            format!(
-                "{at} cites trap {id}, which has no entry in docs/traps.md \
-                 (a heading `## Trap {id}: …`)"
-            )
+    rust_files(&root().join("src"), &mut files);
+    let sources: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|file| {
+            let text = fs::read_to_string(&file).expect("read a source");
+            let rel = file.strip_prefix(root()).unwrap_or(&file).to_owned();
+            (rel, text)
         })
         .collect();
+    let cites = sources.iter().flat_map(|(_, text)| cited(text)).count();
+    assert!(cites > 0, "no trap cited in src/: is the pattern right?");
+    let missing = without_entry(&sources, &traps);
     assert!(
         missing.is_empty(),
         "traps without an entry:\n{}",
         missing.join("\n")
+    );
+}
+
+/// Both checks can fail: a flag no doc mentions (`--log` is not
+/// `--log-level`) and a trap without an entry are named, with where.
+#[test]
+fn an_undocumented_flag_and_a_trap_without_an_entry_are_named() {
+    let help = "Options:\n      --log-level <L>  Level\n      --log\n  \
+        -c, --connections <C>\n          - idle: hold them\n  -h, --help\n";
+    let doc = Doc {
+        path: PathBuf::from("README.md"),
+        text: "`--log-level` and -c, --connections".into(),
+    };
+    assert_eq!(
+        undocumented("load", help, &[doc]),
+        ["`readyloop load --help` lists --log, which neither README.md nor \
+          docs/*.md mentions"]
+    );
+    let source = "// Trap 1: x\n// (trap C7) and entrap 9\nlet trap 2;\n";
+    let traps = "## Trap 1: drain\n## Trap 2: fair\n";
+    let sources = [(PathBuf::from("src/a.rs"), source.to_string())];
+    assert_eq!(
+        without_entry(&sources, traps),
+        ["trap C7, cited at src/a.rs:2, has no entry in docs/traps.md (a \
+          heading `## Trap C7: …`)"]
     );
 }
