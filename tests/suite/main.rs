@@ -23,6 +23,7 @@
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
 //! | [`trace`] | `--log-level trace` narrates an exchange (mio and the blocking models), and is silent at `info` |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
+//! | [`docs`] | README.md and docs/*.md: links and anchors resolve, every `--help` flag is documented, every trap cited in src/ has its entry |
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
@@ -75,6 +76,7 @@ macro_rules! per_model {
 
 mod cli;
 mod client;
+mod docs;
 mod escape_props;
 #[cfg(feature = "external")]
 mod external;

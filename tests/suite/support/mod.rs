@@ -1,10 +1,12 @@
 //! Helpers of the suite, one concern a file: the server under test, the
-//! client side of a socket, waits, seeded bytes and the chaos driver.
+//! client side of a socket, waits, seeded bytes, the chaos driver and
+//! Markdown as GitHub reads it (for the documentation checks).
 //! /proc and the load generator's JSON come from `readyloop-harness`
 //! (`harness/`), which the benchmark reads them with too.
 
 pub mod activation;
 pub mod chaos;
+pub mod markdown;
 pub mod net;
 pub mod rng;
 pub mod scrape;
