@@ -1,6 +1,7 @@
 //! What one run covers: the matrix, its rounds and durations, the
 //! CPUs to pin to, and the scaling table, from `READYLOOP_BENCH_QUICK`,
-//! `READYLOOP_BENCH_ONLY` and `READYLOOP_BENCH_WORKERS`.
+//! `READYLOOP_BENCH_ONLY`, `READYLOOP_BENCH_ROUNDS` and
+//! `READYLOOP_BENCH_WORKERS`.
 
 use std::time::Duration;
 
@@ -134,6 +135,16 @@ impl Settings {
                 scaling: plan,
             },
         };
+        // READYLOOP_BENCH_ROUNDS=N: N rounds of everything (the CPU test
+        // then needs no extra ones), for a steadier median.
+        if let Ok(v) = std::env::var("READYLOOP_BENCH_ROUNDS") {
+            let n: u32 =
+                v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("READYLOOP_BENCH_ROUNDS={v}: not a positive count")
+                })?;
+            settings.rounds = n;
+            settings.cpu_rounds = 5u32.saturating_sub(n);
+        }
         if only_scaling {
             settings.tests.clear();
             settings.cpu_rounds = 0;
