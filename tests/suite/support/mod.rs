@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod chaos;
+pub mod log_line;
 pub mod net;
 pub mod rng;
 pub mod scrape;
