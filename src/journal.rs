@@ -6,6 +6,8 @@
 //! `--log-level`: `listening on …` first, `summary …` last. (So do
 //! `metrics on …`, second when `--metrics-addr` is set, and `stats …`.)
 //!
+//! Each line starts as [`log_prefix`](crate::log_prefix) decides (a
+//! timestamp, or the journal's priority), then `LEVEL [target] message`.
 //! Lines reach stderr through [`sink`](crate::sink), which never blocks
 //! the caller: what it cannot write soon enough it drops and counts
 //! (`log_dropped`). In log mode, chunk lines also pass the rate limits
