@@ -33,6 +33,7 @@ fn invalid_flags_exit_2_with_an_error() {
         &["serve", "--drain", "NaN"],
         &["serve", "--backlog", "0"],
         &["serve", "--log-level", "loud"],
+        &["serve", "--log-timestamps", "sometimes"],
         &["serve", "--no-such-flag"],
         &["launch"],
     ] {
@@ -128,6 +129,7 @@ fn help_documents_every_flag() {
         "--backlog",
         "--log-level",
         "--thread-stack-kib",
+        "--log-timestamps",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

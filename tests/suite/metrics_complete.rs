@@ -61,15 +61,15 @@ fn scrape_until(
     last.expect("scraped")
 }
 
-per_model!(in_process: dropped_and_suppressed_lines_are_the_summarys);
+per_model!(dropped_and_suppressed_lines_are_the_summarys);
 
 /// In log mode with a total log rate of one line a second, a flood of
 /// clients while stderr is stalled: most chunk lines are suppressed and
 /// most other lines dropped. The scrape shows both as they happen; once
 /// stderr reads again and the sink has said what it dropped, a scrape's
 /// figures are the summary's exactly. (The process model's children
-/// count their drops as they exit, like the rest of their counters; the
-/// models run here are those whose lines all come from one process.)
+/// count their drops as they exit, like the rest of their counters: all
+/// have exited once every flood client is counted closed.)
 fn dropped_and_suppressed_lines_are_the_summarys(model: Model) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     // A small socket buffer: the sink's 64 KiB fill soon.
