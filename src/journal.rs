@@ -6,11 +6,14 @@
 //! `--log-level`: `listening on …` first, `summary …` last. (So do
 //! `metrics on …`, second when `--metrics-addr` is set, and `stats …`.)
 //!
+//! Each line starts as [`log_prefix`](crate::log_prefix) decides (a
+//! timestamp, or the journal's priority), then `LEVEL [target] message`.
 //! Lines reach stderr through [`sink`](crate::sink), which never blocks
 //! the caller: what it cannot write soon enough it drops and counts
 //! (`log_dropped`). In log mode, chunk lines also pass the rate limits
 //! of [`log_limit`](crate::log_limit) (`log_suppressed`).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ use simple_logger::SimpleLogger;
 use crate::config::{Mode, Model};
 use crate::escape::{escape_into, LOG_LIMIT};
 use crate::log_limit::{Bucket, Limits, Verdict};
+use crate::log_prefix::{self, Timestamps};
 use crate::sink;
 use crate::stats::{Reason, Stats, Summary};
 
@@ -252,7 +256,9 @@ pub fn rejected_per_address(
 }
 
 /// Installs `logger` (its levels decide what is shown) so that each line
-/// reaches stderr in one `write(2)`, through the sink that never blocks.
+/// reaches stderr in one `write(2)`, through the sink that never blocks,
+/// each starting as [`log_prefix`] decides from `timestamps` and from
+/// whether stderr is the journal.
 ///
 /// simple_logger prints a line as two writes, the text and then its
 /// newline. Within one process stderr's lock keeps lines whole, but the
@@ -260,8 +266,12 @@ pub fn rejected_per_address(
 /// logging at once produced merged lines (`…;INFO  […] …`) and empty
 /// ones. One write of a line shorter than `PIPE_BUF` (a logged chunk is
 /// at most about 1.1 KB) is never split or interleaved on a pipe.
-pub fn init(logger: SimpleLogger) -> Result<(), log::SetLoggerError> {
+pub fn init(
+    logger: SimpleLogger,
+    timestamps: Timestamps,
+) -> Result<(), log::SetLoggerError> {
     sink::open();
+    log_prefix::choose(timestamps);
     log::set_max_level(logger.max_level());
     log::set_boxed_logger(Box::new(OneWrite(logger)))
 }
@@ -282,19 +292,17 @@ impl Log for OneWrite {
             "" => record.module_path().unwrap_or_default(),
             target => target,
         };
-        // The same text simple_logger prints (without its optional
-        // timestamps and colours), newline included.
+        // The priority or timestamp, then the text simple_logger prints
+        // (without its own timestamps and colours), newline included.
         // A worker of `--workers` names itself on its lines (not on the
         // status lines, which speak for the whole server).
-        let worker = match WORKER.get() {
-            Some(n) if target != STATUS => format!("w{n} "),
-            _ => String::new(),
-        };
-        let line = format!(
-            "{:<5} [{target}] {worker}{}\n",
-            record.level().as_str(),
-            record.args()
-        );
+        let mut line = String::new();
+        log_prefix::write(&mut line, record.level());
+        let _ = write!(line, "{:<5} [{target}] ", record.level().as_str());
+        if let Some(n) = WORKER.get().filter(|_| target != STATUS) {
+            let _ = write!(line, "w{n} ");
+        }
+        let _ = writeln!(line, "{}", record.args());
         sink::line(line.as_bytes());
     }
 

@@ -30,7 +30,8 @@
 //! src/listener/           the listening sockets, the poll and its tokens, signals,
 //!                         the accept state machine, systemd and the stats line
 //! src/metrics/            /metrics and /healthz, served from each model's loop
-//! leaves                  config, stats, journal (the log lines), sink (stderr that
+//! leaves                  config, stats, journal (the log lines), log_prefix (how
+//!                         a line begins: priority, timestamp), sink (stderr that
 //!                         never blocks), log_limit, escape, net, proxy, rlimit,
 //!                         holder (who holds a port), secs, affinity, error
 //! src/load/, client/      the load generator and the learner's client
@@ -107,6 +108,7 @@ mod journal;
 mod listener;
 pub mod load;
 mod log_limit;
+pub mod log_prefix;
 mod metrics;
 mod models;
 mod net;

@@ -116,6 +116,12 @@ pub fn raise_to_hard() -> io::Result<u64> {
     Ok(hard.max(soft))
 }
 
+/// The soft limit now in force (what `process_max_fds` reports);
+/// `None` if the kernel does not say.
+pub(crate) fn soft_nofile() -> Option<u64> {
+    get().ok().map(|(soft, _)| soft)
+}
+
 fn get() -> io::Result<(u64, u64)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the struct we own.

@@ -98,6 +98,12 @@ impl Server {
         &self.config
     }
 
+    /// Whether the listening sockets are the ones systemd passed (socket
+    /// activation) rather than bound from the configured addresses.
+    pub fn activated(&self) -> bool {
+        self.listeners[0].activated()
+    }
+
     /// A handle that stops this server from any thread.
     pub fn handle(&self) -> Handle {
         Handle { group: Arc::clone(self.listeners[0].group()) }

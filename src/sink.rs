@@ -107,6 +107,11 @@ pub(crate) fn settle(deadline: Instant) -> u64 {
     sink.dropped
 }
 
+/// Every line this process dropped so far.
+pub(crate) fn dropped() -> u64 {
+    sink().dropped
+}
+
 /// The stop's first half: waits until `deadline` at most for pending
 /// lines to be written, then drops those not yet begun, so the lines
 /// that end the log come next. Returns the lines dropped now (with
@@ -301,11 +306,13 @@ impl Sink {
                 if self.unreported == 0 {
                     return true;
                 }
-                let report = format!(
+                let mut report = String::new();
+                crate::log_prefix::write(&mut report, log::Level::Warn);
+                report.push_str(&format!(
                     "{:<5} [{TARGET}] log sink was full: {} lines dropped\n",
                     "WARN",
                     std::mem::take(&mut self.unreported)
-                );
+                ));
                 self.buf.extend_from_slice(report.as_bytes());
             }
             let batch = batch(&self.buf[self.sent..]);

@@ -255,7 +255,9 @@ fn measure(
     match scaler.spec.kind {
         Kind::Readyloop(Model::Mio) => {
             cmd.args(["--workers", &n.to_string()]);
-            if scaler.pin {
+            // One loop runs on the main thread, unpinned: `serve`
+            // refuses --pin with --workers 1.
+            if scaler.pin && n > 1 {
                 cmd.arg("--pin");
             }
         }

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use log::LevelFilter;
 
 use crate::config::{Mode, Model};
+use crate::log_prefix::Timestamps;
 use crate::secs::{parse_secs, zero_or_at_least};
 
 use super::values::{addr_arg, parse_buffer, parse_bytes, AddrArg, Whole};
@@ -15,13 +16,14 @@ use super::values::{addr_arg, parse_buffer, parse_bytes, AddrArg, Whole};
 /// Flags of `readyloop serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on, HOST:PORT: loopback by default; 0.0.0.0:PORT
-    /// or `[::]:PORT` to listen on every interface (both may be given:
-    /// IPv6 listeners are IPv6-only); port 0 picks a free port. Give it
-    /// again for more listeners; a host name listens on every address it
-    /// resolves to (`localhost:8989`: 127.0.0.1 and ::1). Ignored when
-    /// systemd passes the listening sockets (socket activation).
-    #[arg(long = "addr", default_value = "127.0.0.1:8989", value_name = "ADDR",
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:8989];
+    /// 0.0.0.0:PORT or `[::]:PORT` to listen on every interface (both may
+    /// be given: IPv6 listeners are IPv6-only); port 0 picks a free port.
+    /// Give it again for more listeners; a host name listens on every
+    /// address it resolves to (`localhost:8989`: 127.0.0.1 and ::1).
+    /// Ignored, with a warning, when systemd passes the listening sockets
+    /// (socket activation).
+    #[arg(long = "addr", value_name = "ADDR",
           action = clap::ArgAction::Append, value_parser = addr_arg)]
     pub addrs: Vec<AddrArg>,
 
@@ -48,12 +50,13 @@ pub struct ServeArgs {
     pub max_connections_per_ip: u32,
 
     /// mio and uring models: memory for output held for clients whose
-    /// writes block (bytes, or with a K, M or G suffix: 512K, 32M); past
-    /// it those clients are not read until they read. The blocking models
-    /// hold no output: a blocked write holds its thread or process.
-    #[arg(long, default_value = "32M", value_name = "BYTES",
-          allow_negative_numbers = true, value_parser = parse_bytes)]
-    pub max_output_memory: u64,
+    /// writes block (bytes, or with a K, M or G suffix: 512K, 32M)
+    /// [default: 32M]; past it those clients are not read until they
+    /// read. Refused with the blocking models, which hold no output (a
+    /// blocked write holds its thread or process).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true,
+          value_parser = parse_bytes)]
+    pub max_output_memory: Option<u64>,
 
     /// SO_SNDBUF of accepted sockets (bytes, or K/M suffix), bounding the
     /// kernel memory a client that does not read can hold; the kernel
@@ -83,39 +86,36 @@ pub struct ServeArgs {
     pub idle_timeout: Duration,
 
     /// Listen backlog: connections the kernel queues before they are
-    /// accepted (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 1024, value_name = "N",
-          allow_negative_numbers = true,
+    /// accepted (capped by net.core.somaxconn) [default: 1024]. Under
+    /// socket activation the socket unit's Backlog= applies instead.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
           value_parser = Whole::new(1, i32::MAX as u32))]
-    pub backlog: u32,
+    pub backlog: Option<u32>,
 
-    /// Stack size of each connection thread in the thread model, in KiB.
-    #[arg(long, default_value_t = 64, value_name = "KIB",
-          allow_negative_numbers = true,
+    /// Stack size of each connection thread in the thread model, in KiB
+    /// [default: 64].
+    #[arg(long, value_name = "KIB", allow_negative_numbers = true,
           value_parser = Whole::new(16, 1_048_576))]
-    pub thread_stack_kib: u32,
+    pub thread_stack_kib: Option<u32>,
 
     /// Log mode: chunk lines per second each connection may log once its
     /// burst is spent; the rest are counted (`log_suppressed`) and
-    /// reported. 0: no limit.
-    #[arg(long, default_value_t = 20, value_name = "LINES_PER_SEC",
-          allow_negative_numbers = true,
+    /// reported. 0: no limit [default: 20].
+    #[arg(long, value_name = "LINES_PER_SEC", allow_negative_numbers = true,
           value_parser = Whole::new(0, 1_000_000))]
-    pub log_rate: u32,
+    pub log_rate: Option<u32>,
 
     /// Log mode: chunk lines a connection may log at once (a pasted
-    /// screen) before `--log-rate` applies.
-    #[arg(long, default_value_t = 200, value_name = "LINES",
-          allow_negative_numbers = true,
+    /// screen) before `--log-rate` applies [default: 200].
+    #[arg(long, value_name = "LINES", allow_negative_numbers = true,
           value_parser = Whole::new(1, 1_000_000))]
-    pub log_burst: u32,
+    pub log_burst: Option<u32>,
 
     /// Log mode: chunk lines per second for all connections together
-    /// (with one second of it as a burst). 0: no limit.
-    #[arg(long, default_value_t = 500, value_name = "LINES_PER_SEC",
-          allow_negative_numbers = true,
+    /// (with one second of it as a burst). 0: no limit [default: 500].
+    #[arg(long, value_name = "LINES_PER_SEC", allow_negative_numbers = true,
           value_parser = Whole::new(0, 1_000_000))]
-    pub log_total_rate: u32,
+    pub log_total_rate: Option<u32>,
 
     /// Log a `stats` line (the summary's counters so far, open
     /// connections and uptime) every SECS seconds, at least 0.1; 0: only
@@ -127,8 +127,9 @@ pub struct ServeArgs {
 
     /// When a stop begins (SIGTERM, SIGINT, SIGHUP), keep accepting and
     /// serving for SECS seconds (fractions allowed) with /healthz on
-    /// --metrics-addr answering 503, so a load balancer stops sending
-    /// new clients; then stop as usual. A second signal stops now.
+    /// --metrics-addr (which it needs) answering 503, so a load balancer
+    /// stops sending new clients; then stop as usual. A second signal
+    /// stops now.
     #[arg(long, default_value = "0", value_name = "SECS",
           allow_negative_numbers = true,
           value_parser = parse_secs)]
@@ -143,8 +144,9 @@ pub struct ServeArgs {
           value_parser = Whole::new(0, 1024))]
     pub workers: u32,
 
-    /// mio and uring models: pin each worker's thread to one CPU (round
-    /// robin over the CPUs the process may use).
+    /// mio and uring models, with --workers other than 1: pin each
+    /// worker's thread to one CPU (round robin over the CPUs the process
+    /// may use).
     #[arg(long)]
     pub pin: bool,
 
@@ -163,17 +165,26 @@ pub struct ServeArgs {
     #[arg(long)]
     pub proxy_protocol: bool,
 
-    /// With --proxy-protocol: the only networks that may send a header,
-    /// CIDR[,CIDR…] (a header lets its sender claim any client address,
-    /// so only the balancers may); others are closed at once.
-    #[arg(long, value_name = "CIDRS", default_value = "127.0.0.0/8,::1/128",
+    /// With --proxy-protocol (which it needs): the only networks that
+    /// may send a header, CIDR[,CIDR…] [default: 127.0.0.0/8,::1/128] (a
+    /// header lets its sender claim any client address, so only the
+    /// balancers may); others are closed at once.
+    #[arg(long, value_name = "CIDRS",
           value_parser = crate::proxy::Trust::parse)]
-    pub proxy_from: crate::proxy::Trust,
+    pub proxy_from: Option<crate::proxy::Trust>,
 
     /// Least severe log level shown; the `listening on` and `summary`
     /// lines are always shown.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// Start each log line with its time (RFC 3339, UTC, milliseconds):
+    /// auto does unless stderr is the journal (JOURNAL_STREAM names it),
+    /// which stamps lines itself. In the journal each line starts with
+    /// its syslog priority (<3> error … <7> debug) whatever this says.
+    #[arg(long, value_enum, default_value_t = Timestamps::Auto,
+          value_name = "WHEN")]
+    pub log_timestamps: Timestamps,
 }
 
 /// `--log-level`.

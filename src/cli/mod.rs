@@ -10,6 +10,7 @@
 //! | `mod.rs` | the subcommands |
 //! | `flags` | `serve`'s flags, as `serve --help` shows them |
 //! | `serve_config` | the flags as a `Config`; the checks between flags |
+//! | `combos` | flags that cannot take effect beside others: refused or warned |
 //! | `values` | one flag's value: addresses, sizes in bytes |
 //! | `run` | running `serve`: logging, the descriptor limit, exit codes |
 
@@ -19,6 +20,7 @@ pub use flags::{LogLevel, ServeArgs};
 pub use run::serve;
 pub use values::AddrArg;
 
+mod combos;
 mod flags;
 mod run;
 mod serve_config;

@@ -8,6 +8,7 @@ use simple_logger::SimpleLogger;
 
 use crate::config::{Config, Model};
 use crate::journal::{self, STATUS};
+use crate::log_prefix;
 
 use super::ServeArgs;
 
@@ -25,17 +26,21 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             "mio",
             args.log_level.filter().min(LevelFilter::Debug),
         );
-    if let Err(e) = journal::init(logger) {
+    if let Err(e) = journal::init(logger, args.log_timestamps) {
         eprintln!("error: cannot set up logging: {e}");
         return ExitCode::from(1);
     }
     let mut config = match args.config() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", log_prefix::error_line(&e));
             return ExitCode::from(2);
         }
     };
+    // Flags that have no effect here but do no harm: said once, at start.
+    for warning in args.warnings(&config) {
+        log::warn!("{warning}");
+    }
     config.handle_signals = true;
     // Nothing else runs yet: taking systemd's sockets (and unsetting its
     // variables) is sound here.
@@ -48,12 +53,24 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
                 log::warn!("{warning}");
             }
         }
-        Err(e) => eprintln!("warning: cannot raise the descriptor limit: {e}"),
+        Err(e) => log::warn!("cannot raise the descriptor limit: {e}"),
     }
-    match crate::bind(config).and_then(crate::Server::run) {
+    let server = match crate::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("{}", log_prefix::error_line(&e));
+            return ExitCode::from(1);
+        }
+    };
+    if server.activated() {
+        for warning in args.activation_warnings() {
+            log::warn!("{warning}");
+        }
+    }
+    match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", log_prefix::error_line(&e));
             ExitCode::from(1)
         }
     }

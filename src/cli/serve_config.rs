@@ -4,17 +4,26 @@
 
 use std::net::SocketAddr;
 
-use crate::config::{Config, Model};
+use crate::config::Config;
 use crate::net;
+use crate::proxy::Trust;
 
 use super::values::{resolve, AddrArg};
 use super::ServeArgs;
 
+/// Where `serve` listens without an `--addr`.
+const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8989);
+
 impl ServeArgs {
     /// The addresses of every `--addr`, in order, each once (port 0
     /// excepted: each asks for a port of its own), host names resolved
-    /// to every address they have; why not, in one line.
+    /// to every address they have, or 127.0.0.1:8989 without one; why
+    /// not, in one line.
     pub fn addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        if self.addrs.is_empty() {
+            return Ok(vec![DEFAULT_ADDR]);
+        }
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for arg in &self.addrs {
             let resolved = match arg {
@@ -39,7 +48,9 @@ impl ServeArgs {
     }
 
     /// The server configuration these flags describe, or why they
-    /// describe none (a host name that does not resolve).
+    /// describe none (a host name that does not resolve, a flag that
+    /// cannot take effect beside the others). A flag not given keeps
+    /// [`Config::new`]'s default.
     pub fn config(&self) -> Result<Config, String> {
         let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.addrs = self.addrs()?;
@@ -49,20 +60,25 @@ impl ServeArgs {
             usize::try_from(self.max_connections).unwrap_or(usize::MAX);
         config.max_connections_per_ip =
             usize::try_from(self.max_connections_per_ip).unwrap_or(usize::MAX);
-        config.max_output_memory =
-            usize::try_from(self.max_output_memory).unwrap_or(usize::MAX);
+        if let Some(bytes) = self.max_output_memory {
+            config.max_output_memory =
+                usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
         config.send_buffer =
             self.send_buffer.and_then(|b| usize::try_from(b).ok());
         config.receive_buffer =
             self.receive_buffer.and_then(|b| usize::try_from(b).ok());
         config.idle_timeout =
             (!self.idle_timeout.is_zero()).then_some(self.idle_timeout);
-        config.backlog = self.backlog;
-        config.thread_stack_kib =
-            usize::try_from(self.thread_stack_kib).unwrap_or(usize::MAX);
-        config.log_rate = self.log_rate;
-        config.log_burst = self.log_burst;
-        config.log_total_rate = self.log_total_rate;
+        config.backlog = self.backlog.unwrap_or(config.backlog);
+        if let Some(kib) = self.thread_stack_kib {
+            config.thread_stack_kib =
+                usize::try_from(kib).unwrap_or(usize::MAX);
+        }
+        config.log_rate = self.log_rate.unwrap_or(config.log_rate);
+        config.log_burst = self.log_burst.unwrap_or(config.log_burst);
+        config.log_total_rate =
+            self.log_total_rate.unwrap_or(config.log_total_rate);
         config.stats_interval =
             (!self.stats_interval.is_zero()).then_some(self.stats_interval);
         config.drain = self.drain;
@@ -71,14 +87,6 @@ impl ServeArgs {
             n => n as usize,
         };
         config.pin = self.pin;
-        let one_loop = matches!(config.model, Model::Mio | Model::Uring);
-        if !one_loop && (self.workers != 1 || self.pin) {
-            return Err(format!(
-                "--workers and --pin need --model mio or uring: the {} \
-                 model has no loop to repeat or pin",
-                config.model
-            ));
-        }
         if config.workers > config.max_connections {
             return Err(format!(
                 "--workers {} is more than --max-connections {}: every \
@@ -87,9 +95,12 @@ impl ServeArgs {
             ));
         }
         config.metrics_addr = self.metrics_addr;
-        config.proxy = self
-            .proxy_protocol
-            .then(|| crate::proxy::Proxy { trust: self.proxy_from.clone() });
+        config.proxy = self.proxy_protocol.then(|| crate::proxy::Proxy {
+            trust: self.proxy_from.clone().unwrap_or_else(Trust::loopback),
+        });
+        if let Some(refused) = self.refusal(&config) {
+            return Err(refused);
+        }
         match metrics_clash(&config) {
             Some(clash) => Err(clash),
             None => Ok(config),

@@ -18,6 +18,7 @@
 //! scrape or a health check out. Clients never share this table.
 
 mod http;
+mod process;
 mod render;
 mod room;
 mod scrape;
@@ -167,8 +168,14 @@ impl Metrics {
     /// Answers every waiting request with `counters` (rendered once)
     /// and starts sending.
     pub(crate) fn answer(&mut self, registry: &Registry, counters: &Counters) {
+        // The lines this process dropped so far, which its summary adds
+        // when it ends (a forked child's are in the counters once it
+        // exits): the scrape says what the summary would say now.
+        let mut counters = counters.clone();
+        counters.summary.log_dropped += crate::sink::dropped();
         self.text.clear();
-        render::render(&mut self.text, counters, self.build);
+        let process = process::Process::now();
+        render::render(&mut self.text, &counters, self.build, &process);
         for slot in 0..MAX_SCRAPES {
             let Some(scrape) = &mut self.slots[slot] else { continue };
             let State::Waiting { body } = scrape.state else { continue };

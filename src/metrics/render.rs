@@ -1,10 +1,12 @@
 //! The counters in the Prometheus text format 0.0.4: a `# HELP` and a
 //! `# TYPE` line for each family, then its samples.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 
 use crate::config::{Mode, Model};
 use crate::stats::Summary;
+
+use super::process::Process;
 
 /// What a scrape reports, taken when it is answered.
 #[derive(Clone, Debug)]
@@ -32,7 +34,7 @@ struct Family<'a> {
 }
 
 impl Family<'_> {
-    fn write(&self, out: &mut String, samples: &[(&str, u64)]) {
+    fn write<V: Display>(&self, out: &mut String, samples: &[(&str, V)]) {
         let Family { name, kind, help } = self;
         // Writing to a String cannot fail.
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -42,10 +44,16 @@ impl Family<'_> {
     }
 }
 
-/// Writes every family into `out`. Label values are the crate's own
-/// names (version, model, mode, close reasons), none of which holds a
-/// character the format would need escaped.
-pub(crate) fn render(out: &mut String, c: &Counters, build: Build) {
+/// Writes every family into `out`, with `process`'s figures. Label
+/// values are the crate's own names (version, model, mode, close
+/// reasons), none of which holds a character the format would need
+/// escaped.
+pub(crate) fn render(
+    out: &mut String,
+    c: &Counters,
+    build: Build,
+    process: &Process,
+) {
     let s = &c.summary;
     let counter = |name, help| Family { name, kind: "counter", help };
     let gauge = |name, help| Family { name, kind: "gauge", help };
@@ -99,6 +107,18 @@ pub(crate) fn render(out: &mut String, c: &Counters, build: Build) {
         .write(out, &[("", s.bytes_in)]);
     counter("readyloop_bytes_sent_total", "Bytes written to clients.")
         .write(out, &[("", s.bytes_out)]);
+    counter(
+        "readyloop_log_lines_dropped_total",
+        "Log lines dropped because stderr did not take them in time \
+         (the summary's log_dropped).",
+    )
+    .write(out, &[("", s.log_dropped)]);
+    counter(
+        "readyloop_log_lines_suppressed_total",
+        "Chunk lines not logged because of --log-rate or --log-total-rate \
+         (the summary's log_suppressed).",
+    )
+    .write(out, &[("", s.log_suppressed)]);
     let labels = format!(
         "{{version=\"{}\",model=\"{}\",mode=\"{}\"}}",
         env!("CARGO_PKG_VERSION"),
@@ -110,35 +130,42 @@ pub(crate) fn render(out: &mut String, c: &Counters, build: Build) {
         "Always 1; the labels say which build serves, how.",
     )
     .write(out, &[(&labels, 1)]);
-    if let Some(fds) = open_fds() {
+    write_process(out, process);
+}
+
+/// The process collector's families, each only if /proc had its figure.
+fn write_process(out: &mut String, p: &Process) {
+    let gauge = |name, help| Family { name, kind: "gauge", help };
+    if let Some(fds) = p.open_fds {
         gauge("process_open_fds", "Number of open file descriptors.")
             .write(out, &[("", fds)]);
     }
-    if let Some(bytes) = resident_bytes() {
+    if let Some(max) = p.max_fds {
+        gauge("process_max_fds", "Maximum number of open file descriptors.")
+            .write(out, &[("", max)]);
+    }
+    if let Some(bytes) = p.resident_bytes {
         gauge(
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
         )
         .write(out, &[("", bytes)]);
     }
-}
-
-/// This process's open descriptors (the one that reads the directory
-/// among them); `None` if /proc cannot say.
-fn open_fds() -> Option<u64> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    Some(entries.count() as u64)
-}
-
-/// This process's resident memory: `VmRSS` of /proc/self/status, the
-/// kernel's count behind the second field of /proc/self/statm, already
-/// in KiB rather than pages (whose size only `sysconf`, an unsafe call,
-/// would tell). `None` if /proc cannot say.
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    if let Some(seconds) = p.cpu_seconds {
+        Family {
+            name: "process_cpu_seconds_total",
+            kind: "counter",
+            help: "Total user and system CPU time spent in seconds.",
+        }
+        .write(out, &[("", seconds)]);
+    }
+    if let Some(start) = p.start_time {
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+        )
+        .write(out, &[("", start)]);
+    }
 }
 
 #[cfg(test)]
@@ -158,8 +185,15 @@ mod tests {
         };
         let counters = Counters { summary, open: 3, workers: Vec::new() };
         let build = Build { model: Model::Thread, mode: Mode::Echo };
+        let process = Process {
+            open_fds: Some(12),
+            max_fds: Some(1024),
+            resident_bytes: Some(4096),
+            cpu_seconds: Some(0.25),
+            start_time: Some(1_796_596_201.5),
+        };
         let mut out = String::new();
-        render(&mut out, &counters, build);
+        render(&mut out, &counters, build, &process);
         for line in [
             "readyloop_connections_accepted_total 7",
             "readyloop_connections_closed_total{reason=\"eof\"} 3",
@@ -169,6 +203,15 @@ mod tests {
             "readyloop_connections_open 3",
             "readyloop_bytes_received_total 100",
             "readyloop_bytes_sent_total 90",
+            "readyloop_log_lines_dropped_total 0",
+            "readyloop_log_lines_suppressed_total 0",
+            "process_open_fds 12",
+            "process_max_fds 1024",
+            "process_resident_memory_bytes 4096",
+            "process_cpu_seconds_total 0.25",
+            "process_start_time_seconds 1796596201.5",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_start_time_seconds gauge",
             "# TYPE readyloop_connections_open gauge",
             "# TYPE readyloop_bytes_sent_total counter",
         ] {
@@ -180,13 +223,11 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(out.lines().any(|l| l == info), "{out}");
-        let fds =
-            out.lines().find_map(|l| l.strip_prefix("process_open_fds "));
-        assert!(fds
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 2));
         let helps = out.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (9, 9), "{out}");
+        assert_eq!((helps, types), (14, 14), "{out}");
+        let mut none = String::new();
+        render(&mut none, &counters, build, &Process::default());
+        assert!(!none.contains("process_"), "{none}");
     }
 }

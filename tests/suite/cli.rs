@@ -3,7 +3,10 @@
 
 use std::process::{Command, Output};
 
+use crate::support::activation::{activated, fd, listening};
 use crate::support::server::binary;
+use crate::support::ServerProcess;
+use crate::support::{close_and_wait, connect, echo_and_close, stop};
 
 fn run(args: &[&str]) -> Output {
     Command::new(binary()).args(args).output().expect("run readyloop")
@@ -30,6 +33,7 @@ fn invalid_flags_exit_2_with_an_error() {
         &["serve", "--drain", "NaN"],
         &["serve", "--backlog", "0"],
         &["serve", "--log-level", "loud"],
+        &["serve", "--log-timestamps", "sometimes"],
         &["serve", "--no-such-flag"],
         &["launch"],
     ] {
@@ -125,6 +129,7 @@ fn help_documents_every_flag() {
         "--backlog",
         "--log-level",
         "--thread-stack-kib",
+        "--log-timestamps",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -153,4 +158,124 @@ fn counting_flags_say_their_range() {
             assert!(!err.contains("invalid digit"), "{flag} {value}: {err}");
         }
     }
+}
+
+/// A flag that cannot take effect beside the others, when the operator
+/// clearly meant it to, is refused: exit 2 and one line naming it and
+/// the flag (or model) it needs. Each of these started before, and did
+/// silently without what the flag asked for.
+#[test]
+fn a_flag_that_cannot_take_effect_is_refused() {
+    for (args, flag, needed) in [
+        (
+            &["--proxy-from", "10.0.0.0/8"][..],
+            "--proxy-from",
+            "--proxy-protocol",
+        ),
+        (&["--drain", "2"], "--drain", "--metrics-addr"),
+        (&["--pin"], "--pin", "--workers"),
+        (&["--pin", "--workers", "1"], "--pin", "--workers"),
+        (
+            &["--model", "thread", "--max-output-memory", "1M"],
+            "--max-output-memory",
+            "--model mio or uring",
+        ),
+        (
+            &["--model", "iterative", "--max-output-memory", "1M"],
+            "--max-output-memory",
+            "--model mio or uring",
+        ),
+        (
+            &["--model", "process", "--max-output-memory", "1M"],
+            "--max-output-memory",
+            "--model mio or uring",
+        ),
+    ] {
+        let all = [&["serve", "--addr", "127.0.0.1:0"][..], args].concat();
+        let out = run(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(&format!("error: {flag} ")), "{err}");
+        assert!(err.contains(needed), "{args:?}: {err}");
+    }
+    // What they need given, each starts.
+    for args in [
+        &["--proxy-protocol", "--proxy-from", "10.0.0.0/8"][..],
+        &["--drain", "2", "--metrics-addr", "127.0.0.1:0"],
+        &["--pin", "--workers", "2"],
+        &["--mode", "echo", "--max-output-memory", "1M"],
+    ] {
+        let mut server = ServerProcess::start(args);
+        assert_eq!(server.count("WARN"), 0, "{args:?}: {:?}", server.log);
+        stop(server);
+    }
+}
+
+/// A flag that has no effect beside the others but does no harm (what
+/// it bounds is never there) is accepted, and said to do nothing in one
+/// warning at start, once.
+#[test]
+fn a_harmless_flag_without_effect_is_warned_about_once() {
+    for (args, warning) in [
+        (
+            &["--mode", "echo", "--log-rate", "5"][..],
+            "--log-rate has no effect",
+        ),
+        (
+            &["--mode", "discard", "--log-burst", "9"],
+            "--log-burst has no effect",
+        ),
+        (
+            &["--mode", "echo", "--log-total-rate", "9"],
+            "--log-total-rate has no effect",
+        ),
+        (&["--log-level", "warn", "--log-rate", "5"], "--log-level warn"),
+        (&["--max-output-memory", "1M"], "--max-output-memory has no effect"),
+        (
+            &["--mode", "discard", "--send-buffer", "16K"],
+            "--send-buffer has no effect",
+        ),
+        (&["--thread-stack-kib", "128"], "--thread-stack-kib has no effect"),
+    ] {
+        let mut server = ServerProcess::start(args);
+        if args.contains(&"echo") {
+            echo_and_close(server.addr, b"served\n");
+        } else {
+            let mut c = connect(server.addr);
+            std::io::Write::write_all(&mut c, b"served\n").expect("write");
+            close_and_wait(c);
+        }
+        let s = stop_keeping(&mut server);
+        assert_eq!(s.accepted, 1, "{args:?}");
+        let warned: Vec<&String> =
+            server.log.iter().filter(|l| l.contains(warning)).collect();
+        assert_eq!(warned.len(), 1, "{args:?}: {:?}", server.log);
+        assert!(warned[0].starts_with("WARN  "), "{warned:?}");
+    }
+}
+
+/// Under socket activation `--addr` and `--backlog` do nothing (the
+/// sockets are bound and listening already): the server serves the
+/// passed socket and says so once for each.
+#[test]
+fn addr_and_backlog_under_socket_activation_are_warned_about() {
+    let (socket, addr) = listening("127.0.0.1:0");
+    let args = ["serve", "--addr", "127.0.0.1:0", "--backlog", "7"];
+    let mut cmd = activated(binary(), &args, &[fd(&socket)], &["web"]);
+    cmd.args(["--mode", "echo"]);
+    let mut server = ServerProcess::start_command(cmd);
+    echo_and_close(addr, b"served");
+    stop_keeping(&mut server);
+    for flag in ["--addr", "--backlog"] {
+        let warning = format!("{flag} has no effect: systemd passed");
+        assert_eq!(server.count(&warning), 1, "{:?}", server.log);
+    }
+}
+
+/// SIGTERM, exit 0, and the summary, keeping the server's log.
+fn stop_keeping(server: &mut ServerProcess) -> readyloop::Summary {
+    let (code, summary) = server.finish();
+    assert_eq!(code, 0, "exit code: {:?}", server.log);
+    summary
 }

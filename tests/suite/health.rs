@@ -125,7 +125,16 @@ fn the_service_manager_hears_stopping_when_the_drain_begins(model: Model) {
     manager.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let mut cmd = ServerProcess::command_at(
         "127.0.0.1:0",
-        &["--model", model.name(), "--mode", "echo", "--drain", "600"],
+        &[
+            "--model",
+            model.name(),
+            "--mode",
+            "echo",
+            "--drain",
+            "600",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
     );
     cmd.env("NOTIFY_SOCKET", &path);
     let mut server = ServerProcess::start_command(cmd);

@@ -15,6 +15,7 @@
 //! | [`holder`] | an address in use names the process that holds it |
 //! | [`load`] | `readyloop load` and its JSON |
 //! | [`load_fails`] | `readyloop load` fails loudly: exit 3, stalls, usage errors |
+//! | [`log_format`] | each line begins with a UTC timestamp, or its priority in the journal |
 //! | [`log_sink`] | a stderr that stalls or floods never stops serving, per model |
 //! | [`limits_host`] | the per-address limit, the output budget, the descriptor warning |
 //! | [`escape_props`] | the log escaper, over arbitrary input |
@@ -23,7 +24,11 @@
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
 //! | [`trace`] | `--log-level trace` narrates an exchange (mio and the blocking models), and is silent at `info` |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
+<<<<<<< HEAD
 //! | [`docs`] | README.md and docs/*.md: links and anchors resolve, every `--help` flag is documented, every trap cited in src/ has its entry |
+=======
+//! | [`metrics_complete`] | the log counters equal the summary's; the process series agree with /proc |
+>>>>>>> daemon-ops
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
@@ -86,9 +91,11 @@ mod library;
 mod limits_host;
 mod load;
 mod load_fails;
+mod log_format;
 mod log_sink;
 mod matrix;
 mod metrics;
+mod metrics_complete;
 mod mio;
 mod process;
 mod proxy;

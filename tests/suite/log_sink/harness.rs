@@ -26,10 +26,13 @@ pub(super) struct Server {
 
 impl Server {
     /// Starts `readyloop serve --model MODEL ARGS…` and reads its first
-    /// line (`listening on ADDR …`) and nothing more.
+    /// line (`listening on ADDR …`) and nothing more. Its lines start
+    /// with the record (`--log-timestamps never`): these tests read what
+    /// the sink carries, and `log_format` pins how lines begin.
     pub(super) fn start(model: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_readyloop"))
             .args(["serve", "--addr", "127.0.0.1:0", "--model", model])
+            .args(["--log-timestamps", "never"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod chaos;
+pub mod log_line;
 pub mod markdown;
 pub mod net;
 pub mod rng;

@@ -142,26 +142,38 @@ pub fn scrape(addr: SocketAddr) -> Scrape {
 /// The samples of one scrape: `name{labels}` to value, and the text.
 #[derive(Clone, Debug)]
 pub struct Scrape {
+    /// The samples whose value is a whole number.
     pub samples: BTreeMap<String, u64>,
+    /// Every sample, as a float (CPU seconds, the start time).
+    pub floats: BTreeMap<String, f64>,
     pub text: String,
 }
 
 impl Scrape {
-    /// Reads the sample lines of `text` (integers: every series of the
-    /// server counts something).
+    /// Reads the sample lines of `text`: every value is a number, and
+    /// those of counts are whole.
     pub fn parse(text: &str) -> Scrape {
-        let samples = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (series, value) = l.rsplit_once(' ').expect("a sample");
-                let value = value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("not an integer: {l}"));
-                (series.to_string(), value)
-            })
-            .collect();
-        Scrape { samples, text: text.into() }
+        let mut samples = BTreeMap::new();
+        let mut floats = BTreeMap::new();
+        for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = l.rsplit_once(' ').expect("a sample");
+            let float: f64 =
+                value.parse().unwrap_or_else(|_| panic!("not a number: {l}"));
+            if let Ok(whole) = value.parse::<u64>() {
+                samples.insert(series.to_string(), whole);
+            }
+            floats.insert(series.to_string(), float);
+        }
+        Scrape { samples, floats, text: text.into() }
+    }
+
+    /// The value of `series`, which must be there, as a float.
+    pub fn float(&self, series: &str) -> f64 {
+        match self.floats.get(series) {
+            Some(&value) => value,
+            None => panic!("no {series} in:\n{}", self.text),
+        }
     }
 
     /// The value of `series`, which must be there.
@@ -177,8 +189,7 @@ impl Scrape {
         self.get("readyloop_connections_open")
     }
 
-    /// The client counters, as the `summary` line has them (the log
-    /// counters, which a scrape does not report, as 0).
+    /// The counters, as the `summary` line has them.
     pub fn summary(&self) -> Summary {
         let closed = |reason: &str| {
             self.get(&format!(
@@ -195,8 +206,8 @@ impl Scrape {
             rejected: self.get("readyloop_connections_rejected_total"),
             bytes_in: self.get("readyloop_bytes_received_total"),
             bytes_out: self.get("readyloop_bytes_sent_total"),
-            log_dropped: 0,
-            log_suppressed: 0,
+            log_dropped: self.get("readyloop_log_lines_dropped_total"),
+            log_suppressed: self.get("readyloop_log_lines_suppressed_total"),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The server under test: the real `readyloop serve` binary, its stderr
 //! read line by line, stopped with a signal.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use readyloop::{Model, Summary};
 pub use rustix::process::Signal;
 use rustix::process::{kill_process, setrlimit, Pid, Resource, Rlimit};
 
+use super::log_line;
 use super::net::echo_and_close;
 use super::rng::pattern;
 use super::wait::{eventually, PATIENCE};
@@ -61,7 +62,9 @@ pub struct ServerProcess {
     /// Every address of its `listening on` line.
     pub addrs: Vec<SocketAddr>,
     lines: Receiver<Vec<u8>>,
-    /// Every stderr line seen so far (invalid UTF-8 replaced).
+    /// Every stderr line seen so far (invalid UTF-8 replaced), as its
+    /// record (`LEVEL [target] message`): the priority and timestamp
+    /// that begin it are taken off ([`log_line::record`]).
     pub log: Vec<String>,
     /// The same lines as the exact bytes the server wrote, each without
     /// its final `\n`.
@@ -105,6 +108,25 @@ impl ServerProcess {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn readyloop");
         let lines = read_lines(child.stderr.take().expect("stderr"));
+        ServerProcess::started(child, lines)
+    }
+
+    /// Starts `cmd`, whose stderr the caller gave it (a socket, as the
+    /// journal's stream is), reading its lines from `stderr`, the other
+    /// end. `cmd` is dropped once spawned, closing this process's copy
+    /// of the server's end, so the lines end when the server's do.
+    pub fn start_command_reading(
+        mut cmd: Command,
+        stderr: impl Read + Send + 'static,
+    ) -> ServerProcess {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        let child = cmd.spawn().expect("spawn readyloop");
+        drop(cmd);
+        ServerProcess::started(child, read_lines(stderr))
+    }
+
+    /// The process `child`, once its `listening on` line came.
+    fn started(child: Child, lines: Receiver<Vec<u8>>) -> ServerProcess {
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -180,7 +202,8 @@ impl ServerProcess {
     }
 
     fn push_line(&mut self, raw: Vec<u8>) -> String {
-        let line = String::from_utf8_lossy(&raw).into_owned();
+        let whole = String::from_utf8_lossy(&raw);
+        let line = log_line::record(&whole).to_owned();
         self.log.push(line.clone());
         self.raw_log.push(raw);
         line
@@ -258,7 +281,7 @@ impl Drop for ServerProcess {
 /// Reads stderr as raw lines: `BufRead::lines` would stop at the first
 /// invalid UTF-8 and strip a `\r`, hiding exactly what hostile-input tests
 /// look for.
-fn read_lines(stderr: ChildStderr) -> Receiver<Vec<u8>> {
+fn read_lines(stderr: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(stderr).split(b'\n') {

@@ -1,0 +1,200 @@
+//! `/metrics` says all the summary says, and what the Prometheus
+//! process collector says: the log counters equal the summary's
+//! `log_dropped` and `log_suppressed` after a flood that drops and
+//! suppresses lines, and the process series agree with /proc.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use readyloop::Model;
+
+use crate::support::scrape::{metrics_addr, scrape, serve_metrics, Scrape};
+use crate::support::*;
+
+/// Clients of the flood: with an accept and a close line each (some
+/// 90 bytes together with the chunk line) they overrun the server's
+/// 64 KiB of log buffer and the small socket buffer behind it.
+const FLOOD: u64 = 2000;
+
+/// A stderr reader that a test can stop: while the valve is shut, a
+/// read waits, so the server's stderr fills as behind a stalled
+/// journal.
+struct Valve {
+    stream: UnixStream,
+    open: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Read for Valve {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (lock, turned) = &*self.open;
+        let mut open = lock.lock().expect("valve");
+        while !*open {
+            open = turned.wait(open).expect("valve");
+        }
+        drop(open);
+        self.stream.read(buf)
+    }
+}
+
+fn turn(valve: &Arc<(Mutex<bool>, Condvar)>, open: bool) {
+    *valve.0.lock().expect("valve") = open;
+    valve.1.notify_all();
+}
+
+/// Scrapes until `done` holds for one, and returns that one.
+fn scrape_until(
+    addr: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let mut last = None;
+    eventually(what, || {
+        let now = scrape(addr);
+        let ok = done(&now);
+        last = Some(now);
+        ok
+    });
+    last.expect("scraped")
+}
+
+per_model!(dropped_and_suppressed_lines_are_the_summarys);
+
+/// In log mode with a total log rate of one line a second, a flood of
+/// clients while stderr is stalled: most chunk lines are suppressed and
+/// most other lines dropped. The scrape shows both as they happen; once
+/// stderr reads again and the sink has said what it dropped, a scrape's
+/// figures are the summary's exactly. (The process model's children
+/// count their drops as they exit, like the rest of their counters: all
+/// have exited once every flood client is counted closed.)
+fn dropped_and_suppressed_lines_are_the_summarys(model: Model) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    // A small socket buffer: the sink's 64 KiB fill soon.
+    socket2::SockRef::from(&theirs)
+        .set_send_buffer_size(4096)
+        .expect("SO_SNDBUF");
+    let open = Arc::new((Mutex::new(true), Condvar::new()));
+    let valve = Valve { stream: ours, open: Arc::clone(&open) };
+    let mut cmd = ServerProcess::command_at(
+        "127.0.0.1:0",
+        &["--model", model.name(), "--mode", "log"],
+    );
+    cmd.args(["--log-total-rate", "1", "--metrics-addr", "127.0.0.1:0"]);
+    cmd.env_remove("JOURNAL_STREAM");
+    cmd.stderr(Stdio::from(OwnedFd::from(theirs)));
+    let mut server = ServerProcess::start_command_reading(cmd, valve);
+    let metrics = metrics_addr(&mut server);
+
+    turn(&open, false);
+    for _ in 0..FLOOD {
+        let mut c = connect(server.addr);
+        std::io::Write::write_all(&mut c, b"flood\n").expect("write");
+        close_and_wait(c);
+    }
+    let stalled = scrape_until(metrics, "every flood client closed", |s| {
+        s.summary().closed() == FLOOD
+    });
+    let s = stalled.summary();
+    assert!(s.log_dropped > 0, "{model}: {}", stalled.text);
+    assert!(s.log_suppressed > FLOOD / 2, "{model}: {}", stalled.text);
+
+    turn(&open, true);
+    server.wait_for_line("log sink was full: ");
+    let drained = scrape(metrics).summary();
+    assert!(drained.log_dropped >= s.log_dropped, "{model}");
+    assert_eq!(drained.log_suppressed, s.log_suppressed, "{model}");
+    let summary = stop(server);
+    assert_eq!(
+        (summary.log_dropped, summary.log_suppressed),
+        (drained.log_dropped, drained.log_suppressed),
+        "{model}: the summary against the last scrape"
+    );
+}
+
+/// The soft RLIMIT_NOFILE of a process, from /proc/PID/limits.
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .expect("read /proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let soft = line["Max open files".len()..].split_whitespace().next();
+    match soft {
+        Some("unlimited") => u64::MAX,
+        Some(n) => n.parse().expect("a number"),
+        None => panic!("no soft limit in {line:?}"),
+    }
+}
+
+/// Seconds since the epoch, now.
+fn epoch_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64()
+}
+
+/// The process collector's series, with its names, types and help
+/// texts: `process_max_fds` is the server's soft RLIMIT_NOFILE (which
+/// it raised to the hard limit), `process_start_time_seconds` when the
+/// test started it (to the second: /proc's boot time is whole seconds),
+/// and `process_cpu_seconds_total` grows above 0 under load and never
+/// goes back.
+#[test]
+fn the_process_series_agree_with_proc() {
+    let started = epoch_now();
+    let (server, metrics) = serve_metrics(Model::Mio, &["--mode", "echo"]);
+    let first = scrape(metrics);
+    for (name, kind, help) in [
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        ),
+        (
+            "readyloop_log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because stderr did not take them in time \
+             (the summary's log_dropped).",
+        ),
+    ] {
+        let lines =
+            [format!("# HELP {name} {help}"), format!("# TYPE {name} {kind}")];
+        for line in lines {
+            assert!(first.text.lines().any(|l| l == line), "{line}");
+        }
+    }
+    assert_eq!(first.get("process_max_fds"), soft_nofile(server.pid()));
+    let start = first.float("process_start_time_seconds");
+    assert!(
+        (start - started).abs() < 3.0,
+        "started at {start}, the test started it at {started}"
+    );
+
+    let mut cpu = first.float("process_cpu_seconds_total");
+    assert!(cpu >= 0.0, "{cpu}");
+    let mut round = 0;
+    eventually("the server used some CPU", || {
+        echo_and_close(server.addr, &pattern(round, 1 << 20));
+        round += 1;
+        let now = scrape(metrics).float("process_cpu_seconds_total");
+        assert!(now >= cpu, "CPU seconds went back from {cpu} to {now}");
+        cpu = now;
+        now > 0.0
+    });
+    let later = scrape(metrics);
+    assert!(later.float("process_cpu_seconds_total") >= cpu);
+    assert_eq!(later.float("process_start_time_seconds"), start);
+    stop(server);
+}
