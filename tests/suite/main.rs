@@ -22,13 +22,10 @@
 //! | [`health`] | `/healthz` and `--drain`: 503 from a stop's start, serving through the drain |
 //! | [`proxy`] | `--proxy-protocol`, `--proxy-from`: headers name the peer, bad ones are refused, per model |
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
-//! | [`trace`] | `--log-level trace` narrates an exchange (mio and the blocking models), and is silent at `info` |
+//! | [`trace`] | `--log-level trace` narrates an exchange, a reset and a full output buffer (every model), and is silent at `info` |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
-<<<<<<< HEAD
 //! | [`docs`] | README.md and docs/*.md: links and anchors resolve, every `--help` flag is documented, every trap cited in src/ has its entry |
-=======
 //! | [`metrics_complete`] | the log counters equal the summary's; the process series agree with /proc |
->>>>>>> daemon-ops
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
 //! `cargo test --release -- --ignored soak` runs the chaos test for ten
