@@ -49,9 +49,11 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
     let outcome = match &args.what {
         Generated::Man { dir } => man_pages(dir),
         Generated::Completions { shell } => {
-            io::stdout().lock().write_all(&completions(*shell)).map_err(|e| {
-                format!("cannot write the {shell} completions to stdout: {e}")
-            })
+            let mut stdout = io::stdout().lock();
+            let script = completions(*shell);
+            stdout.write_all(&script).and_then(|()| stdout.flush()).map_err(
+                |e| format!("cannot write the {shell} completions: {e}"),
+            )
         }
     };
     match outcome {
@@ -85,12 +87,33 @@ fn write_pages(cmd: &clap::Command, dir: &Path) -> Result<(), String> {
     clap_mangen::Man::new(cmd.clone())
         .render(&mut page)
         .map_err(|e| format!("cannot render the page {name}.1: {e}"))?;
-    fs::write(&path, page)
+    fs::write(&path, ascii(&String::from_utf8_lossy(&page)))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         write_pages(sub, dir)?;
     }
     Ok(())
+}
+
+/// `page` with every character outside ASCII written as a troff escape:
+/// groff rendering for a terminal in the C locale (a service's, an ssh
+/// session's) has no glyph for a literal `…` and drops it with a
+/// warning, while `...` and its named escapes render everywhere.
+fn ascii(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    for c in page.chars() {
+        match c {
+            c if c.is_ascii() => out.push(c),
+            '…' => out.push_str("..."),
+            '—' => out.push_str("\\(em"),
+            '–' => out.push_str("\\(en"),
+            '→' => out.push_str("\\(->"),
+            '‘' | '’' => out.push_str("\\(aq"),
+            '“' | '”' => out.push_str("\\(dq"),
+            c => out.push_str(&format!("\\[u{:04X}]", u32::from(c))),
+        }
+    }
+    out
 }
 
 /// The completion script for `shell`, held in memory so that a failed
