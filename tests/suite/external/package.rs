@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use super::units::{copy_tree, exposure, host_units, verify};
 use super::{tool, Scratch};
 use crate::generate::{serve_flags, subcommands};
+use crate::support::server::binary;
 
 /// The highest exposure `systemd-analyze security` may give the
 /// installed service.
@@ -52,7 +53,8 @@ fn run(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
-/// Cargo's target directory: the test binary is `<target>/<profile>/deps/suite-…`.
+/// Cargo's target directory: the test binary is
+/// `<target>/<profile>/deps/suite-…`.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.ancestors().nth(3).expect("a target directory").to_path_buf()
@@ -235,12 +237,22 @@ fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
 
 /// bash, with the package's completion sourced, completes `readyloop
 /// se` to `serve`, and `readyloop serve --mo` to `--mode` and
-/// `--model`.
+/// `--model`. The script is the one this tree's binary writes: the
+/// package is not older than the code under test.
 #[test]
 fn bash_completes_from_the_packaged_script() {
     let root = unpacked("package-bash");
     let script =
         under(&root, "/usr/share/bash-completion/completions/readyloop");
+    let ours = run(
+        "readyloop generate completions bash",
+        Command::new(binary()).args(["generate", "completions", "bash"]),
+    );
+    assert!(
+        fs::read(&script).expect("read the packaged script") == ours.stdout,
+        "the package's bash completion is not this tree's: rebuild it \
+         with contrib/deb/build"
+    );
     assert_eq!(bash_completes(&script, &["readyloop", "se"]), ["serve"]);
     let mut flags = bash_completes(&script, &["readyloop", "serve", "--mo"]);
     flags.sort();
