@@ -128,3 +128,17 @@ fn completions(shell: Shell) -> Vec<u8> {
     );
     script
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ASCII passes unchanged; typography becomes its ASCII or named
+    /// troff form; anything else a `\[uXXXX]` escape.
+    #[test]
+    fn pages_keep_ascii_and_escape_the_rest() {
+        assert_eq!(ascii("--drain SECS"), "--drain SECS");
+        assert_eq!(ascii("CIDR[,CIDR…]"), "CIDR[,CIDR...]");
+        assert_eq!(ascii("a—b→c é"), "a\\(emb\\(->c \\[u00E9]");
+    }
+}
