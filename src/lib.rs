@@ -16,7 +16,7 @@
 //! and `.ci/run` runs that check first).
 //!
 //! ```text
-//! src/main.rs, cli/       the command line: serve, load, client; exit codes
+//! src/main.rs, cli/       the command line: serve, load, client, generate
 //! src/server.rs           bind, Server, Handle, Running: start and stop any model
 //! src/workers.rs          --workers N: the mio (or uring) loop once per thread
 //! src/models/

@@ -12,5 +12,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve(&args),
         Command::Load(args) => readyloop::load::main(args),
         Command::Client(args) => readyloop::client::main(args),
+        Command::Generate(args) => cli::generate(&args),
     }
 }

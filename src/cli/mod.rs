@@ -1,5 +1,5 @@
-//! The command line: `readyloop serve`, `readyloop load` and
-//! `readyloop client`.
+//! The command line: `readyloop serve`, `readyloop load`,
+//! `readyloop client` and `readyloop generate`.
 //!
 //! Exit codes: 0 on a clean stop, 1 when the server cannot start or its
 //! loop fails (`error: …` on stderr), 2 for invalid flags (clap prints the
@@ -13,15 +13,18 @@
 //! | `combos` | flags that cannot take effect beside others: refused or warned |
 //! | `values` | one flag's value: addresses, sizes in bytes |
 //! | `run` | running `serve`: logging, the descriptor limit, exit codes |
+//! | `generate` | the manual pages and shell completions, from clap |
 
 use clap::{Parser, Subcommand};
 
 pub use flags::{LogLevel, ServeArgs};
+pub use generate::{generate, GenerateArgs, Generated};
 pub use run::serve;
 pub use values::AddrArg;
 
 mod combos;
 mod flags;
+mod generate;
 mod run;
 mod serve_config;
 mod values;
@@ -46,6 +49,10 @@ pub enum Command {
     /// Connect to a server, send stdin, print what comes back; `-v`
     /// narrates the handshake, the half-close and any reset.
     Client(crate::client::ClientArgs),
+    /// Write the manual pages or print a shell's completions, made from
+    /// this command line's own definition (the Debian package ships
+    /// both).
+    Generate(GenerateArgs),
 }
 
 #[cfg(test)]

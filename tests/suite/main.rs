@@ -11,6 +11,7 @@
 //! | [`uring`] | the uring model: unavailable io_uring is a clear exit 1 |
 //! | [`library`] | the library API: start and stop in-process |
 //! | [`cli`] | exit codes and errors of the command line |
+//! | [`generate`] | `--version`; `generate`: man pages and completions name every flag |
 //! | [`client`] | `readyloop client`: echo, half-close, RST, idle, exit codes |
 //! | [`holder`] | an address in use names the process that holds it |
 //! | [`load`] | `readyloop load` and its JSON |
@@ -82,6 +83,7 @@ mod docs;
 mod escape_props;
 #[cfg(feature = "external")]
 mod external;
+mod generate;
 mod health;
 mod holder;
 mod library;

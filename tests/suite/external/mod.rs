@@ -10,6 +10,7 @@
 //! | [`units`] | `contrib/systemd`: `systemd-analyze verify` and `security` |
 //! | [`sandbox`] | the service's command line stays inside its sandbox |
 //! | [`promtool`] | `promtool check metrics` accepts every model's scrape |
+//! | [`package`] | the Debian package: its files, man pages, bash completion, units; `dpkg -i` and `dpkg -r` for real |
 //! | [`haproxy`] | `contrib/haproxy` in front of two backends: real client addresses, the per-address limit, a rolling restart with `--drain` |
 
 use std::fs;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod activation;
 mod haproxy;
+mod package;
 mod promtool;
 mod sandbox;
 mod units;

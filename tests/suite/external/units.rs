@@ -77,7 +77,7 @@ fn analyze() -> Command {
 }
 
 /// The host's system units: the targets every unit depends on.
-fn host_units() -> PathBuf {
+pub(super) fn host_units() -> PathBuf {
     ["/usr/lib/systemd/system", "/lib/systemd/system"]
         .iter()
         .map(PathBuf::from)
@@ -87,11 +87,17 @@ fn host_units() -> PathBuf {
         })
 }
 
-/// Copies the tree `from` to `to`, symbolic links as links.
-fn copy_tree(from: &Path, to: &Path) {
+/// Copies the tree `from` to `to`, symbolic links as links. Files named
+/// `readyloop.*` are left out: those of an installed package (which the
+/// suite's `package` test installs and removes meanwhile) are not the
+/// units under test.
+pub(super) fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create directory");
     for entry in fs::read_dir(from).expect("read directory") {
         let entry = entry.expect("directory entry");
+        if entry.file_name().to_string_lossy().starts_with("readyloop.") {
+            continue;
+        }
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
         let kind = entry.file_type().expect("file type");
         if kind.is_symlink() {
@@ -138,7 +144,7 @@ fn shipped() -> Vec<(&'static str, String)> {
 /// `systemd-analyze verify` of `units` under `root`: Ok when it exits 0
 /// and says nothing (it exits 0 after warnings such as an unknown key,
 /// so any output is a finding).
-fn verify(root: &Scratch, units: &[&str]) -> Result<(), String> {
+pub(super) fn verify(root: &Scratch, units: &[&str]) -> Result<(), String> {
     let out = analyze()
         .arg(format!("--root={}", root.path.display()))
         .arg("verify")
@@ -159,7 +165,7 @@ fn verify(root: &Scratch, units: &[&str]) -> Result<(), String> {
 
 /// `systemd-analyze security --offline=yes` of `service` under `root`:
 /// the overall exposure and the settings it holds against the unit.
-fn exposure(root: &Scratch, service: &str) -> (f64, Vec<String>) {
+pub(super) fn exposure(root: &Scratch, service: &str) -> (f64, Vec<String>) {
     let out = analyze()
         .arg(format!("--root={}", root.path.display()))
         .args(["security", "--offline=yes", "--no-pager", service])
