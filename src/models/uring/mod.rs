@@ -78,7 +78,13 @@ pub(crate) fn run(
     // it ended arrive without F_MORE and are armed again.
     let cq = (4 * capacity).clamp(4096, 1 << 17) as u32;
     let ring = ring::create(cq)?;
-    let pool = Pool::new(&ring, Pool::wanted(capacity, config.mode))?;
+    let pool = Pool::new(&ring, capacity, config.mode, switch(INC))?;
+    log::debug!(
+        "io_uring: {} receive buffers of {} bytes, incremental: {}",
+        pool.count(),
+        pool.size(),
+        pool.incremental()
+    );
     policy::run(Loop {
         ring,
         pool,
@@ -92,7 +98,19 @@ pub(crate) fn run(
         to_send: Vec::new(),
         spare: Vec::new(),
         to_arm: Vec::new(),
+        echo_multishot: switch(ECHO_MULTISHOT),
     })
+}
+
+/// The switch that turns incremental buffer consumption off (`0`), to
+/// measure what it brings; on by default where the kernel has it.
+const INC: &str = "READYLOOP_URING_INC";
+/// The switch that turns echo's bounded multishot receive off (`0`).
+const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
+
+/// Whether the feature switch `name` is on: anything but `0`, or unset.
+fn switch(name: &str) -> bool {
+    std::env::var_os(name).map_or(true, |v| v != "0")
 }
 
 /// The loop's state. The ring is dropped first (which ends every
@@ -116,6 +134,9 @@ struct Loop {
     #[allow(clippy::vec_box)]
     spare: Vec<Box<connection::OutBuf>>,
     to_arm: Vec<usize>,
+    /// Echo arms a multishot receive bounded in total (Linux 6.17);
+    /// cleared by the first `EINVAL` of a kernel without it.
+    echo_multishot: bool,
 }
 
 impl Method for Loop {

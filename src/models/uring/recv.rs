@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use io_uring::opcode::{Recv, RecvMulti};
-use io_uring::squeue::Flags;
+use io_uring::squeue::{self, Flags};
 use io_uring::types::Fd;
 
 use crate::config::Mode;
@@ -37,11 +37,8 @@ impl Loop {
         let fd = Fd(conn.stream.as_raw_fd());
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
-                // Echo backpressure: each receive takes at most what the
-                // output may still hold. A multishot receive cannot be
-                // bounded so (one wake-up may post a completion for
-                // everything the socket holds, megabytes, before a cancel
-                // lands), so echo receives one completion at a time.
+                // Echo backpressure: what one arming may receive is at
+                // most what the output may still hold.
                 let room = echo_room(conn, self.policy.output.left());
                 if room == 0 {
                     conn.paused = true;
@@ -52,15 +49,35 @@ impl Loop {
                     return;
                 }
                 let len = room.min(self.pool.size()) as u32;
-                log::trace!(
-                    "{} arm recv: one completion, at most {len} bytes (its \
-                     output's room)",
-                    conn.peer
-                );
-                Recv::new(fd, std::ptr::null_mut(), len)
-                    .buf_group(bufs::GROUP)
-                    .build()
-                    .flags(Flags::BUFFER_SELECT)
+                if self.echo_multishot {
+                    // A multishot receive bounded in total: the kernel
+                    // ends it (a completion without F_MORE, trap C8)
+                    // once `room` bytes came in, each read capped at
+                    // `len` too, so the output never holds more than
+                    // the cap and no receive is armed per message.
+                    log::trace!(
+                        "{} arm recv: multishot, at most {room} bytes in \
+                         all (its output's room)",
+                        conn.peer
+                    );
+                    let recv = RecvMulti::new(fd, bufs::GROUP).len(len);
+                    limited(recv.build(), room as u32)
+                } else {
+                    // Without the kernel's total limit (before 6.17) a
+                    // multishot receive cannot be bounded so (one
+                    // wake-up may post a completion for everything the
+                    // socket holds, megabytes, before a cancel lands),
+                    // so echo receives one completion at a time.
+                    log::trace!(
+                        "{} arm recv: one completion, at most {len} bytes \
+                         (its output's room)",
+                        conn.peer
+                    );
+                    Recv::new(fd, std::ptr::null_mut(), len)
+                        .buf_group(bufs::GROUP)
+                        .build()
+                        .flags(Flags::BUFFER_SELECT)
+                }
             }
             _ => {
                 log::trace!("{} arm recv: multishot", conn.peer);
@@ -78,9 +95,11 @@ impl Loop {
         if live(&mut self.connections, c.op).is_some() {
             self.received(key, c, bid);
         }
-        // Every buffer goes back, whoever it was for.
+        // Every buffer goes back, whoever it was for, once the kernel is
+        // done with it (trap C7: not while it says F_BUF_MORE).
         if let Some(bid) = bid {
-            self.pool.put(bid);
+            let n = usize::try_from(c.result).unwrap_or(0);
+            self.pool.done(bid, n, c.buffer_more());
         }
         self.free_if_done(key);
     }
@@ -130,6 +149,19 @@ impl Loop {
                          armed again once buffers are back",
                         conn.peer
                     ),
+                    // A kernel before 6.17 refuses a multishot receive's
+                    // limit (`optlen`) or per-read length: nothing was
+                    // read; echo falls back to one completion at a time.
+                    Some(libc::EINVAL)
+                        if self.echo_multishot
+                            && self.policy.mode == Mode::Echo =>
+                    {
+                        log::debug!(
+                            "io_uring: no bounded multishot receive (Linux \
+                             6.17): echo receives one completion at a time"
+                        );
+                        self.echo_multishot = false;
+                    }
                     _ => {
                         if trace::on() {
                             self.trace_state(key, &format!("recv: {e}"));
@@ -211,6 +243,22 @@ impl Loop {
             _ => {}
         }
     }
+}
+
+/// `entry` (a multishot receive) ended by the kernel once `total` bytes
+/// came in: the SQE's `optlen` (Linux 6.17; before it, the receive
+/// fails with `EINVAL`). io-uring 0.7's `RecvMulti` has no setter for
+/// it.
+fn limited(entry: squeue::Entry, total: u32) -> squeue::Entry {
+    /// `optlen`'s offset in `struct io_uring_sqe`.
+    const OPTLEN: usize = 44;
+    // SAFETY: `squeue::Entry` is `repr(C)` over the kernel's 64-byte
+    // `io_uring_sqe` (the transmute checks the size), and bytes 44..48
+    // are its `optlen` union member, a plain u32.
+    let mut sqe: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&total.to_ne_bytes());
+    // SAFETY: the same bytes back; every bit pattern is a valid SQE.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
 
 /// How much an echo receive of `conn` may take: what its output may
