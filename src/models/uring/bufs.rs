@@ -78,14 +78,19 @@ impl Pool {
     /// The pool: incremental (64 KiB buffers) if the kernel takes
     /// `IOU_PBUF_RING_INC` and `incremental` is wanted, otherwise whole
     /// buffers sized for `connections` in `mode` ([`Pool::wanted`]).
+    /// `buffers`, if given, is their number instead (rounded up to a
+    /// power of two), for tests that run the pool dry (trap C3).
     pub(super) fn new(
         ring: &IoUring,
         connections: usize,
         mode: Mode,
         incremental: bool,
+        buffers: Option<usize>,
     ) -> Result<Pool, Error> {
+        let fixed =
+            buffers.map(|n| n.next_power_of_two().clamp(1, MOST_ENTRIES));
         if incremental {
-            let entries = POOL_BYTES / MOST_BUF;
+            let entries = fixed.unwrap_or(POOL_BYTES / MOST_BUF);
             match Pool::register(ring, entries, MOST_BUF, true) {
                 Ok(pool) => return Ok(pool),
                 // A kernel before 6.12 refuses the flag: whole buffers.
@@ -222,9 +227,9 @@ impl Pool {
     /// buffer back unless the kernel keeps filling it (`more`, the
     /// completion's `IORING_CQE_F_BUF_MORE`), in which case the next
     /// completion of `bid` starts `len` bytes further on. Trap C7: a
-    /// partially consumed buffer is never given back early. Completions
-    /// of one buffer arrive in the order the kernel consumed it (6.12
-    /// flushes deferred completions before posting a multishot one).
+    /// partially consumed buffer is never given back early. This relies
+    /// on the completions of one buffer arriving in the order the kernel
+    /// consumed it (the suite's interleaved-sizes test checks the bytes).
     pub(super) fn done(&mut self, bid: u16, len: usize, more: bool) {
         let i = usize::from(bid % self.entries);
         match self.offsets.get_mut(i) {

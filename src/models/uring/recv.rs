@@ -144,11 +144,21 @@ impl Loop {
                     // Trap C3: the pool ran dry and ended this receive;
                     // arm it again once buffers are back (this turn's
                     // are published before the next submit).
-                    Some(libc::ENOBUFS) => log::trace!(
-                        "{} buffer ring empty (ENOBUFS, trap C3): receive \
-                         armed again once buffers are back",
-                        conn.peer
-                    ),
+                    Some(libc::ENOBUFS) => {
+                        log::trace!(
+                            "{} buffer ring empty (ENOBUFS, trap C3): \
+                             receive armed again once buffers are back",
+                            conn.peer
+                        );
+                        if self.dry == 0 {
+                            log::debug!(
+                                "io_uring: the receive buffer ring ran dry \
+                                 (ENOBUFS, trap C3): receives are armed \
+                                 again once buffers are back"
+                            );
+                        }
+                        self.dry += 1;
+                    }
                     // A kernel before 6.17 refuses a multishot receive's
                     // limit (`optlen`) or per-read length: nothing was
                     // read; echo falls back to one completion at a time.
