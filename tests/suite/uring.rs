@@ -150,7 +150,8 @@ fn write_until_still(stream: &mut TcpStream, chunk: &[u8]) -> (Vec<u8>, u64) {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let q = queues(stream, sent.len() as u64);
-                let now = q.filter(|q| q.unread > 0).map(|q| q.pending);
+                let now =
+                    q.as_ref().filter(|q| q.unread > 0).map(|q| q.pending);
                 if now.is_some() && now == last {
                     if since.elapsed() >= Duration::from_millis(300) {
                         break;

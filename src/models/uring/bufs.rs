@@ -107,8 +107,9 @@ impl Pool {
             }
         }
         let wanted = Pool::wanted(connections, mode);
-        let entries =
-            (wanted + wanted / 4).next_power_of_two().clamp(64, MOST_ENTRIES);
+        let entries = fixed.unwrap_or(
+            (wanted + wanted / 4).next_power_of_two().clamp(64, MOST_ENTRIES),
+        );
         let size = (POOL_BYTES / entries).clamp(LEAST_BUF, MOST_BUF);
         Pool::register(ring, entries, size, false)
             .map_err(|e| unavailable("register the buffer ring", &e))

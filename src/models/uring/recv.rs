@@ -265,7 +265,8 @@ fn limited(entry: squeue::Entry, total: u32) -> squeue::Entry {
     // SAFETY: `squeue::Entry` is `repr(C)` over the kernel's 64-byte
     // `io_uring_sqe` (the transmute checks the size), and bytes 44..48
     // are its `optlen` union member, a plain u32.
-    let mut sqe: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    let mut sqe =
+        unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
     sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&total.to_ne_bytes());
     // SAFETY: the same bytes back; every bit pattern is a valid SQE.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
