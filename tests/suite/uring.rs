@@ -20,8 +20,7 @@ use crate::support::server::binary;
 use crate::support::stall::queues;
 use crate::support::*;
 
-/// A provided buffer: the most one receive completion may bring past the
-/// output cap.
+/// A provided buffer: the most one receive completion may bring.
 const BUFFER: u64 = 64 * 1024;
 
 /// The receive path's configurations: the default (incremental buffers,
@@ -104,11 +103,12 @@ fn mixed_exchange(addr: std::net::SocketAddr, seed: u64) -> u64 {
 }
 
 /// A client that writes and never reads: echo's multishot receive stops
-/// once the output holds the cap, so the server holds at least
-/// `OUT_CAP` (it reads until then) and never more than `OUT_CAP` and one
-/// buffer; then everything echoes, in order, once the client reads.
+/// once the output holds the cap, so the server holds nearly `OUT_CAP`
+/// (it reads until then; the kernel's count of a byte whose ACK is
+/// delayed only makes it look smaller) and never more; then everything
+/// echoes, in order, once the client reads.
 #[test]
-fn a_non_reading_client_costs_at_most_the_cap_and_one_buffer() {
+fn a_non_reading_client_costs_at_most_the_cap() {
     crate::support::uring::run(Model::Uring, |_| {
         for env in CONFIGS {
             let server = uring(env, &[]);
@@ -117,9 +117,9 @@ fn a_non_reading_client_costs_at_most_the_cap_and_one_buffer() {
             let (sent, held) = write_until_still(&mut hog, &chunk);
             let cap = readyloop::OUT_CAP as u64;
             assert!(
-                (cap..=cap + BUFFER).contains(&held),
+                held <= cap && held + BUFFER > cap,
                 "{env:?}: the server holds {held} bytes of output (cap \
-                 {cap}, one buffer {BUFFER})"
+                 {cap})"
             );
             let mut back = vec![0; sent.len()];
             hog.read_exact(&mut back).expect("read the echo");

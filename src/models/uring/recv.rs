@@ -52,16 +52,23 @@ impl Loop {
                 if self.echo_multishot {
                     // A multishot receive bounded in total: the kernel
                     // ends it (a completion without F_MORE, trap C8)
-                    // once `room` bytes came in, each read capped at
-                    // `len` too, so the output never holds more than
-                    // the cap and no receive is armed per message.
+                    // once `total` bytes came in. It checks the total
+                    // after each read, so the last read may pass it by
+                    // up to one read: reads of at most `per_read`, and
+                    // `total - 1 + per_read == room`, keep every byte
+                    // it may bring within the output's room. No
+                    // receive is armed per message.
+                    let per_read = room.div_ceil(2).min(self.pool.size());
+                    let total = room - per_read + 1;
                     log::trace!(
-                        "{} arm recv: multishot, at most {room} bytes in \
-                         all (its output's room)",
+                        "{} arm recv: multishot, ended after {total} \
+                         bytes, reads of at most {per_read} (its output's \
+                         room: {room})",
                         conn.peer
                     );
-                    let recv = RecvMulti::new(fd, bufs::GROUP).len(len);
-                    limited(recv.build(), room as u32)
+                    let recv = RecvMulti::new(fd, bufs::GROUP);
+                    let recv = recv.len(per_read as u32).build();
+                    limited(recv, total as u32)
                 } else {
                     // Without the kernel's total limit (before 6.17) a
                     // multishot receive cannot be bounded so (one
