@@ -113,6 +113,9 @@ impl Loop {
 
     fn received(&mut self, key: usize, c: Completion, bid: Option<u16>) {
         let conn = &mut self.connections[key];
+        // Trap C8: a receive completion without F_MORE was its last
+        // (echo's total reached, ENOBUFS, a CQ overflow, EOF, an error):
+        // it is armed again below unless the connection is ending.
         if !c.more() {
             conn.recv = false;
         }
