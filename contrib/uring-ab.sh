@@ -4,7 +4,9 @@
 # alternated within each round so a noisy machine hurts them alike.
 # Server pinned to CPU 0, load to CPU 1. Prints one line per run:
 #   round config test MB/s msgs server_cpu_us_per_msg
-# Usage: contrib/uring-ab.sh ROUNDS [SECS]   (BIN=path/to/readyloop)
+# Usage: contrib/uring-ab.sh ROUNDS [SECS]   (BIN=path/to/readyloop;
+# TESTS="pattern size conns;..." and CONFIGS="label:ENV=1,ENV2=0:model ..."
+# narrow the runs)
 set -eu
 ROUNDS=${1:-3}
 SECS=${2:-3}
@@ -34,16 +36,19 @@ one() { # round label env model pattern size conns
         'BEGIN { if (m > 0) printf "%.3f", (b - a) / t * 1e6 / m; else print "-" }')
     echo "$1 $2 $5-$6-c$7 ${mbs:--} ${msgs:--} $us errors=${errs:--}"
 }
-CONFIGS="mio:X=1:mio uring:X=1:uring inc-off:READYLOOP_URING_INC=0:uring mshot-off:READYLOOP_URING_ECHO_MULTISHOT=0:uring both-off:READYLOOP_URING_INC=0,READYLOOP_URING_ECHO_MULTISHOT=0:uring"
+CONFIGS=${CONFIGS:-"mio:X=1:mio uring:X=1:uring inc-off:READYLOOP_URING_INC=0:uring mshot-off:READYLOOP_URING_ECHO_MULTISHOT=0:uring both-off:READYLOOP_URING_INC=0,READYLOOP_URING_ECHO_MULTISHOT=0:uring"}
+TESTS=${TESTS:-"stream 16384 1;stream 16384 100;pingpong 64 1000"}
 r=1
 while [ $r -le "$ROUNDS" ]; do
-    for test in "stream 16384 1" "stream 16384 100" "pingpong 64 1000"; do
+    echo "$TESTS" | tr ';' '\n' | while read -r test; do
         for c in $CONFIGS; do
             label=${c%%:*}; rest=${c#*:}; envs=$(echo "${rest%:*}" | tr , ' ')
             model=${rest##*:}
             # shellcheck disable=SC2086
-            one $r $label "$envs" $model $test
+            one $r $label "$envs" $model $test </dev/null
         done
     done
+    # The loop above ran in a subshell: move past its ports.
+    PORT=$((PORT + 100))
     r=$((r + 1))
 done
