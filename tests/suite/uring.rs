@@ -1,11 +1,209 @@
 //! What only the uring model promises: where io_uring is blocked (here by
 //! a seccomp filter, as a container's profile does), `serve --model
 //! uring` says so in one line and exits 1; it never falls back silently.
+//! And its receive path (issue 22): incremental buffers carry large and
+//! small messages byte-exact, echo's multishot receive holds a client
+//! that never reads to its output cap and at most one buffer more, and
+//! a pool that runs dry (`ENOBUFS`, trap C3) never stalls a client.
 
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use readyloop::Model;
+
+use crate::support::load_json::LoadReport;
 use crate::support::server::binary;
+use crate::support::stall::queues;
+use crate::support::*;
+
+/// A provided buffer: the most one receive completion may bring.
+const BUFFER: u64 = 64 * 1024;
+
+/// The receive path's configurations: the default (incremental buffers,
+/// echo's bounded multishot receive, where the kernel has them) and each
+/// turned off, as on an older kernel.
+const CONFIGS: [&[(&str, &str)]; 3] = [
+    &[],
+    &[("READYLOOP_URING_INC", "0")],
+    &[("READYLOOP_URING_ECHO_MULTISHOT", "0")],
+];
+
+/// The uring server in echo mode on a free port, with `env` and `args`.
+fn uring(env: &[(&str, &str)], args: &[&str]) -> ServerProcess {
+    let mut all = vec!["--model", "uring", "--mode", "echo"];
+    all.extend_from_slice(args);
+    let mut cmd = ServerProcess::command_at("127.0.0.1:0", &all);
+    cmd.envs(env.iter().copied());
+    ServerProcess::start_command(cmd)
+}
+
+/// Messages of 1 B, 64 B, 16 KiB and 100 KiB, interleaved, from eight
+/// clients at once (so one incremental buffer holds pieces of several
+/// clients' messages), echo byte-exact in every configuration.
+#[test]
+fn large_and_small_messages_echo_byte_exact() {
+    crate::support::uring::run(Model::Uring, |_| {
+        for env in CONFIGS {
+            let server = uring(env, &[]);
+            let clients: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let addr = server.addr;
+                    thread::spawn(move || mixed_exchange(addr, i))
+                })
+                .collect();
+            let mut total = 0;
+            for c in clients {
+                total += c.join().expect("a client failed");
+            }
+            let s = stop(server);
+            assert_eq!(s.bytes_in, total, "{env:?}");
+            assert_eq!(s.bytes_out, total, "{env:?}");
+        }
+    });
+}
+
+/// One client's interleaved messages, written by one thread while this
+/// one reads (100 KiB is more than the server's output cap, so a client
+/// that wrote it all before reading would wait on itself). Returns the
+/// bytes exchanged.
+fn mixed_exchange(addr: std::net::SocketAddr, seed: u64) -> u64 {
+    let sizes = [1, 64, 16 * 1024, 100 * 1024, 64, 1, 16 * 1024, 1];
+    let mut sent = Vec::new();
+    for round in 0..6u64 {
+        for (j, &n) in sizes.iter().enumerate() {
+            sent.extend(pattern(seed * 1000 + round * 10 + j as u64, n));
+        }
+    }
+    let mut stream = connect(addr);
+    let mut writer = stream.try_clone().expect("clone");
+    let out = sent.clone();
+    let write = thread::spawn(move || {
+        let mut at = 0;
+        for round in 0..6 {
+            for &n in &sizes {
+                writer.write_all(&out[at..at + n]).expect("write");
+                at += n;
+                // A pause now and then: the small messages arrive alone.
+                if n == 1 && round % 2 == 0 {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    });
+    let mut back = vec![0; sent.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    write.join().expect("writer");
+    let first = back.iter().zip(&sent).position(|(a, b)| a != b);
+    assert!(first.is_none(), "echo differs from byte {first:?}");
+    sent.len() as u64
+}
+
+/// A client that writes and never reads: echo's multishot receive stops
+/// once the output holds the cap, so the server holds nearly `OUT_CAP`
+/// (it reads until then; the kernel's count of a byte whose ACK is
+/// delayed only makes it look smaller) and never more; then everything
+/// echoes, in order, once the client reads.
+#[test]
+fn a_non_reading_client_costs_at_most_the_cap() {
+    crate::support::uring::run(Model::Uring, |_| {
+        for env in CONFIGS {
+            let server = uring(env, &[]);
+            let mut hog = connect(server.addr);
+            let chunk = pattern(7, 48 * 1024 + 5);
+            let (sent, held) = write_until_still(&mut hog, &chunk);
+            let cap = readyloop::OUT_CAP as u64;
+            assert!(
+                held <= cap && held + BUFFER > cap,
+                "{env:?}: the server holds {held} bytes of output (cap \
+                 {cap})"
+            );
+            let mut back = vec![0; sent.len()];
+            hog.read_exact(&mut back).expect("read the echo");
+            assert!(back == sent, "{env:?}: echo differs after the stall");
+            assert_eq!(echo_round(&mut hog, b"resumed"), b"resumed");
+            drop(hog);
+            let s = stop(server);
+            assert_eq!(s.bytes_in, sent.len() as u64 + 7, "{env:?}");
+        }
+    });
+}
+
+/// Writes `chunk` over and over without reading until nothing moves: our
+/// write would block, input waits unread at the server, and what the
+/// server holds stays the same for 300 ms. Returns what was written and
+/// what the server holds.
+fn write_until_still(stream: &mut TcpStream, chunk: &[u8]) -> (Vec<u8>, u64) {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut sent = Vec::new();
+    let start = Instant::now();
+    let mut last = None;
+    let mut since = Instant::now();
+    loop {
+        match stream.write(chunk) {
+            Ok(n) => {
+                sent.extend_from_slice(&chunk[..n]);
+                last = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let q = queues(stream, sent.len() as u64);
+                let now =
+                    q.as_ref().filter(|q| q.unread > 0).map(|q| q.pending);
+                if now.is_some() && now == last {
+                    if since.elapsed() >= Duration::from_millis(300) {
+                        break;
+                    }
+                } else {
+                    (last, since) = (now, Instant::now());
+                }
+                assert!(start.elapsed() < PATIENCE, "never still: {q:?}");
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    (sent, last.unwrap_or(0))
+}
+
+/// 2,000 clients echoing 16 KiB round trips through a pool of four
+/// buffers: the ring runs dry (`ENOBUFS` ends receives, trap C3, as the
+/// server's debug line says), each receive is armed again once buffers
+/// come back, and no client stalls or sees a wrong byte, in every
+/// configuration.
+#[test]
+fn a_pool_that_runs_dry_stalls_no_client() {
+    crate::support::uring::run(Model::Uring, |_| {
+        let _heavy = heavy();
+        for env in CONFIGS {
+            let mut env = env.to_vec();
+            env.push(("READYLOOP_URING_BUFFERS", "4"));
+            let mut server = uring(&env, &["--log-level", "debug"]);
+            let out = Command::new(binary())
+                .args(["load", "--addr", &server.addr.to_string()])
+                .args(["--json", "-q", "--connections", "2000"])
+                .args(["--size", "16384", "--messages", "20000"])
+                .args(["--stall-timeout", "20"])
+                .output()
+                .expect("run readyloop load");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}");
+            let report = LoadReport::parse(&stdout).expect("load report");
+            assert_eq!(report.errors, 0, "{env:?}: {stdout}");
+            assert!(report.messages >= 20_000, "{env:?}: {stdout}");
+            let (code, s) = server.finish();
+            assert_eq!(code, 0, "{env:?}");
+            assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+            assert!(
+                server.log.iter().any(|l| l.contains("ran dry")),
+                "{env:?}: the pool never ran dry: the test tests nothing"
+            );
+        }
+    });
+}
 
 /// `io_uring_setup` on x86_64.
 const SYS_IO_URING_SETUP: u32 = 425;

@@ -2,6 +2,23 @@
 //! connection, registered once. A multishot receive takes a buffer when
 //! data arrives (not when it is armed), so an idle connection holds none;
 //! the loop copies out what it needs and gives the buffer back at once.
+//!
+//! Two layouts, picked by probe at start-up:
+//!
+//! - **Incremental** (`IOU_PBUF_RING_INC`, Linux 6.12): 256 buffers of
+//!   64 KiB that the kernel consumes piece by piece. A 16 KiB read takes
+//!   16 KiB of one buffer (one completion, not 16-32), a 64-byte read
+//!   takes 64 bytes of one, and the next read, on any socket, continues
+//!   where it ended. A completion with `IORING_CQE_F_BUF_MORE` says the
+//!   kernel keeps using that buffer: it is not given back then (trap
+//!   C7, a partially consumed buffer recycled early would be filled
+//!   again under data not yet read, and the next completion's data
+//!   would not be at the offset this pool expects), only after the
+//!   completion without it.
+//! - **Whole buffers** (older kernels, where registering with the flag
+//!   fails with `EINVAL`): one completion per buffer, so the pool is cut
+//!   in as many buffers as connections may receive in one turn (trap
+//!   C3), 1 KiB each at 10,000 connections.
 
 use std::io;
 use std::ptr::NonNull;
@@ -26,6 +43,10 @@ const LEAST_BUF: usize = 512;
 /// The largest buffer: what the mio model reads at once.
 pub(super) const MOST_BUF: usize = 64 * 1024;
 
+/// `IOU_PBUF_RING_INC`: the kernel consumes the ring's buffers
+/// incrementally (Linux 6.12).
+const PBUF_RING_INC: u16 = 2;
+
 /// The pool: a ring of entries the kernel reads, and the buffers.
 pub(super) struct Pool {
     /// `entries` ring entries, then `entries * size` bytes of buffers,
@@ -36,6 +57,11 @@ pub(super) struct Pool {
     size: usize,
     /// Our copy of the ring's tail; the kernel sees it when published.
     tail: u16,
+    /// The ring was registered with `IOU_PBUF_RING_INC`.
+    incremental: bool,
+    /// Incremental only: per buffer, where the next completion's data
+    /// starts (what earlier completions of that buffer took). Trap C7.
+    offsets: Vec<u32>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -43,24 +69,60 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("entries", &self.entries)
             .field("size", &self.size)
+            .field("incremental", &self.incremental)
             .finish_non_exhaustive()
     }
 }
 
 impl Pool {
-    /// A pool sized for `connections`: trap C3, a turn in which every
-    /// connection receives must not run it dry (a multishot receive that
-    /// finds it empty ends with `ENOBUFS`), so there is a buffer for each
-    /// connection (up to the kernel's 32,768), and the fixed memory is
-    /// split among them. 10,000 connections get 16,384 buffers of 1 KiB.
+    /// The pool: incremental (64 KiB buffers) if the kernel takes
+    /// `IOU_PBUF_RING_INC` and `incremental` is wanted, otherwise whole
+    /// buffers sized for `connections` in `mode` ([`Pool::wanted`]).
+    /// `buffers`, if given, is their number instead (rounded up to a
+    /// power of two), for tests that run the pool dry (trap C3).
     pub(super) fn new(
         ring: &IoUring,
         connections: usize,
+        mode: Mode,
+        incremental: bool,
+        buffers: Option<usize>,
     ) -> Result<Pool, Error> {
-        let entries = (connections + connections / 4)
-            .next_power_of_two()
-            .clamp(64, MOST_ENTRIES);
+        let fixed =
+            buffers.map(|n| n.next_power_of_two().clamp(1, MOST_ENTRIES));
+        if incremental {
+            let entries = fixed.unwrap_or(POOL_BYTES / MOST_BUF);
+            match Pool::register(ring, entries, MOST_BUF, true) {
+                Ok(pool) => return Ok(pool),
+                // A kernel before 6.12 refuses the flag: whole buffers.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!(
+                        "io_uring: no incremental buffer consumption \
+                         (IOU_PBUF_RING_INC needs Linux 6.12): whole \
+                         buffers"
+                    );
+                }
+                Err(e) => {
+                    return Err(unavailable("register the buffer ring", &e))
+                }
+            }
+        }
+        let wanted = Pool::wanted(connections, mode);
+        let entries = fixed.unwrap_or(
+            (wanted + wanted / 4).next_power_of_two().clamp(64, MOST_ENTRIES),
+        );
         let size = (POOL_BYTES / entries).clamp(LEAST_BUF, MOST_BUF);
+        Pool::register(ring, entries, size, false)
+            .map_err(|e| unavailable("register the buffer ring", &e))
+    }
+
+    /// Maps `entries` buffers of `size` bytes after their ring entries
+    /// and registers the ring, incremental or not.
+    fn register(
+        ring: &IoUring,
+        entries: usize,
+        size: usize,
+        incremental: bool,
+    ) -> io::Result<Pool> {
         let ring_bytes = entries * std::mem::size_of::<BufRingEntry>();
         let map_len = ring_bytes + entries * size;
         // SAFETY: an anonymous private mapping with no address hint; the
@@ -78,16 +140,25 @@ impl Pool {
             )
         };
         if addr == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(Error::setup("map the receive buffers")(e));
+            return Err(io::Error::last_os_error());
         }
-        let map = NonNull::new(addr.cast::<u8>()).ok_or_else(|| {
-            Error::setup("map the receive buffers")(
-                io::ErrorKind::OutOfMemory.into(),
-            )
-        })?;
-        let mut pool =
-            Pool { map, map_len, entries: entries as u16, size, tail: 0 };
+        let map = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let offsets = match incremental {
+            true => vec![0; entries],
+            false => Vec::new(),
+        };
+        // Dropping the pool on an error below unmaps it.
+        let mut pool = Pool {
+            map,
+            map_len,
+            entries: entries as u16,
+            size,
+            tail: 0,
+            incremental,
+            offsets,
+        };
+        let flags = if incremental { PBUF_RING_INC } else { 0 };
         // SAFETY: the ring entries are the start of a mapping that lives
         // as long as the pool, which the loop drops after the ring.
         unsafe {
@@ -95,10 +166,9 @@ impl Pool {
                 map.as_ptr() as u64,
                 pool.entries,
                 GROUP,
-                0,
+                flags,
             )
-        }
-        .map_err(|e| unavailable("register the buffer ring", &e))?;
+        }?;
         for bid in 0..pool.entries {
             pool.put(bid);
         }
@@ -126,15 +196,53 @@ impl Pool {
         self.size
     }
 
-    /// The first `len` bytes of buffer `bid`, as a receive filled them.
+    /// How many buffers the pool has.
+    pub(super) fn count(&self) -> usize {
+        usize::from(self.entries)
+    }
+
+    /// The buffers are consumed incrementally (`IOU_PBUF_RING_INC`).
+    pub(super) fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// The `len` bytes a completion put in buffer `bid`: from its start,
+    /// or, incremental, from where the last completion of that buffer
+    /// ended (trap C7).
     pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
         let bid = usize::from(bid % self.entries);
-        let len = len.min(self.size);
-        // SAFETY: `bid` is within the pool, so the slice lies inside the
-        // mapping; the kernel wrote it before posting the completion and
-        // does not touch it again until the buffer is given back.
+        let at = self.offsets.get(bid).map_or(0, |&o| o as usize);
+        let at = at.min(self.size);
+        let len = len.min(self.size - at);
+        // SAFETY: `bid` is within the pool and `at + len` within a
+        // buffer, so the slice lies inside the mapping; the kernel wrote
+        // it before posting the completion and does not touch it again
+        // until the buffer is given back.
         unsafe {
-            std::slice::from_raw_parts(self.buffer(bid).cast_const(), len)
+            let start = self.buffer(bid).add(at).cast_const();
+            std::slice::from_raw_parts(start, len)
+        }
+    }
+
+    /// A completion of `len` bytes in buffer `bid` was read: give the
+    /// buffer back unless the kernel keeps filling it (`more`, the
+    /// completion's `IORING_CQE_F_BUF_MORE`), in which case the next
+    /// completion of `bid` starts `len` bytes further on. Trap C7: a
+    /// partially consumed buffer is never given back early. This relies
+    /// on the completions of one buffer arriving in the order the kernel
+    /// consumed it (the suite's interleaved-sizes test checks the bytes).
+    pub(super) fn done(&mut self, bid: u16, len: usize, more: bool) {
+        let i = usize::from(bid % self.entries);
+        match self.offsets.get_mut(i) {
+            Some(at) if more => {
+                let next = (*at as usize).saturating_add(len).min(self.size);
+                *at = next as u32;
+            }
+            Some(at) => {
+                *at = 0;
+                self.put(bid);
+            }
+            None => self.put(bid),
         }
     }
 

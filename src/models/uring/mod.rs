@@ -78,7 +78,14 @@ pub(crate) fn run(
     // it ended arrive without F_MORE and are armed again.
     let cq = (4 * capacity).clamp(4096, 1 << 17) as u32;
     let ring = ring::create(cq)?;
-    let pool = Pool::new(&ring, Pool::wanted(capacity, config.mode))?;
+    let buffers = std::env::var(BUFFERS).ok().and_then(|n| n.parse().ok());
+    let pool = Pool::new(&ring, capacity, config.mode, switch(INC), buffers)?;
+    log::debug!(
+        "io_uring: {} receive buffers of {} bytes, incremental: {}",
+        pool.count(),
+        pool.size(),
+        pool.incremental()
+    );
     policy::run(Loop {
         ring,
         pool,
@@ -92,7 +99,23 @@ pub(crate) fn run(
         to_send: Vec::new(),
         spare: Vec::new(),
         to_arm: Vec::new(),
+        echo_multishot: switch(ECHO_MULTISHOT),
+        dry: 0,
     })
+}
+
+/// The switch that turns incremental buffer consumption off (`0`), to
+/// measure what it brings; on by default where the kernel has it.
+const INC: &str = "READYLOOP_URING_INC";
+/// The number of receive buffers, instead of the pool's own sizing: a
+/// small pool runs dry (trap C3) in tests.
+const BUFFERS: &str = "READYLOOP_URING_BUFFERS";
+/// The switch that turns echo's bounded multishot receive off (`0`).
+const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
+
+/// Whether the feature switch `name` is on: anything but `0`, or unset.
+fn switch(name: &str) -> bool {
+    std::env::var_os(name).map_or(true, |v| v != "0")
 }
 
 /// The loop's state. The ring is dropped first (which ends every
@@ -116,6 +139,24 @@ struct Loop {
     #[allow(clippy::vec_box)]
     spare: Vec<Box<connection::OutBuf>>,
     to_arm: Vec<usize>,
+    /// Echo arms a multishot receive bounded in total (Linux 6.17);
+    /// cleared by the first `EINVAL` of a kernel without it.
+    echo_multishot: bool,
+    /// Receives the empty buffer ring ended (`ENOBUFS`, trap C3).
+    dry: u64,
+}
+
+impl Drop for Loop {
+    /// Says how often the buffer ring ran dry, if it did.
+    fn drop(&mut self) {
+        if self.dry > 0 {
+            log::debug!(
+                "io_uring: the receive buffer ring ran dry {} times \
+                 (ENOBUFS, trap C3); each receive was armed again",
+                self.dry
+            );
+        }
+    }
 }
 
 impl Method for Loop {

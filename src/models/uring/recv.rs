@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use io_uring::opcode::{Recv, RecvMulti};
-use io_uring::squeue::Flags;
+use io_uring::squeue::{self, Flags};
 use io_uring::types::Fd;
 
 use crate::config::Mode;
@@ -37,11 +37,8 @@ impl Loop {
         let fd = Fd(conn.stream.as_raw_fd());
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
-                // Echo backpressure: each receive takes at most what the
-                // output may still hold. A multishot receive cannot be
-                // bounded so (one wake-up may post a completion for
-                // everything the socket holds, megabytes, before a cancel
-                // lands), so echo receives one completion at a time.
+                // Echo backpressure: what one arming may receive is at
+                // most what the output may still hold.
                 let room = echo_room(conn, self.policy.output.left());
                 if room == 0 {
                     conn.paused = true;
@@ -52,15 +49,42 @@ impl Loop {
                     return;
                 }
                 let len = room.min(self.pool.size()) as u32;
-                log::trace!(
-                    "{} arm recv: one completion, at most {len} bytes (its \
-                     output's room)",
-                    conn.peer
-                );
-                Recv::new(fd, std::ptr::null_mut(), len)
-                    .buf_group(bufs::GROUP)
-                    .build()
-                    .flags(Flags::BUFFER_SELECT)
+                if self.echo_multishot {
+                    // A multishot receive bounded in total: the kernel
+                    // ends it (a completion without F_MORE, trap C8)
+                    // once `total` bytes came in. It checks the total
+                    // after each read, so the last read may pass it by
+                    // up to one read: reads of at most `per_read`, and
+                    // `total - 1 + per_read == room`, keep every byte
+                    // it may bring within the output's room. No
+                    // receive is armed per message.
+                    let per_read = room.div_ceil(2).min(self.pool.size());
+                    let total = room - per_read + 1;
+                    log::trace!(
+                        "{} arm recv: multishot, ended after {total} \
+                         bytes, reads of at most {per_read} (its output's \
+                         room: {room})",
+                        conn.peer
+                    );
+                    let recv = RecvMulti::new(fd, bufs::GROUP);
+                    let recv = recv.len(per_read as u32).build();
+                    limited(recv, total as u32)
+                } else {
+                    // Without the kernel's total limit (before 6.17) a
+                    // multishot receive cannot be bounded so (one
+                    // wake-up may post a completion for everything the
+                    // socket holds, megabytes, before a cancel lands),
+                    // so echo receives one completion at a time.
+                    log::trace!(
+                        "{} arm recv: one completion, at most {len} bytes \
+                         (its output's room)",
+                        conn.peer
+                    );
+                    Recv::new(fd, std::ptr::null_mut(), len)
+                        .buf_group(bufs::GROUP)
+                        .build()
+                        .flags(Flags::BUFFER_SELECT)
+                }
             }
             _ => {
                 log::trace!("{} arm recv: multishot", conn.peer);
@@ -78,15 +102,20 @@ impl Loop {
         if live(&mut self.connections, c.op).is_some() {
             self.received(key, c, bid);
         }
-        // Every buffer goes back, whoever it was for.
+        // Every buffer goes back, whoever it was for, once the kernel is
+        // done with it (trap C7: not while it says F_BUF_MORE).
         if let Some(bid) = bid {
-            self.pool.put(bid);
+            let n = usize::try_from(c.result).unwrap_or(0);
+            self.pool.done(bid, n, c.buffer_more());
         }
         self.free_if_done(key);
     }
 
     fn received(&mut self, key: usize, c: Completion, bid: Option<u16>) {
         let conn = &mut self.connections[key];
+        // Trap C8: a receive completion without F_MORE was its last
+        // (echo's total reached, ENOBUFS, a CQ overflow, EOF, an error):
+        // it is armed again below unless the connection is ending.
         if !c.more() {
             conn.recv = false;
         }
@@ -125,11 +154,34 @@ impl Loop {
                     // Trap C3: the pool ran dry and ended this receive;
                     // arm it again once buffers are back (this turn's
                     // are published before the next submit).
-                    Some(libc::ENOBUFS) => log::trace!(
-                        "{} buffer ring empty (ENOBUFS, trap C3): receive \
-                         armed again once buffers are back",
-                        conn.peer
-                    ),
+                    Some(libc::ENOBUFS) => {
+                        log::trace!(
+                            "{} buffer ring empty (ENOBUFS, trap C3): \
+                             receive armed again once buffers are back",
+                            conn.peer
+                        );
+                        if self.dry == 0 {
+                            log::debug!(
+                                "io_uring: the receive buffer ring ran dry \
+                                 (ENOBUFS, trap C3): receives are armed \
+                                 again once buffers are back"
+                            );
+                        }
+                        self.dry += 1;
+                    }
+                    // A kernel before 6.17 refuses a multishot receive's
+                    // limit (`optlen`) or per-read length: nothing was
+                    // read; echo falls back to one completion at a time.
+                    Some(libc::EINVAL)
+                        if self.echo_multishot
+                            && self.policy.mode == Mode::Echo =>
+                    {
+                        log::debug!(
+                            "io_uring: no bounded multishot receive (Linux \
+                             6.17): echo receives one completion at a time"
+                        );
+                        self.echo_multishot = false;
+                    }
                     _ => {
                         if trace::on() {
                             self.trace_state(key, &format!("recv: {e}"));
@@ -211,6 +263,23 @@ impl Loop {
             _ => {}
         }
     }
+}
+
+/// `entry` (a multishot receive) ended by the kernel once `total` bytes
+/// came in: the SQE's `optlen` (Linux 6.17; before it, the receive
+/// fails with `EINVAL`). io-uring 0.7's `RecvMulti` has no setter for
+/// it.
+fn limited(entry: squeue::Entry, total: u32) -> squeue::Entry {
+    /// `optlen`'s offset in `struct io_uring_sqe`.
+    const OPTLEN: usize = 44;
+    // SAFETY: `squeue::Entry` is `repr(C)` over the kernel's 64-byte
+    // `io_uring_sqe` (the transmute checks the size), and bytes 44..48
+    // are its `optlen` union member, a plain u32.
+    let mut sqe =
+        unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
+    sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&total.to_ne_bytes());
+    // SAFETY: the same bytes back; every bit pattern is a valid SQE.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
 
 /// How much an echo receive of `conn` may take: what its output may

@@ -91,6 +91,13 @@ impl Completion {
         cqueue::buffer_select(self.flags)
     }
 
+    /// Incremental buffers: the kernel keeps filling this completion's
+    /// buffer (`IORING_CQE_F_BUF_MORE`), so it is not given back yet
+    /// (trap C7).
+    pub(super) fn buffer_more(&self) -> bool {
+        cqueue::buffer_more(self.flags)
+    }
+
     /// The error, for a negative result.
     pub(super) fn error(&self) -> Option<io::Error> {
         (self.result < 0).then(|| io::Error::from_raw_os_error(-self.result))

@@ -86,6 +86,9 @@ impl Loop {
         if let Some(bid) = c.buffer() {
             flags.push(format!("buffer {bid}"));
         }
+        if c.buffer_more() {
+            flags.push("buffer_more".into());
+        }
         if cqueue::sock_nonempty(c.flags) {
             flags.push("sock_nonempty".into());
         }
