@@ -70,6 +70,7 @@ impl Loop {
                 conn.peer
             );
             self.policy.output.held -= conn.held();
+            self.freed += conn.held();
             drop(conn);
             self.policy.freed();
         }

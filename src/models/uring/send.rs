@@ -66,11 +66,13 @@ impl Loop {
         } else {
             // The output buffer is freed once drained: idle connections
             // hold none.
-            self.policy.output.held -= conn.held();
+            let held = conn.held();
+            self.policy.output.held -= held;
             let recycled = conn.out.take().and_then(OutBuf::recycle);
             let room = self.spare.len() < SPARE_OUT;
-            if let Some(out) = recycled.filter(|_| room) {
-                self.spare.push(out);
+            match recycled.filter(|_| room) {
+                Some(out) => self.spare.push(out),
+                None => self.freed += held,
             }
             if std::mem::take(&mut conn.paused) {
                 self.to_arm.push(key);
