@@ -42,7 +42,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::error::Error;
 use crate::journal::RateLimited;
-use crate::listener::{Listener, FIRST_CONNECTION, STOP_WINDOW};
+use crate::listener::{wake, Listener, FIRST_CONNECTION, STOP_WINDOW};
 use crate::log_limit::Limits;
 use crate::stats::{Reason, Stats, Summary};
 
@@ -195,7 +195,13 @@ impl Processes {
     /// window, then kills and reaps the rest.
     fn stop(&mut self, gate: &mut Gate) -> Result<(), Error> {
         self.stopping = true;
-        let deadline = Instant::now() + STOP_WINDOW + GRACE;
+        // The window counts from the stop signal's arrival, as the
+        // gate's does: a SIGSTOP between the arrival and this look must
+        // not add a whole window (the children still running at its end
+        // are killed).
+        let now = Instant::now();
+        let began = wake::stop_arrived().filter(|&t| t <= now).unwrap_or(now);
+        let deadline = began + STOP_WINDOW + GRACE;
         self.reap();
         while !self.children.is_empty() && !gate.stop_now() {
             // Again and again: a child that looked at its flag just
