@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::listener::STOP_WINDOW;
+use crate::listener::{wake, STOP_WINDOW};
 use crate::stats::Reason;
 
 use super::{Method, Policy};
@@ -18,7 +18,16 @@ impl Policy {
         if self.stopping.is_some() {
             return false;
         }
-        self.stopping = Some(now + STOP_WINDOW);
+        // The window counts from the stop signal's arrival: a SIGSTOP
+        // between the arrival and this turn must not add a whole window.
+        // After a --drain, from its end, which is now.
+        let drained = !self.listener.group().drain().is_zero();
+        let arrived = wake::stop_arrived().filter(|&t| t <= now);
+        let began = match drained {
+            true => now,
+            false => arrived.unwrap_or(now),
+        };
+        self.stopping = Some(began + STOP_WINDOW);
         self.listener.stop_listening();
         self.idle = None;
         log::info!("stopping: {} connections open", self.open);

@@ -199,8 +199,13 @@ impl Processes {
         // gate's does: a SIGSTOP between the arrival and this look must
         // not add a whole window (the children still running at its end
         // are killed).
+        // After a --drain, from its end, which is now.
         let now = Instant::now();
-        let began = wake::stop_arrived().filter(|&t| t <= now).unwrap_or(now);
+        let arrived = wake::stop_arrived().filter(|&t| t <= now);
+        let began = match self.config.drain.is_zero() {
+            true => arrived.unwrap_or(now),
+            false => now,
+        };
         let deadline = began + STOP_WINDOW + GRACE;
         self.reap();
         while !self.children.is_empty() && !gate.stop_now() {
