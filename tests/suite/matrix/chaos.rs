@@ -159,9 +159,20 @@ fn chaos(model: Model, plan: &Plan) -> Figures {
             _ => 0,
         };
     // The thread model joins finished threads once a second.
-    eventually("rss back near its baseline", || {
-        proc::rss_kib(pid).is_some_and(|rss| rss <= base_rss + margin)
-    });
+    let mut last = None;
+    let back = || {
+        last = proc::rss_kib(pid);
+        last.is_some_and(|rss| rss <= base_rss + margin)
+    };
+    let waited =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually("rss back near its baseline", back)
+        }));
+    assert!(
+        waited.is_ok(),
+        "{model}: rss {last:?} KiB, not back within {margin} KiB of its \
+         baseline {base_rss} KiB"
+    );
     let rss = proc::rss_kib(pid).expect("rss");
     let cap = base_rss + plan.concurrency as u64 * OUT_CAP_KIB;
     eprintln!(
