@@ -206,7 +206,12 @@ impl Processes {
             true => arrived.unwrap_or(now),
             false => now,
         };
-        let deadline = began + STOP_WINDOW + GRACE;
+        // Children get GRACE past the window to end their own; a window
+        // already over when the parent looks (it was stopped) ends now.
+        let deadline = match now >= began + STOP_WINDOW {
+            true => now,
+            false => began + STOP_WINDOW + GRACE,
+        };
         self.reap();
         while !self.children.is_empty() && !gate.stop_now() {
             // Again and again: a child that looked at its flag just

@@ -315,6 +315,24 @@ fn pending(pid: u32, signal: i32) -> bool {
 /// looks for a stop between slices of a blocked call, used to start its
 /// window at that look, after the SIGCONT.)
 fn a_window_spent_stopped_ends_at_continue(model: Model) {
+    // The reference windows are other processes, which a loaded machine
+    // (the whole suite at once) can stretch or delay by a large part of
+    // a window; a server that adds a whole window fails every try.
+    for _ in 1..PULSE_TRIES {
+        if window_spent_stopped(model) {
+            return;
+        }
+    }
+    assert!(
+        window_spent_stopped(model),
+        "{model}: still running a whole window after SIGCONT, its window \
+         spent while stopped ({PULSE_TRIES} tries)"
+    );
+}
+
+/// One try of [`a_window_spent_stopped_ends_at_continue`]: whether the
+/// server exited while the window begun at the SIGCONT still ran.
+fn window_spent_stopped(model: Model) -> bool {
     let mut server = serve(model, &["--mode", "echo"]);
     let c = lingering_client(&server);
     let mut before = StopWindow::ready();
@@ -330,10 +348,6 @@ fn a_window_spent_stopped_ends_at_continue(model: Model) {
     let code = server.wait_exit();
     let at_once = after.running();
     assert_eq!(code, 0);
-    assert!(
-        at_once,
-        "{model}: still running a whole window after SIGCONT, its window \
-         spent while stopped"
-    );
     drop(c);
+    at_once
 }
