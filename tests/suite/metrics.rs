@@ -14,7 +14,7 @@ use readyloop::{Model, Summary};
 
 use crate::support::scrape::{connect_from, exchange_from, still_open};
 use crate::support::scrape::{exchange, metrics_addr, scrape, serve_metrics};
-use crate::support::scrape::{Scrape, GET, HALF};
+use crate::support::scrape::{scrape_until, GET, HALF};
 use crate::support::server::binary;
 use crate::support::*;
 
@@ -43,22 +43,6 @@ fn echo_clients(
         sent += data.len() as u64;
     }
     sent
-}
-
-/// Scrapes until `done` holds for one, and returns that one.
-fn scrape_until(
-    addr: std::net::SocketAddr,
-    what: &str,
-    done: impl Fn(&Scrape) -> bool,
-) -> Scrape {
-    let mut last = None;
-    eventually(what, || {
-        let now = scrape(addr);
-        let ok = done(&now);
-        last = Some(now);
-        ok
-    });
-    last.expect("scraped")
 }
 
 /// After a known workload a scrape's counters are what the clients did

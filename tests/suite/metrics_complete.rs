@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use readyloop::Model;
 
-use crate::support::scrape::{metrics_addr, scrape, serve_metrics, Scrape};
+use crate::support::scrape::{
+    metrics_addr, scrape, scrape_until, serve_metrics,
+};
 use crate::support::*;
 
 /// Clients of the flood: with an accept and a close line each (some
@@ -43,22 +45,6 @@ impl Read for Valve {
 fn turn(valve: &Arc<(Mutex<bool>, Condvar)>, open: bool) {
     *valve.0.lock().expect("valve") = open;
     valve.1.notify_all();
-}
-
-/// Scrapes until `done` holds for one, and returns that one.
-fn scrape_until(
-    addr: std::net::SocketAddr,
-    what: &str,
-    done: impl Fn(&Scrape) -> bool,
-) -> Scrape {
-    let mut last = None;
-    eventually(what, || {
-        let now = scrape(addr);
-        let ok = done(&now);
-        last = Some(now);
-        ok
-    });
-    last.expect("scraped")
 }
 
 per_model!(dropped_and_suppressed_lines_are_the_summarys);

@@ -11,7 +11,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::net::{connect, read_to_end};
 use super::server::{serve, ServerProcess};
-use super::wait::PATIENCE;
+use super::wait::{eventually, PATIENCE};
 
 /// `GET /metrics` as Prometheus sends it.
 pub const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: readyloop\r\n\
@@ -210,4 +210,20 @@ impl Scrape {
             log_suppressed: self.get("readyloop_log_lines_suppressed_total"),
         }
     }
+}
+
+/// Scrapes until `done` holds for one, and returns that one.
+pub fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let mut last = None;
+    eventually(what, || {
+        let now = scrape(addr);
+        let ok = done(&now);
+        last = Some(now);
+        ok
+    });
+    last.expect("scraped")
 }
