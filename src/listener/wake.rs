@@ -82,6 +82,17 @@ pub(crate) fn note_arrival(signals: &[i32]) -> io::Result<()> {
     result
 }
 
+/// When a stop window seen at `now` begins: the stop signal's arrival
+/// (a SIGSTOP between it and `now` must not add a whole window), or
+/// `now` when none was noted or when the stop follows a `--drain`
+/// (`after_drain`: the signal came a whole drain earlier).
+pub(crate) fn stop_began(now: Instant, after_drain: bool) -> Instant {
+    match after_drain {
+        true => now,
+        false => stop_arrived().filter(|&t| t <= now).unwrap_or(now),
+    }
+}
+
 fn arrived() {
     let _ = STOP_ARRIVED.compare_exchange(0, monotonic_ns(), Relaxed, Relaxed);
 }

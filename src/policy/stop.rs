@@ -18,16 +18,8 @@ impl Policy {
         if self.stopping.is_some() {
             return false;
         }
-        // The window counts from the stop signal's arrival: a SIGSTOP
-        // between the arrival and this turn must not add a whole window.
-        // After a --drain, from its end, which is now.
         let drained = !self.listener.group().drain().is_zero();
-        let arrived = wake::stop_arrived().filter(|&t| t <= now);
-        let began = match drained {
-            true => now,
-            false => arrived.unwrap_or(now),
-        };
-        self.stopping = Some(began + STOP_WINDOW);
+        self.stopping = Some(wake::stop_began(now, drained) + STOP_WINDOW);
         self.listener.stop_listening();
         self.idle = None;
         log::info!("stopping: {} connections open", self.open);

@@ -81,10 +81,9 @@ impl Connection<'_> {
                 // The window counts from the stop signal's arrival, not
                 // from this look: a SIGSTOP between the two must not
                 // add a whole window.
-                let asked = wake::stop_arrived().filter(|&t| t <= now);
                 self.stop_by = match stop {
                     Stop::Now => Some(now),
-                    _ => Some(asked.unwrap_or(now) + STOP_WINDOW),
+                    _ => Some(wake::stop_began(now, false) + STOP_WINDOW),
                 };
                 self.stop = stop;
             }

@@ -195,17 +195,10 @@ impl Processes {
     /// window, then kills and reaps the rest.
     fn stop(&mut self, gate: &mut Gate) -> Result<(), Error> {
         self.stopping = true;
-        // The window counts from the stop signal's arrival, as the
-        // gate's does: a SIGSTOP between the arrival and this look must
-        // not add a whole window (the children still running at its end
-        // are killed).
-        // After a --drain, from its end, which is now.
+        // The window counts as the gate's does (the children still
+        // running at its end are killed).
         let now = Instant::now();
-        let arrived = wake::stop_arrived().filter(|&t| t <= now);
-        let began = match self.config.drain.is_zero() {
-            true => arrived.unwrap_or(now),
-            false => now,
-        };
+        let began = wake::stop_began(now, !self.config.drain.is_zero());
         // Children get GRACE past the window to end their own; a window
         // already over when the parent looks (it was stopped) ends now.
         let deadline = match now >= began + STOP_WINDOW {
