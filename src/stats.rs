@@ -80,6 +80,9 @@ pub struct Stats {
     log_suppressed: AtomicU64,
     /// The `--log-total-rate` bucket, shared like the counters.
     log_total: Total,
+    /// Output memory held for clients (mio and uring), as of the
+    /// worker's last turn: a gauge, not a summary counter.
+    output_held: AtomicU64,
 }
 
 impl Stats {
@@ -130,6 +133,16 @@ impl Stats {
     /// A chunk line was suppressed by the log rate limits.
     pub fn log_suppressed(&self) {
         self.log_suppressed.fetch_add(1, Relaxed);
+    }
+
+    /// Output memory the loop holds now (stored once a turn).
+    pub fn set_output_held(&self, bytes: usize) {
+        self.output_held.store(bytes as u64, Relaxed);
+    }
+
+    /// Output memory held as of the last turn.
+    pub fn output_held(&self) -> u64 {
+        self.output_held.load(Relaxed)
     }
 
     /// The server's `--log-total-rate` bucket.

@@ -194,6 +194,11 @@ impl Group {
         (total, open(&total))
     }
 
+    /// Output memory every worker holds, as of each one's last turn.
+    pub(crate) fn output_held(&self) -> u64 {
+        self.stats.iter().map(|s| s.output_held()).sum()
+    }
+
     /// Connections accepted by each worker so far.
     pub(crate) fn accepted_by_worker(&self) -> Vec<u64> {
         self.stats.iter().map(|s| s.summary().accepted).collect()

@@ -161,7 +161,9 @@ impl Metrics {
             let group = listener.group();
             let (summary, open) = group.totals();
             let workers = group.per_worker();
-            self.answer(registry, &Counters { summary, open, workers });
+            let output_held = Some(group.output_held());
+            let counters = Counters { summary, open, workers, output_held };
+            self.answer(registry, &counters);
         }
     }
 

@@ -17,6 +17,10 @@ pub(crate) struct Counters {
     pub open: usize,
     /// With `--workers`: each worker's accepted and open connections.
     pub workers: Vec<(u64, usize)>,
+    /// The mio and uring models: output memory held for clients now
+    /// (what `--max-output-memory` bounds); the blocking models hold
+    /// none.
+    pub output_held: Option<u64>,
 }
 
 /// Labels of `readyloop_build_info`.
@@ -103,6 +107,14 @@ pub(crate) fn render(
         )
         .write(out, &each(|w| w.1 as u64));
     }
+    if let Some(held) = c.output_held {
+        gauge(
+            "readyloop_output_memory_bytes",
+            "Memory held for output clients have not taken yet (mio and \
+             uring models; --max-output-memory bounds it).",
+        )
+        .write(out, &[("", held)]);
+    }
     counter("readyloop_bytes_received_total", "Bytes read from clients.")
         .write(out, &[("", s.bytes_in)]);
     counter("readyloop_bytes_sent_total", "Bytes written to clients.")
@@ -183,7 +195,12 @@ mod tests {
             bytes_out: 90,
             ..Summary::default()
         };
-        let counters = Counters { summary, open: 3, workers: Vec::new() };
+        let counters = Counters {
+            summary,
+            open: 3,
+            workers: Vec::new(),
+            output_held: Some(4160),
+        };
         let build = Build { model: Model::Thread, mode: Mode::Echo };
         let process = Process {
             open_fds: Some(12),
@@ -201,6 +218,7 @@ mod tests {
             "readyloop_connections_closed_total{reason=\"shutdown\"} 0",
             "readyloop_connections_rejected_total 2",
             "readyloop_connections_open 3",
+            "readyloop_output_memory_bytes 4160",
             "readyloop_bytes_received_total 100",
             "readyloop_bytes_sent_total 90",
             "readyloop_log_lines_dropped_total 0",

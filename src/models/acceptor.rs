@@ -139,6 +139,7 @@ impl Gate {
                     summary: stats.summary(),
                     open: blocking::open(stats),
                     workers: Vec::new(),
+                    output_held: None,
                 };
                 metrics.answer(self.listener.registry(), &counters);
             }

@@ -242,6 +242,7 @@ impl Policy {
     /// duties, the scrapes answered with every worker's counters, and
     /// the log lines of the turn handed to the sink.
     fn end_turn(&mut self, now: Instant) {
+        self.stats.set_output_held(self.output.held);
         self.listener.end_turn(now, &self.stats, &mut self.traffic);
         if let Some(metrics) = &mut self.metrics {
             metrics.serve_group(&self.listener, now);

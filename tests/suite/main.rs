@@ -67,6 +67,9 @@ macro_rules! per_model {
         per_model!(@each [mio Mio, thread Thread, process Process,
             uring Uring] $($behaviour),*);
     };
+    (loops: $($behaviour:ident),* $(,)?) => {
+        per_model!(@each [mio Mio, uring Uring] $($behaviour),*);
+    };
     (in_process: $($behaviour:ident),* $(,)?) => {
         per_model!(@each [mio Mio, iterative Iterative, thread Thread,
             uring Uring] $($behaviour),*);

@@ -3,12 +3,15 @@
 //! `log_dropped` and `log_suppressed` after a flood that drops and
 //! suppresses lines, and the process series agree with /proc.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use readyloop::Model;
 
@@ -183,4 +186,76 @@ fn the_process_series_agree_with_proc() {
     assert!(later.float("process_cpu_seconds_total") >= cpu);
     assert_eq!(later.float("process_start_time_seconds"), start);
     stop(server);
+}
+
+per_model!(loops: output_memory_is_what_clients_have_not_taken);
+
+/// Output held for a client that does not read: its echo, up to the
+/// 64 KiB cap.
+const HELD_BY_NON_READER: u64 = 60 * 1024;
+
+/// `readyloop_output_memory_bytes` shows the output a non-reading client
+/// holds, and comes back to 0 once every client is gone, after clients
+/// whose output grew while a send waited: the accounting the
+/// `--max-output-memory` budget and the uring heap trim rely on. (The
+/// uring model once forgot, at the send's completion, the old buffer a
+/// grown one had retired under it: 2 KiB per growth stayed counted with
+/// no client left, the heap was never trimmed again, and the budget
+/// shrank for good: 16 KiB here before the fix.)
+fn output_memory_is_what_clients_have_not_taken(model: Model) {
+    let args = ["--mode", "echo", "--send-buffer", "4K"];
+    let (mut server, metrics) = serve_metrics(model, &args);
+    let idle = scrape(metrics);
+    assert_eq!(idle.get("readyloop_output_memory_bytes"), 0, "{model}");
+
+    let mut non_reader = TcpStream::connect(server.addr).expect("connect");
+    let handle = non_reader.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        // Stops when the test shuts the socket down: until then it
+        // blocks once the server stops reading it (both directions
+        // full).
+        let chunk = [7u8; 16 * 1024];
+        while non_reader.write_all(&chunk).is_ok() {}
+    });
+    scrape_until(metrics, "the non-reader's output held", |s| {
+        s.get("readyloop_output_memory_bytes") >= HELD_BY_NON_READER
+    });
+
+    for _ in 0..8 {
+        grows_while_a_send_waits(server.addr);
+    }
+    handle.shutdown(Shutdown::Both).expect("shutdown");
+    writer.join().expect("writer");
+    drop(handle);
+    scrape_until(metrics, "every client gone", |s| s.open() == 0);
+    scrape_until(metrics, "no output held with no client left", |s| {
+        s.get("readyloop_output_memory_bytes") == 0
+    });
+    let (code, _) = server.finish();
+    assert_eq!(code, 0, "{model}: exit code");
+}
+
+/// A client that sends 1,000-byte pieces without reading until its
+/// echo fills both socket buffers (its own receive buffer is 4 KiB, the
+/// server's send buffer 4 KiB): the server's send of the next piece
+/// waits, and the pieces after it grow the output under that send. Then
+/// it reads the whole echo and closes.
+fn grows_while_a_send_waits(addr: std::net::SocketAddr) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream.set_nodelay(true).expect("nodelay");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let sent: Vec<u8> =
+        (0..40u8).flat_map(|k| std::iter::repeat(k).take(1000)).collect();
+    for piece in sent.chunks(1000) {
+        stream.write_all(piece).expect("write");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stream.shutdown(Shutdown::Write).expect("shutdown");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("read the echo");
+    assert!(got == sent, "the echo differs from what was sent");
 }

@@ -42,7 +42,12 @@ impl Loop {
         let n = usize::try_from(c.result).unwrap_or(0);
         self.policy.traffic.bytes_out += n as u64;
         let Some(conn) = live(&mut self.connections, c.op) else { return };
+        // A completed send frees the buffer a grown output retired under
+        // it: the budget gets that back too, or it would count memory no
+        // longer held (the heap trim waits for none held).
+        let before = conn.held();
         let drained = conn.out.as_mut().is_some_and(|out| out.sent(n));
+        self.policy.output.held -= before - conn.held();
         if conn.phase == Phase::Closing {
             return self.free_if_done(key);
         }
