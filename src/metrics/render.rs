@@ -243,7 +243,7 @@ mod tests {
         assert!(out.lines().any(|l| l == info), "{out}");
         let helps = out.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = out.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (14, 14), "{out}");
+        assert_eq!((helps, types), (15, 15), "{out}");
         let mut none = String::new();
         render(&mut none, &counters, build, &Process::default());
         assert!(!none.contains("process_"), "{none}");
