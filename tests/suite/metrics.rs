@@ -75,14 +75,7 @@ fn scrapes_count_what_clients_did(model: Model) {
     let done = scrape_until(metrics, "every close counted", |s| {
         s.summary().closed() == clients
     });
-    let want = Summary {
-        accepted: clients,
-        closed_eof: clients,
-        bytes_in: sent,
-        bytes_out: sent,
-        ..Summary::default()
-    };
-    assert_eq!(done.summary(), want, "{}", done.text);
+    assert_eq!(done.summary(), echoed(clients, sent), "{}", done.text);
     assert_eq!(done.open(), 0);
 
     let mut held = connect(server.addr);
@@ -390,14 +383,7 @@ fn a_scrape_adds_up_every_worker() {
         let s = s.summary();
         s.closed() == clients && s.bytes_out == sent
     });
-    let want = Summary {
-        accepted: clients,
-        closed_eof: clients,
-        bytes_in: sent,
-        bytes_out: sent,
-        ..Summary::default()
-    };
-    assert_eq!(done.summary(), want, "{}", done.text);
+    assert_eq!(done.summary(), echoed(clients, sent), "{}", done.text);
     // Each worker's share, labelled: the shares add up to the total.
     let per: Vec<u64> = (0..3)
         .map(|n| {
@@ -415,5 +401,17 @@ fn a_scrape_adds_up_every_worker() {
     }
     let mut summary = stop(server);
     summary.log_dropped = 0;
-    assert_eq!(summary, want);
+    assert_eq!(summary, echoed(clients, sent));
+}
+
+/// The counters after `clients` echo clients that sent `sent` bytes in
+/// all and closed cleanly.
+fn echoed(clients: u64, sent: u64) -> Summary {
+    Summary {
+        accepted: clients,
+        closed_eof: clients,
+        bytes_in: sent,
+        bytes_out: sent,
+        ..Summary::default()
+    }
 }
