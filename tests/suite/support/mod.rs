@@ -25,5 +25,5 @@ pub use server::{
 pub use wait::{eventually, heavy, settle, wait_count, PATIENCE};
 
 /// The log target of the `listening on` and `summary` lines: part of
-/// the log-line contract the README documents.
+/// the log-line contract docs/operating.md documents.
 pub const STATUS: &str = "readyloop::status";
