@@ -17,14 +17,10 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-use rustix::process::{kill_process_group, Pid};
 
 use crate::support::markdown::blocks;
-use crate::support::server::{binary, Signal};
+use crate::support::server::Signal;
+use crate::support::shell::{self, shell};
 use crate::support::wait::eventually;
 use crate::support::{log_line, ServerProcess};
 
@@ -159,66 +155,19 @@ fn substituted(command: &str, server: Option<SocketAddr>) -> String {
     }
 }
 
-/// `sh -c COMMAND` in its own process group, the built binary first on
-/// `PATH`.
-fn shell(command: &str) -> Command {
-    let dir = Path::new(binary()).parent().expect("the binary's directory");
-    let path = std::env::var("PATH").unwrap_or_default();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command);
-    cmd.env("PATH", format!("{}:{path}", dir.display()));
-    cmd.process_group(0);
-    cmd
-}
-
-/// A command's process group, killed however the test ends.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let pid = i32::try_from(self.0.id()).ok().and_then(Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = kill_process_group(pid, Signal::KILL);
-        }
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `command` (bounded) and checks that it exits 0 printing the
 /// `expected` lines: those of [`to_stderr`] on stderr (the load
 /// generator's progress lines aside, which come only when a run is
 /// slow), the others on stdout.
 fn run(command: &str, expected: &[String]) {
-    let mut cmd = shell(command);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut group = Group(cmd.spawn().expect("spawn sh"));
-    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
-        let mut r = r.expect("a pipe");
-        std::thread::spawn(move || {
-            let mut all = String::new();
-            let _ = r.read_to_string(&mut all);
-            all
-        })
-    };
-    let out = read(group.0.stdout.take().map(|p| Box::new(p) as _));
-    let err = read(group.0.stderr.take().map(|p| Box::new(p) as _));
-    let mut status = None;
-    eventually(&format!("`{command}` exits"), || {
-        status = group.0.try_wait().expect("wait");
-        status.is_some()
-    });
-    let lines =
-        |s: String| -> Vec<String> { s.lines().map(str::to_string).collect() };
-    let (out, err) = (
-        lines(out.join().expect("stdout")),
-        lines(err.join().expect("stderr")),
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "`{command}`: {err:?}");
+    let ran = shell::run(command);
+    assert_eq!(ran.code, Some(0), "`{command}`: {:?}", ran.stderr);
     let progress = |l: &String| l.starts_with("load: ") && l.contains(" s, ");
-    let err: Vec<String> = err.into_iter().filter(|l| !progress(l)).collect();
+    let err: Vec<String> =
+        ran.stderr.into_iter().filter(|l| !progress(l)).collect();
     let (want_err, want_out): (Vec<String>, Vec<String>) =
         expected.iter().cloned().partition(|l| to_stderr(l));
-    if let Some(d) = differs(&want_out, &out) {
+    if let Some(d) = differs(&want_out, &ran.stdout) {
         panic!("`{command}`, stdout: {d}");
     }
     if let Some(d) = differs(&want_err, &err) {
