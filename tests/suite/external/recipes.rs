@@ -11,9 +11,11 @@
 //! SIGINT to the server.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
 
 use crate::support::markdown::blocks;
 use crate::support::proc;
@@ -51,6 +53,21 @@ fn replaced(text: &str, from: &str, to: &str) -> String {
 fn free_port() -> u16 {
     let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe");
     probe.local_addr().expect("probe address").port()
+}
+
+/// The lines `from` gives, as they come (invalid UTF-8 replaced).
+fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(from).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The next line of `lines` that contains `needle` (bounded).
@@ -124,7 +141,7 @@ fn the_socket_activation_recipe_serves_a_client() {
     let mut cmd = shell(&format!("exec {launch}"));
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut server = Group::spawn(cmd);
-    let log = shell::lines(server.0.stderr.take().expect("stderr"));
+    let log = lines(server.0.stderr.take().expect("stderr"));
     line_with(&log, &format!("Listening on {addr}"));
     let client = replaced(
         &blocks[1],
@@ -151,7 +168,7 @@ fn the_notify_recipe_shows_what_the_server_tells_systemd() {
     let mut cmd = shell(&replaced(&blocks[0], path, &socket));
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     let mut socat = Group::spawn(cmd);
-    let said = shell::lines(socat.0.stdout.take().expect("stdout"));
+    let said = lines(socat.0.stdout.take().expect("stdout"));
     eventually("socat makes its socket", || dir.join("notify.sock").exists());
     let serve = replaced(&blocks[1], path, &socket);
     let serve = replaced(

@@ -2,11 +2,10 @@
 //! the binary cargo built first on `PATH`, each in a process group of
 //! its own that the test kills however it ends.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::thread;
 
 use rustix::process::{kill_process_group, Pid, Signal};
@@ -88,19 +87,4 @@ fn read_all(
         let _ = from.read_to_end(&mut all);
         String::from_utf8_lossy(&all).into_owned()
     })
-}
-
-/// The lines `from` gives, as they come (invalid UTF-8 replaced).
-pub fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(from).split(b'\n') {
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
