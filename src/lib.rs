@@ -6,7 +6,7 @@
 //! designs (iterative, thread per connection, process per connection),
 //! all five under one contract, and a reference for handling every edge
 //! of edge-triggered IO and of completion IO (the traps are numbered in
-//! the README and named in comments where each is handled).
+//! docs/traps.md and named in comments where each is handled).
 //!
 //! # Map
 //!

@@ -1,7 +1,7 @@
 //! Which signals the server handles and what each means. Every signal
 //! whose default would end the process without a summary is either a
-//! request (stop, stop now, stats) or ignored on purpose; the README's
-//! Signals section lists them. Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+//! request (stop, stop now, stats) or ignored on purpose; docs/operating.md
+//! ("Signals and exit codes") lists them. Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
 //! SIGABRT, SIGTRAP, SIGSYS) keep their default: after one, nothing the
 //! process holds can be trusted.
 

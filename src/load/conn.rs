@@ -1,6 +1,6 @@
 //! One client connection: moves its bytes as far as the socket allows
 //! and applies the pattern's rule whenever the echo reaches the goal.
-//! The same traps apply as in the server (README, "how the loop works"):
+//! The same traps apply as in the server (docs/loop.md, docs/traps.md):
 //! edge-triggered readiness means every read and write goes on until
 //! `WouldBlock`, or the connection asks to be driven again this turn.
 

@@ -257,7 +257,7 @@ impl Policy {
 }
 
 /// Asserts that an idle connection of type `T` costs at most `bytes` in
-/// its slab, the figure the README quotes (mio's sockets carry a
+/// its slab, the figure docs/models.md quotes (mio's sockets carry a
 /// registration check in debug builds, 16 bytes more).
 #[cfg(test)]
 pub(crate) fn assert_slab_entry<T>(bytes: usize) {

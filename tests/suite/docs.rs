@@ -1,8 +1,8 @@
 //! The documentation keeps up with the code: every relative link in
 //! README.md and docs/*.md leads to a file that exists and to a heading
 //! that makes its `#anchor`, every flag `--help` lists for `serve`,
-//! `load` and `client` is documented, and every trap the source cites has
-//! its entry in docs/traps.md. Read from the files and the binary's
+//! `load` and `client` is documented, with its default in a table row,
+//! and every trap the source cites has its entry in docs/traps.md. Read from the files and the binary's
 //! `--help`: no server, no network.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -239,6 +239,109 @@ fn every_flag_of_help_is_documented() {
         .flat_map(|sub| undocumented(sub, &help(sub), &docs))
         .collect();
     assert!(missing.is_empty(), "undocumented flags:\n{}", missing.join("\n"));
+}
+
+/// Each long flag of a `--help` text with the default it shows
+/// (`[default: X]` on its line or in its description), if any.
+fn defaults(help: &str) -> Vec<(String, Option<String>)> {
+    let mut found: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines().map(str::trim_start) {
+        let first = line.split_whitespace().next().unwrap_or("");
+        let short = first.len() == 3 && first.ends_with(',');
+        if first.starts_with("--") || (first.starts_with('-') && short) {
+            // `--help` and `--version` have no entry: a placeholder
+            // keeps their text from counting for the flag above.
+            let flag = flags(line).into_iter().next().unwrap_or_default();
+            found.push((flag, None));
+        }
+        let (Some(last), Some(i)) =
+            (found.last_mut(), line.find("[default: "))
+        else {
+            continue;
+        };
+        let rest = &line[i + "[default: ".len()..];
+        let value = &rest[..rest.find(']').unwrap_or(rest.len())];
+        last.1.get_or_insert_with(|| value.to_string());
+    }
+    found.retain(|(flag, _)| !flag.is_empty());
+    found
+}
+
+/// The table rows of `docs` whose first cell names `flag`.
+fn rows<'a>(docs: &'a [Doc], flag: &str) -> Vec<&'a str> {
+    docs.iter()
+        .flat_map(|d| prose(&d.text))
+        .map(|(_, line)| line.trim())
+        .filter(|l| l.starts_with('|'))
+        .filter(|l| mentions(l[1..].split('|').next().unwrap_or(""), flag))
+        .collect()
+}
+
+/// The flags of `subcommand`'s `help` that no table row documents, or
+/// whose rows all leave out the default `--help` shows, one line each.
+fn without_row(subcommand: &str, help: &str, docs: &[Doc]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (flag, default) in defaults(help) {
+        let rows = rows(docs, &flag);
+        if rows.is_empty() {
+            problems.push(format!(
+                "`readyloop {subcommand} --help` lists {flag}, which no \
+                 table row of README.md or docs/*.md documents"
+            ));
+        } else if let Some(value) =
+            default.filter(|d| !rows.iter().any(|r| r.contains(d.as_str())))
+        {
+            problems.push(format!(
+                "`readyloop {subcommand} {flag}` defaults to {value}, which \
+                 no table row of {flag} says"
+            ));
+        }
+    }
+    problems
+}
+
+/// Every flag of `serve`, `load` and `client` has a row in a table of
+/// README.md or docs/*.md (its first cell names the flag), and the
+/// default `--help` shows is in that row.
+#[test]
+fn every_flag_has_a_row_with_its_default() {
+    let docs = docs();
+    let missing: Vec<String> = ["serve", "load", "client"]
+        .into_iter()
+        .flat_map(|sub| without_row(sub, &help(sub), &docs))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags without a row:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The row check can fail: a flag with no row and a row without the
+/// flag's default are both named; a flag without a default needs only
+/// its row, and `--help`'s own default counts for no flag.
+#[test]
+fn a_flag_without_a_row_or_its_default_is_named() {
+    let help = "Options:\n      --size <BYTES>\n          Bytes per message\n\
+        \n          [default: 64]\n\n      --duration <SECS>\n\
+        \n      --pin\n  -q, --quiet  No progress [default: off]\n\
+        \n  -h, --help  Print help [default: x]\n";
+    let doc = Doc {
+        path: PathBuf::from("docs/tools.md"),
+        text: "| flag | default |\n|---|---|\n| `--size BYTES` | `32` |\n\
+            | `--duration SECS` | 5 s |\n| `-q, --quiet` | off |\n\
+            `--pin` is named in prose only.\n"
+            .into(),
+    };
+    assert_eq!(
+        without_row("load", help, &[doc]),
+        [
+            "`readyloop load --size` defaults to 64, which no table row of \
+             --size says",
+            "`readyloop load --help` lists --pin, which no table row of \
+             README.md or docs/*.md documents",
+        ]
+    );
 }
 
 /// Every trap id `text` cites (`Trap 7`, `trap C1`), with its line.

@@ -25,7 +25,8 @@
 //! | [`proxy_props`] | the PROXY header parser, over arbitrary bytes and splits |
 //! | [`trace`] | `--log-level trace` narrates an exchange, a reset and a full output buffer (every model), and is silent at `info` |
 //! | [`metrics`] | `--metrics-addr`: exact counters, wrong, slow and surplus scrapes, 10,000 connections |
-//! | [`docs`] | README.md and docs/*.md: links and anchors resolve, every `--help` flag is documented, every trap cited in src/ has its entry |
+//! | [`docs`] | README.md and docs/*.md: links and anchors resolve, every `--help` flag is documented with its default, every trap cited in src/ has its entry |
+//! | [`tour`] | the README's five-minute tour, read from README.md and run as written against real servers |
 //! | [`metrics_complete`] | the log counters equal the summary's; the process series agree with /proc |
 //! | `external` | checks with outside tools; only with `--features external` |
 //!
@@ -105,6 +106,7 @@ mod proxy_props;
 mod service;
 mod structure;
 mod support;
+mod tour;
 mod trace;
 mod uring;
 mod workers;

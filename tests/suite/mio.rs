@@ -173,7 +173,7 @@ fn closed_connections_release_their_descriptors() {
 }
 
 /// 5,000 idle connections grow the server's RSS by far less than a
-/// kilobyte each (the README promises tens of bytes; page granularity
+/// kilobyte each (docs/models.md promises 48 bytes; page granularity
 /// and the allocator make the bound here generous: 256 bytes).
 #[test]
 fn idle_connections_cost_bytes_not_kilobytes() {

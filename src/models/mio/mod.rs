@@ -292,7 +292,7 @@ impl Loop {
 mod tests {
     use super::*;
 
-    /// The per-connection cost the README quotes: an idle connection is
+    /// The per-connection cost docs/models.md quotes: an idle connection is
     /// one `Connection` of 48 bytes in the slab, no output buffer.
     #[test]
     fn an_idle_connection_is_a_small_slab_entry() {

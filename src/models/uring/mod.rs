@@ -22,7 +22,7 @@
 //!   give the buffers back, queue sends, re-arm what ended
 //! ```
 //!
-//! The completion traps (C1-C6 in the README) are named where handled.
+//! The completion traps (C1-C8 in docs/traps.md) are named where handled.
 
 // Unsafe code: the ring's submissions point at memory the kernel uses
 // later, and the buffer pool is a mapping shared with the kernel.
@@ -362,7 +362,7 @@ impl Loop {
 mod tests {
     use super::*;
 
-    /// The per-connection cost the README quotes: an idle connection is
+    /// The per-connection cost docs/models.md quotes: an idle connection is
     /// one `Connection` of 56 bytes in the slab, and holds no receive
     /// buffer: the pool is shared.
     #[test]

@@ -12,6 +12,7 @@
 //! | [`promtool`] | `promtool check metrics` accepts every model's scrape |
 //! | [`package`] | the Debian package: its files, man pages, bash completion, units; `dpkg -i` and `dpkg -r` for real |
 //! | [`haproxy`] | `contrib/haproxy` in front of two backends: real client addresses, the per-address limit, a rolling restart with `--drain` |
+//! | [`recipes`] | docs/service.md's recipes run as written: `systemd-analyze verify`, `systemd-socket-activate`, notify messages through `socat` |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ mod activation;
 mod haproxy;
 mod package;
 mod promtool;
+mod recipes;
 mod sandbox;
 mod units;
 

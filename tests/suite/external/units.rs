@@ -223,7 +223,7 @@ fn verify_finds_a_missing_binary_and_an_unknown_key() {
 
 /// `systemd-analyze security --offline=yes` rates the service's
 /// exposure at most 2.0 (printed, with what it holds against it, for
-/// the README).
+/// docs/service.md).
 #[test]
 fn the_service_exposure_is_at_most_2_0() {
     let units = shipped();

@@ -1,31 +1,87 @@
 //! Reading Markdown as GitHub renders it, as far as the documentation
-//! checks need: the lines outside code blocks, the anchors headings
-//! make, the targets of links, and where a relative link leads.
+//! checks need: the lines outside code blocks, the code blocks
+//! themselves, the anchors headings make, the targets of links, and
+//! where a relative link leads.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
+/// The fence a line opens or closes a code block with (a run of three
+/// or more backticks or tildes), or a shorter run that is none.
+fn fence(line: &str) -> &str {
+    let t = line.trim_start();
+    let ticks = t.chars().take_while(|c| *c == '`').count();
+    let tildes = t.chars().take_while(|c| *c == '~').count();
+    &t[..ticks.max(tildes)]
+}
+
+/// Whether `run` closes the block `open` began.
+fn closes(run: &str, open: &str) -> bool {
+    run.len() >= open.len() && run[..1] == open[..1]
+}
+
 /// The lines of `text` outside fenced code blocks, numbered from 1.
 pub fn prose(text: &str) -> Vec<(usize, &str)> {
-    let mut fence: Option<String> = None;
+    let mut open: Option<&str> = None;
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        let run: String = t.chars().take_while(|c| *c == '`').collect();
-        let run = match run.len() {
-            0 => t.chars().take_while(|c| *c == '~').collect(),
-            _ => run,
-        };
-        match &fence {
-            Some(open) if run.len() >= open.len() && run[..1] == open[..1] => {
-                fence = None;
-            }
+        let run = fence(line);
+        match open {
+            Some(fence) if closes(run, fence) => open = None,
             Some(_) => {}
-            None if run.len() >= 3 => fence = Some(run),
+            None if run.len() >= 3 => open = Some(run),
             None => lines.push((i + 1, line)),
         }
     }
     lines
+}
+
+/// A fenced code block: its info string (`sh`, `text`, or empty), the
+/// text of the last heading above it, and its lines, numbered from 1.
+#[derive(Debug)]
+pub struct Block<'a> {
+    pub info: &'a str,
+    pub heading: String,
+    pub lines: Vec<(usize, &'a str)>,
+}
+
+/// Every fenced code block of `text`, in order.
+pub fn blocks(text: &str) -> Vec<Block<'_>> {
+    let mut found = Vec::new();
+    let mut heading = String::new();
+    let mut open: Option<(&str, Block)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let run = fence(line);
+        open = match open {
+            Some((fence, block)) if closes(run, fence) => {
+                found.push(block);
+                None
+            }
+            Some((fence, mut block)) => {
+                block.lines.push((i + 1, line));
+                Some((fence, block))
+            }
+            None if run.len() >= 3 => {
+                let info = line.trim_start()[run.len()..].trim();
+                let lines = Vec::new();
+                Some((run, Block { info, heading: heading.clone(), lines }))
+            }
+            None => {
+                heading = atx(line).map_or(heading, str::to_string);
+                None
+            }
+        };
+    }
+    found
+}
+
+/// The text of an ATX heading line (`## Text`), if `line` is one.
+fn atx(line: &str) -> Option<&str> {
+    let hashes = line.chars().take_while(|c| *c == '#').count();
+    let after = &line[hashes..];
+    let heading = (1..=6).contains(&hashes)
+        && (after.is_empty() || after.starts_with(' '));
+    heading.then(|| after.trim().trim_end_matches('#').trim_end())
 }
 
 /// `line` with its inline code spans blanked out (a link in backticks is
@@ -85,12 +141,8 @@ pub fn anchors(text: &str) -> BTreeSet<String> {
     };
     let lines = prose(text);
     for (k, &(_, line)) in lines.iter().enumerate() {
-        let hashes = line.chars().take_while(|c| *c == '#').count();
-        let after = &line[hashes..];
-        if (1..=6).contains(&hashes)
-            && (after.is_empty() || after.starts_with(' '))
-        {
-            add(after.trim().trim_end_matches('#'));
+        if let Some(heading) = atx(line) {
+            add(heading);
         }
         let t = line.trim();
         let underline = !t.is_empty()

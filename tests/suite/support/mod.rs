@@ -1,6 +1,7 @@
 //! Helpers of the suite, one concern a file: the server under test, the
-//! client side of a socket, waits, seeded bytes, the chaos driver and
-//! Markdown as GitHub reads it (for the documentation checks).
+//! client side of a socket, waits, seeded bytes, the chaos driver,
+//! Markdown as GitHub reads it and commands run as the docs show them
+//! (for the documentation checks).
 //! /proc and the load generator's JSON come from `readyloop-harness`
 //! (`harness/`), which the benchmark reads them with too.
 
@@ -12,6 +13,7 @@ pub mod net;
 pub mod rng;
 pub mod scrape;
 pub mod server;
+pub mod shell;
 pub mod stall;
 pub mod uring;
 pub mod wait;
@@ -25,5 +27,5 @@ pub use server::{
 pub use wait::{eventually, heavy, settle, wait_count, PATIENCE};
 
 /// The log target of the `listening on` and `summary` lines: part of
-/// the log-line contract the README documents.
+/// the log-line contract docs/operating.md documents.
 pub const STATUS: &str = "readyloop::status";

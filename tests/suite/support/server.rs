@@ -196,6 +196,15 @@ impl ServerProcess {
         &self.log
     }
 
+    /// Takes every line the server wrote into `log`, to the end of its
+    /// stderr: for a server that has exited (bounded by [`PATIENCE`]).
+    pub fn read_to_end(&mut self) -> &[String] {
+        while let Ok(raw) = self.lines.recv_timeout(PATIENCE) {
+            self.push_line(raw);
+        }
+        &self.log
+    }
+
     /// How often `needle` occurs in the server's stderr so far.
     pub fn count(&mut self, needle: &str) -> usize {
         self.collect_log().iter().map(|l| l.matches(needle).count()).sum()
