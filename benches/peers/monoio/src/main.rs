@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         let listener = TcpListener::bind(addr.as_str())?;
         eprintln!("listening on {} (monoio)", listener.local_addr()?);
         loop {
+            // A failed accept loses that one connection and the peer
+            // goes on, as the tokio peer does (monoio's example stops).
             if let Ok((stream, _)) = listener.accept().await {
                 monoio::spawn(echo(stream));
             }
