@@ -93,11 +93,14 @@ fn measure(
 ) -> Sample {
     let skipped = |why: String| Sample::skipped(round, spec.name, test, why);
     let header = spec.name == ON.name;
-    let mut cmd = server::command(spec, settings.cpus.0);
-    if header {
-        cmd.arg("--proxy-protocol");
-    }
-    let server = match Running::start_with(cmd, !header) {
+    let started =
+        server::command(spec, settings.cpus.0).and_then(|mut cmd| {
+            if header {
+                cmd.arg("--proxy-protocol");
+            }
+            Running::start_with(cmd, !header)
+        });
+    let server = match started {
         Ok(server) => server,
         Err(why) => return skipped(why),
     };

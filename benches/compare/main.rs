@@ -1,9 +1,11 @@
-//! `cargo bench`: every server model and the tokio peers, side by side.
+//! `cargo bench`: every server model and the tokio and monoio peers,
+//! side by side.
 //!
 //! Each server runs as a child process (`readyloop serve --model M --mode
-//! echo`, or this binary re-executed as `compare peer FLAVOR ADDR` for
-//! the tokio peers), pinned to CPU 0 with taskset when there are two or
-//! more CPUs, and is driven by `readyloop load --json` pinned to CPU 1.
+//! echo`, this binary re-executed as `compare peer FLAVOR ADDR` for the
+//! tokio peers, or the monoio peer's own binary, `monoio_peer.rs`),
+//! pinned to CPU 0 with taskset when there are two or more CPUs, and is
+//! driven by `readyloop load --json` pinned to CPU 1.
 //! Servers alternate run by run (A B A B …) so drift of a shared machine
 //! hits all of them alike; each figure is the median over rounds, with
 //! its spread. Server CPU per message comes from utime + stime in
@@ -34,6 +36,7 @@ mod haproxy_cost;
 mod kernel;
 mod load;
 mod metrics_cost;
+mod monoio_peer;
 mod output;
 mod peer;
 mod report;
@@ -197,11 +200,14 @@ fn bench() -> Result<(), String> {
 }
 
 fn out_dir() -> PathBuf {
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(
-            |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-        );
-    target.join("bench")
+    target_dir().join("bench")
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")
+    })
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
@@ -246,17 +252,18 @@ pub(crate) fn measure_with(
     if let Some(why) = cannot(spec, test) {
         return Sample::skipped(round, spec.name, test, why);
     }
-    let mut cmd = server::command(spec, settings.cpus.0);
-    if metrics.is_some() {
-        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
-    }
-    let started = Running::start(cmd).and_then(|mut server| {
-        let scraper = match metrics.is_some() {
-            true => Some(server.metrics()?),
-            false => None,
-        };
-        Ok((server, scraper))
-    });
+    let started =
+        server::command(spec, settings.cpus.0).and_then(|mut cmd| {
+            if metrics.is_some() {
+                cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+            }
+            let mut server = Running::start(cmd)?;
+            let scraper = match metrics.is_some() {
+                true => Some(server.metrics()?),
+                false => None,
+            };
+            Ok((server, scraper))
+        });
     let (server, scraper) = match started {
         Ok(started) => started,
         Err(why) => {
@@ -307,8 +314,8 @@ pub(crate) fn measure_with(
     sample
 }
 
-/// Syscalls per message for each model with its floor, and the tokio
-/// baseline.
+/// Syscalls per message for each event-driven model with its floor and
+/// its peer.
 fn strace_counts(settings: &Settings) -> Result<Vec<syscalls::Count>, String> {
     if settings.strace_messages == 0 {
         return Err("not run: READYLOOP_BENCH_ONLY leaves it out".into());

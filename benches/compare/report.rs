@@ -68,9 +68,9 @@ pub fn basics(settings: &Settings) -> Vec<String> {
         Err(e) => lines.push(format!("binary size: unknown ({e})")),
     }
     for spec in SERVERS.iter().filter(|s| server::headline(s.name)) {
-        if let Ok(server) =
-            Running::start(server::command(spec, settings.cpus.0))
-        {
+        let started =
+            server::command(spec, settings.cpus.0).and_then(Running::start);
+        if let Ok(server) = started {
             let rss = proc::rss_kib(server.pid);
             let pss = proc::pss_kib(server.pid);
             lines.push(format!(

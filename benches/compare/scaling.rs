@@ -251,23 +251,26 @@ fn measure(
     round: u32,
 ) -> Sample {
     let name = scaler.spec.name;
-    let mut cmd = server::command_on(&scaler.spec, layout.server.as_deref());
-    match scaler.spec.kind {
-        Kind::Readyloop(Model::Mio) => {
-            cmd.args(["--workers", &n.to_string()]);
-            // One loop runs on the main thread, unpinned: `serve`
-            // refuses --pin with --workers 1.
-            if scaler.pin && n > 1 {
-                cmd.arg("--pin");
+    let cmd = server::command_on(&scaler.spec, layout.server.as_deref());
+    let started = cmd.and_then(|mut cmd| {
+        match scaler.spec.kind {
+            Kind::Readyloop(Model::Mio) => {
+                cmd.args(["--workers", &n.to_string()]);
+                // One loop runs on the main thread, unpinned: `serve`
+                // refuses --pin with --workers 1.
+                if scaler.pin && n > 1 {
+                    cmd.arg("--pin");
+                }
             }
+            Kind::Tokio(_) => {
+                cmd.arg(n.to_string());
+            }
+            // The thread model has no count: it is confined to N CPUs.
+            _ => {}
         }
-        Kind::Tokio(_) => {
-            cmd.arg(n.to_string());
-        }
-        // The thread model has no count: it is confined to N CPUs.
-        _ => {}
-    }
-    let mut sample = match Running::start(cmd) {
+        Running::start(cmd)
+    });
+    let mut sample = match started {
         Ok(server) => {
             let drive = Drive {
                 addr: server.addr,

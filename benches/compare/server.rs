@@ -21,6 +21,8 @@ pub enum Kind {
     Before(Model),
     /// The tokio peer on this runtime flavor.
     Tokio(&'static str),
+    /// The monoio peer, a binary of its own (`monoio_peer.rs`).
+    Monoio,
     /// A floor (`floor.rs`): `epoll` or `uring`.
     Floor(&'static str),
 }
@@ -36,7 +38,7 @@ pub struct Spec {
 
 /// Every server, peers then floors last; the first tokio one is the
 /// ratio baseline. A floor's name says it is one, in every table.
-pub const SERVERS: [Spec; 9] = [
+pub const SERVERS: [Spec; 10] = [
     Spec { name: "mio", kind: Kind::Readyloop(Model::Mio) },
     Spec { name: "uring", kind: Kind::Readyloop(Model::Uring) },
     Spec { name: "iterative", kind: Kind::Readyloop(Model::Iterative) },
@@ -44,14 +46,16 @@ pub const SERVERS: [Spec; 9] = [
     Spec { name: "process", kind: Kind::Readyloop(Model::Process) },
     Spec { name: "tokio-ct", kind: Kind::Tokio("current_thread") },
     Spec { name: "tokio-mt", kind: Kind::Tokio("multi_thread") },
+    Spec { name: "monoio", kind: Kind::Monoio },
     Spec { name: "floor-epoll", kind: Kind::Floor("epoll") },
     Spec { name: "floor-uring", kind: Kind::Floor("uring") },
 ];
 
 /// The servers whose syscalls, start-up RSS and profiles the report
-/// shows: each model with its floor, and the baseline.
+/// shows: each event-driven model with its floor and its peer (the
+/// baseline for mio, monoio for uring).
 pub fn headline(name: &str) -> bool {
-    matches!(name, "mio" | "uring" | "floor-epoll" | "floor-uring")
+    matches!(name, "mio" | "uring" | "floor-epoll" | "floor-uring" | "monoio")
         || name == BASELINE
 }
 
@@ -91,15 +95,16 @@ pub struct Running {
     lines: Receiver<String>,
 }
 
-/// The arguments that start `spec` on a free loopback port.
-pub fn command(spec: &Spec, cpu: Option<u32>) -> Command {
+/// The arguments that start `spec` on a free loopback port, or why it
+/// cannot start (a peer that did not build).
+pub fn command(spec: &Spec, cpu: Option<u32>) -> Result<Command, String> {
     command_on(spec, cpu.map(|c| c.to_string()).as_deref())
 }
 
 /// The same, confined to the CPUs of `list`. A tokio peer takes its
 /// worker thread count as one more argument.
-pub fn command_on(spec: &Spec, list: Option<&str>) -> Command {
-    match spec.kind {
+pub fn command_on(spec: &Spec, list: Option<&str>) -> Result<Command, String> {
+    Ok(match spec.kind {
         Kind::Readyloop(model) | Kind::Before(model) => {
             let binary = match spec.kind {
                 Kind::Before(_) => crate::before_cost::binary(),
@@ -113,8 +118,14 @@ pub fn command_on(spec: &Spec, list: Option<&str>) -> Command {
             cmd
         }
         Kind::Tokio(flavor) => myself(list, ["peer", flavor]),
+        Kind::Monoio => {
+            let peer = crate::monoio_peer::binary()?;
+            let mut cmd = confined(list, &peer.to_string_lossy());
+            cmd.arg("127.0.0.1:0");
+            cmd
+        }
         Kind::Floor(which) => myself(list, ["floor", which]),
-    }
+    })
 }
 
 /// This benchmark binary re-executed as `compare ARGS 127.0.0.1:0`.

@@ -99,6 +99,7 @@ impl Settings {
                     t(Pattern::Pingpong, 100, 64),
                     cpu_test,
                     t(Pattern::Stream, 1, 16384),
+                    t(Pattern::Stream, 100, 16384),
                     t(Pattern::Connect, 50, 64),
                     t(Pattern::Idle, 1000, 1),
                 ],

@@ -65,7 +65,7 @@ pub fn count(
         spec.name,
         std::process::id()
     ));
-    let server_cmd = command(spec, None);
+    let server_cmd = command(spec, None)?;
     let mut cmd = crate::server::pinned(cpu.0, "strace");
     cmd.args(["-f", "-c", "-o"]).arg(&out).arg("--");
     cmd.arg(server_cmd.get_program()).args(server_cmd.get_args());
