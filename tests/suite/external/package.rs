@@ -166,6 +166,32 @@ fn the_copyright_file_names_both_licences() {
     }
 }
 
+/// The chapters of docs/ are installed beside the README, so that its
+/// links to them hold in /usr/share/doc/readyloop.
+#[test]
+fn the_chapters_are_shipped_beside_the_readme() {
+    let root = unpacked("package-docs");
+    let doc = under(&root, "/usr/share/doc/readyloop");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme =
+        fs::read_to_string(doc.join("README.md")).expect("read the README");
+    let mut chapters = 0;
+    for entry in fs::read_dir(repo.join("docs")).expect("read docs/") {
+        let path = entry.expect("a docs/ entry").path();
+        if !path.extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        let name = path.file_name().expect("a name").to_string_lossy();
+        let shipped = fs::read(doc.join("docs").join(&*name))
+            .unwrap_or_else(|e| panic!("docs/{name} not in the package: {e}"));
+        let ours = fs::read(&path).expect("read a chapter");
+        assert!(shipped == ours, "docs/{name} differs from the repository's");
+        chapters += 1;
+    }
+    assert!(chapters >= 10, "only {chapters} chapters in docs/");
+    assert!(readme.contains("(docs/"), "the README links no chapter");
+}
+
 /// `man -l` renders every page without a warning; readyloop(1) names
 /// every subcommand and readyloop-serve(1) every serve flag.
 #[test]

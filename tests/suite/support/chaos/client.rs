@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -24,6 +25,9 @@ const WRITE_CHUNK: usize = 16 * 1024;
 /// a burst cannot starve the slow readers on the same thread (whose
 /// server would then see no traffic and close them as idle).
 const TURN_BUDGET: usize = 256 * 1024;
+/// What the kernels' clocks (ticks of a few ms) may take off a silence
+/// the server measured as its whole idle timeout.
+const SLACK: Duration = Duration::from_millis(50);
 
 /// Read pacing: none, or a pause and then a trickle.
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +164,10 @@ impl Client {
             // idle timeout: here, one whose driver did not get to it.
             // (Reading echo that waited in its own kernel buffer moves
             // nothing on the connection.)
+            Err(Broken::Lagged(why)) => {
+                self.tally.outcome = Outcome::Starved(why);
+                Status::Done
+            }
             Err(Broken::Server(why)) if starved => {
                 let why = format!("{why}, after its driver left it alone");
                 self.tally.outcome = Outcome::Starved(why);
@@ -287,11 +295,42 @@ impl Client {
             (true, _) => Err(Broken::Server(format!(
                 "server closed with {missing} echo bytes missing"
             ))),
+            // Everything came back, then the server's FIN after the idle
+            // timeout with nothing on the wire either way: the contract's
+            // idle close. The server had written all its echo into the
+            // kernels; this client's driver took longer than the timeout
+            // to read it out of its own receive buffer (on two busy
+            // cores, a megabyte burst at 256 KiB a turn), which moves
+            // nothing on the connection.
+            (false, 0) if self.silent_before_fin() >= IDLE_TIMEOUT - SLACK => {
+                let silent = self.silent_before_fin();
+                Err(Broken::Lagged(format!(
+                    "server closed it idle at step {:?} after echoing all \
+                     {} bytes: the wire was silent for {silent:?} before \
+                     its FIN while the client read its own buffer",
+                    self.script.get(self.step),
+                    self.tally.written,
+                )))
+            }
             (false, _) => Err(Broken::Server(format!(
                 "server closed early at step {:?}",
                 self.script.get(self.step)
             ))),
         }
+    }
+
+    /// How long no data moved either way before the server's FIN, as
+    /// this socket's kernel saw it (`TCP_INFO`): the FIN is the last
+    /// segment that came (its ACK set the last ACK received), so the
+    /// silence is from the later of the last data sent and received to
+    /// it. Zero if the kernel will not say.
+    fn silent_before_fin(&mut self) -> Duration {
+        let Some(info) = tcp_info(self.stream().as_raw_fd()) else {
+            return Duration::ZERO;
+        };
+        let last_data = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
+        let ms = last_data.saturating_sub(info.tcpi_last_ack_recv);
+        Duration::from_millis(ms.into())
     }
 
     fn verify(&mut self, got: &[u8]) -> Result<(), Broken> {
@@ -366,4 +405,26 @@ enum Broken {
     /// The server closed or reset the connection: a failure unless the
     /// plan expects it (a shutdown test).
     Server(String),
+    /// The server closed a connection idle by the contract because this
+    /// client lagged behind its own receive buffer: not the server's
+    /// fault, counted as starved.
+    Lagged(String),
+}
+
+/// `TCP_INFO` of socket `fd`, if the kernel gives it.
+fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
+    // SAFETY: `info` is a plain C struct that any bytes make valid, and
+    // `len` tells the kernel its size; the kernel writes at most that.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ret = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (ret == 0).then_some(info)
+    }
 }
