@@ -12,7 +12,6 @@
 //! `--features no-trace`, which compiles every trace line out). Without
 //! the variable it does not run.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use readyloop::Model;
@@ -122,30 +121,7 @@ pub fn run(settings: &Settings) -> Result<Cost, String> {
     if !Path::new(&before).is_file() {
         return Err(format!("{VAR}={before}: no such file"));
     }
-    let mut cost = Cost { before: Some(before), samples: Vec::new() };
-    let mut unavailable = HashMap::new();
-    let rounds = settings.rounds + settings.cpu_rounds;
-    for round in 1..=rounds.max(1) {
-        let mut order = [AFTER, BEFORE, PEER];
-        if round % 2 == 0 {
-            order.reverse();
-        }
-        for spec in order {
-            let sample = crate::measure_with(
-                settings,
-                &spec,
-                settings.cpu_test,
-                round,
-                &mut unavailable,
-                None,
-            );
-            eprintln!(
-                "bench: before round {round} {}: {}",
-                spec.name,
-                sample.brief()
-            );
-            cost.samples.push(sample);
-        }
-    }
-    Ok(cost)
+    let samples =
+        crate::alternating(settings, "before", &[AFTER, BEFORE, PEER], None);
+    Ok(Cost { before: Some(before), samples })
 }

@@ -236,6 +236,48 @@ fn measure(
     measure_with(settings, spec, test, round, unavailable, None)
 }
 
+/// Rounds of the CPU test over `specs`, in turn A B C, then C B A, so
+/// that a shared machine's drift hits all alike; `scraped` names the
+/// spec whose server is scraped all along, and the tally of its scrapes.
+/// `label` starts each progress line.
+pub(crate) fn alternating(
+    settings: &Settings,
+    label: &str,
+    specs: &[Spec],
+    mut scraped: Option<(&str, &mut metrics_cost::Tally)>,
+) -> Vec<Sample> {
+    let mut unavailable = HashMap::new();
+    let mut samples = Vec::new();
+    let rounds = settings.rounds + settings.cpu_rounds;
+    for round in 1..=rounds.max(1) {
+        let mut order = specs.to_vec();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for spec in order {
+            let tally = scraped
+                .as_mut()
+                .filter(|(name, _)| *name == spec.name)
+                .map(|(_, tally)| &mut **tally);
+            let sample = measure_with(
+                settings,
+                &spec,
+                settings.cpu_test,
+                round,
+                &mut unavailable,
+                tally,
+            );
+            eprintln!(
+                "bench: {label} round {round} {}: {}",
+                spec.name,
+                sample.brief()
+            );
+            samples.push(sample);
+        }
+    }
+    samples
+}
+
 /// [`measure`], and with `metrics` the server serves `--metrics-addr`,
 /// scraped every second while the load runs (tallied in `metrics`).
 pub(crate) fn measure_with(

@@ -4,7 +4,6 @@
 //! round by round, so drift of a shared machine hits both alike; the
 //! cost is the median over rounds of on / off in the same round.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -79,30 +78,9 @@ pub fn run(settings: &Settings) -> Cost {
     if !settings.tests.contains(&settings.cpu_test) {
         return cost; // READYLOOP_BENCH_ONLY left the CPU test out
     }
-    let mut unavailable = HashMap::new();
-    for round in 1..=settings.rounds + settings.cpu_rounds {
-        let order = match round % 2 {
-            1 => [OFF, ON],
-            _ => [ON, OFF],
-        };
-        for spec in order {
-            let metrics = (spec.name == ON.name).then_some(&mut cost.scrapes);
-            let sample = crate::measure_with(
-                settings,
-                &spec,
-                settings.cpu_test,
-                round,
-                &mut unavailable,
-                metrics,
-            );
-            eprintln!(
-                "bench: metrics round {round} {}: {}",
-                spec.name,
-                sample.brief()
-            );
-            cost.samples.push(sample);
-        }
-    }
+    let scraped = Some((ON.name, &mut cost.scrapes));
+    cost.samples =
+        crate::alternating(settings, "metrics", &[OFF, ON], scraped);
     cost
 }
 

@@ -56,7 +56,9 @@ pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
     )
 }
 
-/// Binary size and RSS at start of the mio model and the baseline.
+/// The release binary's size, and the RSS at start of every headline
+/// server: the mio and uring models, their peers (tokio current_thread,
+/// monoio) and the two floors.
 pub fn basics(settings: &Settings) -> Vec<String> {
     let mut lines = Vec::new();
     match std::fs::metadata(server::readyloop()) {
