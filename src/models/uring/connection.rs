@@ -43,6 +43,12 @@ pub(super) struct Connection {
     /// Receiving stopped for backpressure: output reached its cap or
     /// the budget. Armed again once the output has drained.
     pub(super) paused: bool,
+    /// The last receive left the socket empty (its completion had no
+    /// `IORING_CQE_F_SOCK_NONEMPTY`): the next one polls first.
+    pub(super) drained: bool,
+    /// The last send was short (the socket's send buffer is full): the
+    /// next one polls first.
+    pub(super) full: bool,
     /// Cancels in flight.
     pub(super) cancels: u8,
     pub(super) out: Option<Box<OutBuf>>,
@@ -61,6 +67,8 @@ impl Connection {
             phase: Phase::Open,
             recv: false,
             paused: false,
+            drained: false,
+            full: false,
             cancels: 0,
             out: None,
         }

@@ -104,6 +104,7 @@ pub(crate) fn run(
         freed: 0,
         to_arm: Vec::new(),
         echo_multishot: switch(ECHO_MULTISHOT),
+        poll_first: switch(POLL_FIRST),
         dry: 0,
     })
 }
@@ -116,6 +117,9 @@ const INC: &str = "READYLOOP_URING_INC";
 const BUFFERS: &str = "READYLOOP_URING_BUFFERS";
 /// The switch that turns echo's bounded multishot receive off (`0`).
 const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
+
+/// The switch that turns `IORING_RECVSEND_POLL_FIRST` off (`0`).
+const POLL_FIRST: &str = "READYLOOP_URING_POLL_FIRST";
 
 /// Whether the feature switch `name` is on: anything but `0`, or unset.
 fn switch(name: &str) -> bool {
@@ -148,6 +152,9 @@ struct Loop {
     /// Echo arms a multishot receive bounded in total (Linux 6.17);
     /// cleared by the first `EINVAL` of a kernel without it.
     echo_multishot: bool,
+    /// Receives and sends on a socket known empty (full) poll first
+    /// (`IORING_RECVSEND_POLL_FIRST`); off with the switch, to measure.
+    poll_first: bool,
     /// Receives the empty buffer ring ended (`ENOBUFS`, trap C3).
     dry: u64,
 }

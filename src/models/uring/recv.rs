@@ -35,6 +35,11 @@ impl Loop {
             return;
         }
         let fd = Fd(conn.stream.as_raw_fd());
+        // The last receive left the socket empty: arm its poll first.
+        let ioprio = match conn.drained && self.poll_first {
+            true => ring::POLL_FIRST,
+            false => 0,
+        };
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
                 // Echo backpressure: what one arming may receive is at
@@ -68,6 +73,7 @@ impl Loop {
                     );
                     let recv = RecvMulti::new(fd, bufs::GROUP);
                     let recv = recv.len(per_read as u32).build();
+                    let recv = with_ioprio(recv, ioprio);
                     limited(recv, total as u32)
                 } else {
                     // Without the kernel's total limit (before 6.17) a
@@ -82,13 +88,14 @@ impl Loop {
                     );
                     Recv::new(fd, std::ptr::null_mut(), len)
                         .buf_group(bufs::GROUP)
+                        .ioprio(ioprio)
                         .build()
                         .flags(Flags::BUFFER_SELECT)
                 }
             }
             _ => {
                 log::trace!("{} arm recv: multishot", conn.peer);
-                RecvMulti::new(fd, bufs::GROUP).build()
+                with_ioprio(RecvMulti::new(fd, bufs::GROUP).build(), ioprio)
             }
         };
         conn.recv = true;
@@ -125,6 +132,10 @@ impl Loop {
         match c.result {
             n if n > 0 => {
                 let n = n as usize;
+                // Without SOCK_NONEMPTY the read took all there was: the
+                // next receive armed polls first. With it, more waits, and
+                // the next receive reads at once, without a poll.
+                conn.drained = !c.sock_nonempty();
                 // The first receives feed a PROXY header, if one is due.
                 let Some(skip) = self.header(key, bid, n) else { return };
                 if skip < n {
@@ -168,6 +179,8 @@ impl Loop {
                             );
                         }
                         self.dry += 1;
+                        // Data waits in the socket: read it at once.
+                        self.connections[key].drained = false;
                     }
                     // A kernel before 6.17 refuses a multishot receive's
                     // limit (`optlen`) or per-read length: nothing was
@@ -270,14 +283,38 @@ impl Loop {
 /// fails with `EINVAL`). io-uring 0.7's `RecvMulti` has no setter for
 /// it.
 fn limited(entry: squeue::Entry, total: u32) -> squeue::Entry {
-    /// `optlen`'s offset in `struct io_uring_sqe`.
+    /// `optlen`'s offset in `struct io_uring_sqe`: a plain u32.
     const OPTLEN: usize = 44;
+    patched(entry, |sqe| {
+        sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&total.to_ne_bytes());
+    })
+}
+
+/// `entry` (a multishot receive) with `bits` added to its `ioprio`,
+/// where the kernel reads `IORING_RECVSEND_POLL_FIRST` beside the
+/// `IORING_RECV_MULTISHOT` that `RecvMulti` sets (it has no setter for
+/// the rest).
+fn with_ioprio(entry: squeue::Entry, bits: u16) -> squeue::Entry {
+    /// `ioprio`'s offset in `struct io_uring_sqe`: a u16.
+    const IOPRIO: usize = 2;
+    patched(entry, |sqe| {
+        let field = &mut sqe[IOPRIO..IOPRIO + 2];
+        let old = u16::from_ne_bytes([field[0], field[1]]);
+        field.copy_from_slice(&(old | bits).to_ne_bytes());
+    })
+}
+
+/// `entry` with its bytes changed by `patch`.
+fn patched(
+    entry: squeue::Entry,
+    patch: impl FnOnce(&mut [u8; 64]),
+) -> squeue::Entry {
     // SAFETY: `squeue::Entry` is `repr(C)` over the kernel's 64-byte
-    // `io_uring_sqe` (the transmute checks the size), and bytes 44..48
-    // are its `optlen` union member, a plain u32.
+    // `io_uring_sqe` (the transmute checks the size), and `patch`
+    // writes only plain integer fields.
     let mut sqe =
         unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
-    sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&total.to_ne_bytes());
+    patch(&mut sqe);
     // SAFETY: the same bytes back; every bit pattern is a valid SQE.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
@@ -316,5 +353,26 @@ mod tests {
         out.push(&vec![1; OUT_CAP]);
         conn.out = Some(out);
         assert_eq!(echo_room(&conn, usize::MAX), 0);
+    }
+
+    /// The patched fields land where the kernel reads them, and nothing
+    /// else changes: `ioprio` keeps `RecvMulti`'s multishot bit beside
+    /// POLL_FIRST, `optlen` holds the total.
+    #[test]
+    fn patches_write_only_their_fields() {
+        let bytes = |e: squeue::Entry| {
+            // SAFETY: as in `patched`.
+            unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(e) }
+        };
+        let plain = || RecvMulti::new(Fd(7), bufs::GROUP).build();
+        let before = bytes(plain());
+        let after = bytes(limited(with_ioprio(plain(), ring::POLL_FIRST), 9));
+        let multishot = 2; // IORING_RECV_MULTISHOT
+        let ioprio = u16::from_ne_bytes([after[2], after[3]]);
+        assert_eq!(ioprio, multishot | ring::POLL_FIRST);
+        assert_eq!(after[44..48], 9u32.to_ne_bytes());
+        let changed: Vec<usize> =
+            (0..64).filter(|&i| before[i] != after[i]).collect();
+        assert!(changed.iter().all(|i| [2, 3, 44, 45, 46, 47].contains(i)));
     }
 }

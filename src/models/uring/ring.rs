@@ -13,6 +13,10 @@ use crate::error::Error;
 /// Submission queue entries: a turn's sends and re-arms; a full queue is
 /// submitted early, never lost.
 const SQ_ENTRIES: u32 = 4096;
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19): a receive or send on a
+/// socket known to be empty (or full) arms the socket's poll at once
+/// instead of trying the IO first and failing with EAGAIN.
+pub(super) const POLL_FIRST: u16 = 1;
 
 /// What an operation was, in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +88,11 @@ impl Completion {
     /// it, this was its last completion and it must be armed again.
     pub(super) fn more(&self) -> bool {
         cqueue::more(self.flags)
+    }
+
+    /// A receive left data in the socket (`IORING_CQE_F_SOCK_NONEMPTY`).
+    pub(super) fn sock_nonempty(&self) -> bool {
+        cqueue::sock_nonempty(self.flags)
     }
 
     /// The provided buffer a receive filled, if any.

@@ -31,8 +31,14 @@ impl Loop {
         let Some(out) = &mut conn.out else { return };
         let Some((ptr, len)) = out.next_send() else { return };
         let fd = Fd(conn.stream.as_raw_fd());
+        // After a short send the socket's buffer is full: poll first.
+        let ioprio = match conn.full && self.poll_first {
+            true => ring::POLL_FIRST,
+            false => 0,
+        };
         // Trap 10: MSG_NOSIGNAL, so a dead peer is an EPIPE here.
-        let send = Send::new(fd, ptr, len).flags(libc::MSG_NOSIGNAL).build();
+        let send = Send::new(fd, ptr, len).flags(libc::MSG_NOSIGNAL);
+        let send = send.ioprio(ioprio).build();
         let op = Op::new(Kind::Send, key, conn.gen);
         ring::push(&mut self.ring, send, op);
     }
@@ -48,6 +54,7 @@ impl Loop {
         let before = conn.held();
         let drained = conn.out.as_mut().is_some_and(|out| out.sent(n));
         self.policy.output.held -= before - conn.held();
+        conn.full = !drained;
         if conn.phase == Phase::Closing {
             return self.free_if_done(key);
         }
