@@ -111,7 +111,7 @@ mod log_limit;
 pub mod log_prefix;
 mod metrics;
 mod models;
-mod net;
+pub mod net;
 mod policy;
 pub mod proxy;
 pub mod rlimit;

@@ -150,9 +150,10 @@ pub(crate) fn tcp_state(fd: RawFd) -> &'static str {
     }
 }
 
-/// `TCP_INFO` of socket `fd`, if the kernel gives it.
+/// `TCP_INFO` of socket `fd`, if the kernel gives it (the test suite's
+/// chaos clients read it too).
 #[allow(unsafe_code)]
-fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
+pub fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
     // SAFETY: `info` is a plain C struct that any bytes make valid, and
     // `len` tells the kernel its size; the kernel writes at most that.
     let (info, ok) = unsafe {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -325,7 +325,8 @@ impl Client {
     /// silence is from the later of the last data sent and received to
     /// it. Zero if the kernel will not say.
     fn silent_before_fin(&mut self) -> Duration {
-        let Some(info) = tcp_info(self.stream().as_raw_fd()) else {
+        let fd = self.stream().as_raw_fd();
+        let Some(info) = readyloop::net::tcp_info(fd) else {
             return Duration::ZERO;
         };
         let last_data = info.tcpi_last_data_recv.min(info.tcpi_last_data_sent);
@@ -409,22 +410,4 @@ enum Broken {
     /// client lagged behind its own receive buffer: not the server's
     /// fault, counted as starved.
     Lagged(String),
-}
-
-/// `TCP_INFO` of socket `fd`, if the kernel gives it.
-fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
-    // SAFETY: `info` is a plain C struct that any bytes make valid, and
-    // `len` tells the kernel its size; the kernel writes at most that.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let ret = libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        (ret == 0).then_some(info)
-    }
 }
