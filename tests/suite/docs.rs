@@ -229,15 +229,23 @@ fn undocumented(subcommand: &str, help: &str, docs: &[Doc]) -> Vec<String> {
         .collect()
 }
 
+/// The problems `check` finds in the `--help` of `serve`, `load` and
+/// `client` against README.md and docs/*.md.
+fn each_subcommand(
+    check: fn(&str, &str, &[Doc]) -> Vec<String>,
+) -> Vec<String> {
+    let docs = docs();
+    ["serve", "load", "client"]
+        .into_iter()
+        .flat_map(|sub| check(sub, &help(sub), &docs))
+        .collect()
+}
+
 /// Every flag `--help` lists for `serve`, `load` and `client` is named
 /// in README.md or docs/*.md.
 #[test]
 fn every_flag_of_help_is_documented() {
-    let docs = docs();
-    let missing: Vec<String> = ["serve", "load", "client"]
-        .into_iter()
-        .flat_map(|sub| undocumented(sub, &help(sub), &docs))
-        .collect();
+    let missing = each_subcommand(undocumented);
     assert!(missing.is_empty(), "undocumented flags:\n{}", missing.join("\n"));
 }
 
@@ -305,11 +313,7 @@ fn without_row(subcommand: &str, help: &str, docs: &[Doc]) -> Vec<String> {
 /// default `--help` shows is in that row.
 #[test]
 fn every_flag_has_a_row_with_its_default() {
-    let docs = docs();
-    let missing: Vec<String> = ["serve", "load", "client"]
-        .into_iter()
-        .flat_map(|sub| without_row(sub, &help(sub), &docs))
-        .collect();
+    let missing = each_subcommand(without_row);
     assert!(
         missing.is_empty(),
         "flags without a row:\n{}",

@@ -45,10 +45,10 @@ pub(super) struct Connection {
     pub(super) paused: bool,
     /// The last receive left the socket empty (its completion had no
     /// `IORING_CQE_F_SOCK_NONEMPTY`): the next one polls first.
-    pub(super) drained: bool,
+    pub(super) socket_empty: bool,
     /// The last send was short (the socket's send buffer is full): the
     /// next one polls first.
-    pub(super) full: bool,
+    pub(super) send_full: bool,
     /// Cancels in flight.
     pub(super) cancels: u8,
     pub(super) out: Option<Box<OutBuf>>,
@@ -67,8 +67,8 @@ impl Connection {
             phase: Phase::Open,
             recv: false,
             paused: false,
-            drained: false,
-            full: false,
+            socket_empty: false,
+            send_full: false,
             cancels: 0,
             out: None,
         }

@@ -36,7 +36,7 @@ impl Loop {
         }
         let fd = Fd(conn.stream.as_raw_fd());
         // The last receive left the socket empty: arm its poll first.
-        let ioprio = match conn.drained && self.poll_first {
+        let ioprio = match conn.socket_empty && self.poll_first {
             true => ring::POLL_FIRST,
             false => 0,
         };
@@ -135,7 +135,7 @@ impl Loop {
                 // Without SOCK_NONEMPTY the read took all there was: the
                 // next receive armed polls first. With it, more waits, and
                 // the next receive reads at once, without a poll.
-                conn.drained = !c.sock_nonempty();
+                conn.socket_empty = !c.sock_nonempty();
                 // The first receives feed a PROXY header, if one is due.
                 let Some(skip) = self.header(key, bid, n) else { return };
                 if skip < n {
@@ -180,7 +180,7 @@ impl Loop {
                         }
                         self.dry += 1;
                         // Data waits in the socket: read it at once.
-                        self.connections[key].drained = false;
+                        self.connections[key].socket_empty = false;
                     }
                     // A kernel before 6.17 refuses a multishot receive's
                     // limit (`optlen`) or per-read length: nothing was

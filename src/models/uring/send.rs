@@ -32,7 +32,7 @@ impl Loop {
         let Some((ptr, len)) = out.next_send() else { return };
         let fd = Fd(conn.stream.as_raw_fd());
         // After a short send the socket's buffer is full: poll first.
-        let ioprio = match conn.full && self.poll_first {
+        let ioprio = match conn.send_full && self.poll_first {
             true => ring::POLL_FIRST,
             false => 0,
         };
@@ -54,7 +54,7 @@ impl Loop {
         let before = conn.held();
         let drained = conn.out.as_mut().is_some_and(|out| out.sent(n));
         self.policy.output.held -= before - conn.held();
-        conn.full = !drained;
+        conn.send_full = !drained;
         if conn.phase == Phase::Closing {
             return self.free_if_done(key);
         }
