@@ -6,7 +6,8 @@
 #   round config test MB/s msgs server_cpu_us_per_msg
 # Usage: contrib/uring-ab.sh ROUNDS [SECS]   (BIN=path/to/readyloop;
 # TESTS="pattern size conns;..." and CONFIGS="label:ENV=1,ENV2=0:model ..."
-# narrow the runs)
+# narrow the runs; RL_BIN=path in a config's settings serves with another
+# binary, for a before/after)
 set -eu
 ROUNDS=${1:-3}
 SECS=${2:-3}
@@ -15,7 +16,10 @@ PORT=${PORT:-19100}
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 one() { # round label env model pattern size conns
-    env $3 taskset -c 0 "$BIN" serve --model "$4" --mode echo \
+    # RL_BIN=path among a config's settings serves with another binary.
+    bin=$BIN
+    for e in $3; do case $e in RL_BIN=*) bin=${e#RL_BIN=} ;; esac; done
+    env $3 taskset -c 0 "$bin" serve --model "$4" --mode echo \
         --addr "127.0.0.1:$PORT" --log-level warn 2>/dev/null &
     pid=$!
     i=0

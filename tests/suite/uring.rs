@@ -4,7 +4,8 @@
 //! And its receive path (issue 22): incremental buffers carry large and
 //! small messages byte-exact, echo's multishot receive holds a client
 //! that never reads to its output cap and at most one buffer more, and
-//! a pool that runs dry (`ENOBUFS`, trap C3) never stalls a client.
+//! a pool that runs dry (`ENOBUFS`, trap C3) never stalls a client, and
+//! receives over a turn's cap wait one turn and lose nothing.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -200,6 +201,54 @@ fn a_pool_that_runs_dry_stalls_no_client() {
             assert!(
                 server.log.iter().any(|l| l.contains("ran dry")),
                 "{env:?}: the pool never ran dry: the test tests nothing"
+            );
+        }
+    });
+}
+
+/// Sixty-four clients streaming at once bring more than one turn may
+/// receive (512 KiB): the receives over the cap wait for the next turn,
+/// and that turn must come at once. A receive left behind and never
+/// armed would stall its client (two seconds without progress count as a
+/// stall, an error), one armed twice would reorder or lose bytes (the
+/// load generator checks each byte).
+/// Then the same with the cap lifted, the ring holding every buffer and
+/// receives armed beside a send in flight, as they were before.
+#[test]
+fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
+    crate::support::uring::run(Model::Uring, |_| {
+        let _heavy = heavy();
+        let all_off = [
+            ("READYLOOP_URING_TURN_CAP", "0"),
+            ("READYLOOP_URING_FITTED_RING", "0"),
+            ("READYLOOP_URING_DEFER_RECV", "0"),
+        ];
+        for env in [&[][..], &all_off[..]] {
+            let mut server = uring(env, &["--log-level", "debug"]);
+            let out = Command::new(binary())
+                .args(["load", "--addr", &server.addr.to_string()])
+                .args(["--json", "-q", "--pattern", "stream"])
+                .args(["--connections", "64", "--size", "16384"])
+                .args(["--duration", "3", "--stall-timeout", "2"])
+                .output()
+                .expect("run readyloop load");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}");
+            let report = LoadReport::parse(&stdout).expect("load report");
+            assert_eq!(report.errors, 0, "{env:?}: {stdout}");
+            assert!(report.messages > 0, "{env:?}: {stdout}");
+            let (code, s) = server.finish();
+            assert_eq!(code, 0, "{env:?}");
+            assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+            let capped = server
+                .log
+                .iter()
+                .any(|l| l.contains("wait for the next turn"));
+            assert_eq!(
+                capped,
+                env.is_empty(),
+                "{env:?}: the cap bit (or, lifted, did not): {:?}",
+                server.log
             );
         }
     });

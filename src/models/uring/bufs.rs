@@ -47,6 +47,9 @@ pub(super) const MOST_BUF: usize = 64 * 1024;
 /// incrementally (Linux 6.12).
 const PBUF_RING_INC: u16 = 2;
 
+/// Incremental only: the fewest buffers kept in the ring, unused.
+const LEAST_READY: usize = 4;
+
 /// The pool: a ring of entries the kernel reads, and the buffers.
 pub(super) struct Pool {
     /// `entries` ring entries, then `entries * size` bytes of buffers,
@@ -62,6 +65,21 @@ pub(super) struct Pool {
     /// Incremental only: per buffer, where the next completion's data
     /// starts (what earlier completions of that buffer took). Trap C7.
     offsets: Vec<u32>,
+    /// Incremental only: buffers in the ring that no completion has
+    /// named yet (the kernel has not started them), by buffer.
+    ready: Vec<bool>,
+    /// How many are `ready`.
+    ready_count: usize,
+    /// Incremental only: buffers given back but kept out of the ring,
+    /// the last given back on top.
+    reserve: Vec<u16>,
+    /// Buffers the kernel started since the last refill, and the most
+    /// it started in a recent turn (decaying).
+    started: usize,
+    peak: usize,
+    /// Incremental: the ring holds what the traffic needs, not every
+    /// buffer ([`Pool::refill`]); cleared by its switch, to measure it.
+    fitted: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -144,9 +162,9 @@ impl Pool {
         }
         let map = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let offsets = match incremental {
-            true => vec![0; entries],
-            false => Vec::new(),
+        let (offsets, ready) = match incremental {
+            true => (vec![0; entries], vec![false; entries]),
+            false => (Vec::new(), Vec::new()),
         };
         // Dropping the pool on an error below unmaps it.
         let mut pool = Pool {
@@ -157,6 +175,12 @@ impl Pool {
             tail: 0,
             incremental,
             offsets,
+            ready,
+            ready_count: 0,
+            reserve: Vec::new(),
+            started: 0,
+            peak: entries,
+            fitted: true,
         };
         let flags = if incremental { PBUF_RING_INC } else { 0 };
         // SAFETY: the ring entries are the start of a mapping that lives
@@ -169,9 +193,11 @@ impl Pool {
                 flags,
             )
         }?;
-        for bid in 0..pool.entries {
-            pool.put(bid);
+        for bid in (0..pool.entries).rev() {
+            pool.give_back(bid);
         }
+        // Incremental: a first turn may use every buffer; the peak then
+        // decays to what the traffic uses.
         pool.publish();
         Ok(pool)
     }
@@ -233,6 +259,13 @@ impl Pool {
     /// consumed it (the suite's interleaved-sizes test checks the bytes).
     pub(super) fn done(&mut self, bid: u16, len: usize, more: bool) {
         let i = usize::from(bid % self.entries);
+        // The kernel has started this buffer: no longer ready.
+        if let Some(ready) = self.ready.get_mut(i) {
+            if std::mem::take(ready) {
+                self.ready_count -= 1;
+                self.started += 1;
+            }
+        }
         match self.offsets.get_mut(i) {
             Some(at) if more => {
                 let next = (*at as usize).saturating_add(len).min(self.size);
@@ -240,9 +273,57 @@ impl Pool {
             }
             Some(at) => {
                 *at = 0;
-                self.put(bid);
+                self.give_back(bid);
             }
             None => self.put(bid),
+        }
+    }
+
+    /// Every buffer stays in the ring, as before the ring was fitted to
+    /// the traffic (for measuring what fitting brings).
+    pub(super) fn unfit(&mut self) {
+        self.fitted = false;
+    }
+
+    /// A receive found the ring empty (`ENOBUFS`, trap C3): the next
+    /// refill puts twice as many buffers in the ring.
+    pub(super) fn ran_dry(&mut self) {
+        self.started = self.started.max(2 * self.peak).min(self.count());
+    }
+
+    /// Incremental: a buffer the kernel is done with waits in the
+    /// reserve; [`Pool::publish`] moves buffers from there to the ring.
+    fn give_back(&mut self, bid: u16) {
+        match self.incremental {
+            true => self.reserve.push(bid),
+            false => self.put(bid),
+        }
+    }
+
+    /// Incremental: tops the ring up to twice the most buffers a recent
+    /// turn started (at least [`LEAST_READY`]), from the top of the
+    /// reserve. Buffers cycle through the ring in order, so a ring of
+    /// all 256 buffers walks a stream's bytes through 16 MiB that no
+    /// cache holds; kept to what the traffic needs, the kernel writes
+    /// into buffers it wrote to a moment ago, still in cache (a stream's
+    /// server CPU per byte fell by about 30%, docs/completion.md), and a
+    /// burst of connections grows it again within a turn or two.
+    fn refill(&mut self) {
+        if !self.incremental {
+            return;
+        }
+        let decayed = self.peak - self.peak.div_ceil(16);
+        self.peak = self.started.max(decayed);
+        self.started = 0;
+        let want = match self.fitted {
+            true => (2 * self.peak).max(LEAST_READY),
+            false => self.count(),
+        };
+        while self.ready_count < want {
+            let Some(bid) = self.reserve.pop() else { break };
+            self.ready[usize::from(bid)] = true;
+            self.ready_count += 1;
+            self.put(bid);
         }
     }
 
@@ -270,8 +351,10 @@ impl Pool {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    /// Shows the kernel every buffer put back since the last publish.
-    pub(super) fn publish(&self) {
+    /// Shows the kernel every buffer put back since the last publish
+    /// (incremental: after topping the ring up from the reserve).
+    pub(super) fn publish(&mut self) {
+        self.refill();
         // SAFETY: the tail field overlays the first entry's last 16 bits
         // and is aligned for an atomic u16; the kernel reads it
         // concurrently, hence the atomic store with release ordering
@@ -291,5 +374,78 @@ impl Drop for Pool {
         unsafe {
             libc::munmap(self.map.as_ptr().cast(), self.map_len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of 64 incremental buffers on a real ring (Linux 6.12).
+    fn pool() -> (IoUring, Pool) {
+        let ring = IoUring::new(8).expect("io_uring_setup");
+        let pool = Pool::new(&ring, 100, Mode::Echo, true, Some(64))
+            .expect("register the buffer ring");
+        assert!(pool.incremental(), "this kernel has IOU_PBUF_RING_INC");
+        (ring, pool)
+    }
+
+    /// The kernel consumes `n` ready buffers whole, as a turn does.
+    fn use_up(pool: &mut Pool, n: usize) {
+        let bids: Vec<u16> = (0..pool.entries)
+            .filter(|&b| pool.ready[usize::from(b)])
+            .take(n)
+            .collect();
+        assert_eq!(bids.len(), n, "fewer than {n} buffers ready");
+        for bid in bids {
+            pool.done(bid, 100, true); // started, kept (trap C7)
+            pool.done(bid, pool.size - 100, false); // finished: back
+        }
+    }
+
+    /// The ring starts with every buffer, shrinks to the fewest once
+    /// turns use none, grows to twice what a busy turn used, and grows
+    /// at once after running dry; buffers come back from the top of the
+    /// reserve (the last given back first, still in cache).
+    #[test]
+    fn the_ring_holds_what_the_traffic_needs() {
+        let (_ring, mut pool) = pool();
+        assert_eq!(pool.ready_count, 64);
+        for _ in 0..200 {
+            pool.publish();
+        }
+        assert_eq!(pool.ready_count, 64, "buffers never leave the ring");
+        // Turns that use one buffer each: the ring keeps what it has
+        // until the kernel takes it, and is topped up to the fewest once
+        // the peak has decayed; the rest wait in the reserve.
+        for _ in 0..200 {
+            use_up(&mut pool, 1);
+            pool.publish();
+        }
+        assert_eq!(pool.ready_count, LEAST_READY);
+        assert_eq!(pool.reserve.len(), 64 - LEAST_READY);
+        // A turn that used 4 buffers: 8 ready after it.
+        use_up(&mut pool, 4);
+        let last = *pool.reserve.last().unwrap();
+        pool.publish();
+        assert_eq!(pool.ready_count, 8);
+        assert!(pool.ready[usize::from(last)], "the last back goes first");
+        // Running dry doubles it.
+        pool.ran_dry();
+        pool.publish();
+        assert_eq!(pool.ready_count, 16);
+    }
+
+    /// With fitting off, every buffer goes back into the ring.
+    #[test]
+    fn an_unfitted_ring_holds_every_buffer() {
+        let (_ring, mut pool) = pool();
+        pool.unfit();
+        use_up(&mut pool, 60);
+        for _ in 0..200 {
+            pool.publish();
+        }
+        assert_eq!(pool.ready_count, 64);
+        assert!(pool.reserve.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use crate::policy::OUT_CAP;
 
 /// The first output buffer; a client that keeps not reading gets
 /// [`OUT_CAP`] next, in one step.
-const FIRST_OUT: usize = 2 * 1024;
+pub(super) const FIRST_OUT: usize = 2 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,17 +114,22 @@ pub(super) struct OutBuf {
 }
 
 impl OutBuf {
-    /// Empties a drained buffer of the first size for use by another
-    /// connection, or `None` if it is not one (it grew, or a send still
-    /// holds its bytes).
+    /// Empties a drained buffer of the first size or of the cap for use
+    /// by another connection, or `None` if it is neither (it grew past
+    /// the cap) or a send still holds its bytes.
     pub(super) fn recycle(mut self: Box<Self>) -> Option<Box<Self>> {
-        let small = self.ring.len() == FIRST_OUT;
-        if !small || self.flight > 0 || self.retired.is_some() {
+        let sized = self.ring.len() == FIRST_OUT || self.ring.len() == OUT_CAP;
+        if !sized || self.flight > 0 || self.retired.is_some() {
             return None;
         }
         self.head = 0;
         self.len = 0;
         Some(self)
+    }
+
+    /// The buffer grew to the cap: it holds [`OUT_CAP`] bytes.
+    pub(super) fn is_large(&self) -> bool {
+        self.ring.len() >= OUT_CAP
     }
 
     /// Appends `bytes`.
@@ -203,6 +208,50 @@ impl OutBuf {
         std::mem::size_of::<OutBuf>()
             + self.ring.len()
             + self.retired.as_ref().map_or(0, |r| r.len())
+    }
+}
+
+/// Drained output buffers kept for the next output: an echo needs its
+/// bytes until its send completes, and reusing buffers saves an
+/// allocation per message and the heap's fragmentation (RSS that did
+/// not come back after a burst of clients). Buffers of the first size
+/// serve small messages, at most [`Spare::SMALL`] of them (512 KiB);
+/// buffers of the cap serve streams, at most [`Spare::LARGE`] (1 MiB),
+/// which would otherwise grow a buffer (allocate and zero 64 KiB, and
+/// fault its pages in again after a heap trim) for every read.
+#[derive(Debug, Default)]
+// Boxed as a connection holds them: reuse moves a pointer.
+#[allow(clippy::vec_box)]
+pub(super) struct Spare {
+    small: Vec<Box<OutBuf>>,
+    large: Vec<Box<OutBuf>>,
+}
+
+impl Spare {
+    const SMALL: usize = 256;
+    const LARGE: usize = 16;
+
+    /// A kept buffer, of the cap if `large`, else of the first size.
+    pub(super) fn take(&mut self, large: bool) -> Option<Box<OutBuf>> {
+        match large {
+            true => self.large.pop().or_else(|| self.small.pop()),
+            false => self.small.pop(),
+        }
+    }
+
+    /// Keeps a drained buffer if it is of a kept size and there is room;
+    /// false if it was dropped (freed).
+    pub(super) fn keep(&mut self, out: Box<OutBuf>) -> bool {
+        let Some(out) = out.recycle() else { return false };
+        let (list, most) = match out.is_large() {
+            true => (&mut self.large, Spare::LARGE),
+            false => (&mut self.small, Spare::SMALL),
+        };
+        let room = list.len() < most;
+        if room {
+            list.push(out);
+        }
+        room
     }
 }
 

@@ -16,14 +16,15 @@ use crate::policy::{Verdict, OUT_CAP, OVER_BUDGET_STEP};
 use crate::stats::Reason;
 
 use super::bufs;
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, Phase, FIRST_OUT};
 use super::ring::{self, Completion, Kind, Op};
 use super::{close::live, trace, Loop};
 
 impl Loop {
-    /// Arms connection `key`'s receive, if it wants one.
-    pub(super) fn arm_recv(&mut self, key: usize) {
-        let Some(conn) = self.connections.get_mut(key) else { return };
+    /// Arms connection `key`'s receive, if it wants one: the most it
+    /// may bring in one turn (0 if none was armed).
+    pub(super) fn arm_recv(&mut self, key: usize) -> usize {
+        let Some(conn) = self.connections.get_mut(key) else { return 0 };
         let wants = matches!(
             conn.phase,
             Phase::Open
@@ -32,7 +33,7 @@ impl Loop {
                 | Phase::Lingering
         );
         if conn.recv || conn.paused || !wants {
-            return;
+            return 0;
         }
         let fd = Fd(conn.stream.as_raw_fd());
         // The last receive left the socket empty: arm its poll first.
@@ -40,20 +41,29 @@ impl Loop {
             true => ring::POLL_FIRST,
             false => 0,
         };
+        let mut most = bufs::MOST_BUF;
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
                 // Echo backpressure: what one arming may receive is at
                 // most what the output may still hold.
                 let room = echo_room(conn, self.policy.output.left());
-                if room == 0 {
+                // A send in flight will free most of a full output: wait
+                // for its completion rather than arm a receive of the
+                // little room left now (a stream would read a few KiB a
+                // turn and re-arm every turn). Sends are queued before
+                // receives are armed, so the send of what this turn
+                // brought counts.
+                let sending = conn.sending() && room < OUT_CAP / 2;
+                if room == 0 || (sending && self.defer_recv) {
                     conn.paused = true;
                     log::trace!(
                         "{} output full: receive not armed until it drains",
                         conn.peer
                     );
-                    return;
+                    return 0;
                 }
                 let len = room.min(self.pool.size()) as u32;
+                most = room;
                 if self.echo_multishot {
                     // A multishot receive bounded in total: the kernel
                     // ends it (a completion without F_MORE, trap C8)
@@ -101,6 +111,7 @@ impl Loop {
         conn.recv = true;
         let op = Op::new(Kind::Recv, key, conn.gen);
         ring::push(&mut self.ring, recv, op);
+        most
     }
 
     pub(super) fn on_recv(&mut self, c: Completion) {
@@ -179,6 +190,7 @@ impl Loop {
                             );
                         }
                         self.dry += 1;
+                        self.pool.ran_dry();
                         // Data waits in the socket: read it at once.
                         self.connections[key].socket_empty = false;
                     }
@@ -260,9 +272,13 @@ impl Loop {
             (Phase::Open, Mode::Echo) => {
                 let before = conn.held();
                 let spare = &mut self.spare;
-                let out = conn
-                    .out
-                    .get_or_insert_with(|| spare.pop().unwrap_or_default());
+                // A first output of more than the small buffer takes a
+                // drained buffer of the cap: a stream reuses its buffers
+                // instead of growing (allocating and zeroing) each time.
+                let out = conn.out.get_or_insert_with(|| {
+                    let large = data.len() > FIRST_OUT;
+                    spare.take(large).unwrap_or_default()
+                });
                 // The first output of a turn queues one send; the
                 // rest of the turn's joins it.
                 if out.is_quiet() {

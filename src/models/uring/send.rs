@@ -11,15 +11,9 @@ use io_uring::types::Fd;
 use crate::stats::Reason;
 
 use super::close::live;
-use super::connection::{OutBuf, Phase};
+use super::connection::Phase;
 use super::ring::{self, Completion, Kind, Op};
 use super::{trace, Loop};
-
-/// Drained output buffers of the first size kept for the next echo: an
-/// echo needs its bytes until its send completes, and reusing these
-/// saves an allocation per message and the heap's fragmentation (RSS
-/// that did not come back after a burst of clients). At most 512 KiB.
-pub(super) const SPARE_OUT: usize = 256;
 
 impl Loop {
     /// Queues connection `key`'s next send, if one is due.
@@ -80,11 +74,9 @@ impl Loop {
             // hold none.
             let held = conn.held();
             self.policy.output.held -= held;
-            let recycled = conn.out.take().and_then(OutBuf::recycle);
-            let room = self.spare.len() < SPARE_OUT;
-            match recycled.filter(|_| room) {
-                Some(out) => self.spare.push(out),
-                None => self.freed += held,
+            let kept = conn.out.take().is_some_and(|out| self.spare.keep(out));
+            if !kept {
+                self.freed += held;
             }
             if std::mem::take(&mut conn.paused) {
                 self.to_arm.push(key);
