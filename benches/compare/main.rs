@@ -2,8 +2,7 @@
 //! side by side.
 //!
 //! Each server runs as a child process (`readyloop serve --model M --mode
-//! echo`, this binary re-executed as `compare peer FLAVOR ADDR` for the
-//! tokio peers, or the monoio peer's own binary, `monoio_peer.rs`),
+//! echo`, or a peer's own binary, built on first use: `peers.rs`),
 //! pinned to CPU 0 with taskset when there are two or more CPUs, and is
 //! driven by `readyloop load --json` pinned to CPU 1.
 //! Servers alternate run by run (A B A B …) so drift of a shared machine
@@ -36,9 +35,8 @@ mod haproxy_cost;
 mod kernel;
 mod load;
 mod metrics_cost;
-mod monoio_peer;
 mod output;
-mod peer;
+mod peers;
 mod report;
 mod sample;
 mod scaling;
@@ -62,11 +60,6 @@ use settings::Settings;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("peer") {
-        let flavor = args.get(2).map_or("", String::as_str);
-        let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);
-        return peer::main(flavor, addr, args.get(4).map(String::as_str));
-    }
     if args.get(1).map(String::as_str) == Some("floor") {
         let which = args.get(2).map_or("", String::as_str);
         let addr = args.get(3).map_or("127.0.0.1:0", String::as_str);

@@ -56,14 +56,15 @@ pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
     )
 }
 
-/// The release binary's size, and the RSS at start of every headline
+/// The benchmark's binary's size (the `bench` profile: `release` with
+/// `panic = "abort"`), and the RSS at start of every headline
 /// server: the mio and uring models, their peers (tokio current_thread,
 /// monoio) and the two floors.
 pub fn basics(settings: &Settings) -> Vec<String> {
     let mut lines = Vec::new();
     match std::fs::metadata(server::readyloop()) {
         Ok(m) => lines.push(format!(
-            "binary size (release, stripped): {} bytes ({:.2} MB)",
+            "binary size (bench profile, stripped): {} bytes ({:.2} MB)",
             m.len(),
             m.len() as f64 / 1e6
         )),

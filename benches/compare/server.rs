@@ -117,9 +117,14 @@ pub fn command_on(spec: &Spec, list: Option<&str>) -> Result<Command, String> {
             cmd.args(["--max-connections", "200000"]);
             cmd
         }
-        Kind::Tokio(flavor) => myself(list, ["peer", flavor]),
+        Kind::Tokio(flavor) => {
+            let peer = crate::peers::tokio()?;
+            let mut cmd = confined(list, &peer.to_string_lossy());
+            cmd.args([flavor, "127.0.0.1:0"]);
+            cmd
+        }
         Kind::Monoio => {
-            let peer = crate::monoio_peer::binary()?;
+            let peer = crate::peers::monoio()?;
             let mut cmd = confined(list, &peer.to_string_lossy());
             cmd.arg("127.0.0.1:0");
             cmd

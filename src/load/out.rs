@@ -1,7 +1,8 @@
 //! Writing to stdout and stderr without panicking.
 //!
-//! `println!` and `eprintln!` panic when the write fails, and with
-//! `panic = "abort"` a panic is an abort (exit 134). Rust ignores SIGPIPE,
+//! `println!` and `eprintln!` panic when the write fails, and in the
+//! `readyloop` binary a panic is an abort (exit 134: its panic hook,
+//! `src/main.rs`). Rust ignores SIGPIPE,
 //! so a reader that goes away (`readyloop load | head -c0`, a closed log
 //! pipe) is an `EPIPE` on the next write, not a signal: every line the
 //! generator writes goes through here, and a failed write is an error to

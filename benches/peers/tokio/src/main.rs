@@ -1,11 +1,15 @@
 //! The tokio peers: the echo server people write with tokio (one task per
 //! connection, the usual read/write loop with a per-task buffer, as in
 //! tokio's own `echo-tcp` example), on a current_thread and on a
-//! multi_thread runtime. The benchmark binary runs them by re-executing
-//! itself as `compare peer FLAVOR ADDR [THREADS]`, so `cargo bench`
-//! builds them and nothing else has to be built by hand. THREADS sets
-//! the multi_thread runtime's worker threads (tokio's default: one per
-//! CPU the process may use).
+//! multi_thread runtime.
+//!
+//! `readyloop-tokio-peer FLAVOR ADDR [THREADS]` runs until killed and
+//! prints `listening on ADDR (tokio FLAVOR)` to stderr, as readyloop
+//! does, so the benchmark starts it like every other server. THREADS
+//! sets the multi_thread runtime's worker threads (tokio's default: one
+//! per CPU the process may use).
+
+use std::process::ExitCode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -15,19 +19,17 @@ use tokio::net::TcpListener;
 /// connection in the benchmark's idle table implies.
 const BUF: usize = 4096;
 
-/// Runs the peer until killed; prints `listening on ADDR` to stderr like
-/// readyloop does, so the benchmark starts both the same way.
-pub fn main(
-    flavor: &str,
-    addr: &str,
-    threads: Option<&str>,
-) -> std::process::ExitCode {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let flavor = args.get(1).map_or("", String::as_str);
+    let addr = args.get(2).map_or("127.0.0.1:0", String::as_str);
+    let threads = args.get(3).map(String::as_str);
     let threads = match threads.map(str::parse::<usize>) {
         None => None,
         Some(Ok(n)) if n > 0 => Some(n),
         Some(_) => {
             eprintln!("error: worker threads must be a positive number");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
     let runtime = match flavor {
@@ -43,14 +45,14 @@ pub fn main(
         }
         other => {
             eprintln!("error: unknown tokio flavor {other}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot build the runtime: {e}");
-            return std::process::ExitCode::from(1);
+            return ExitCode::from(1);
         }
     };
     let served = runtime.block_on(async {
@@ -78,10 +80,10 @@ pub fn main(
         Ok::<(), std::io::Error>(())
     });
     match served {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::ExitCode::from(1)
+            ExitCode::from(1)
         }
     }
 }
