@@ -213,7 +213,7 @@ fn a_pool_that_runs_dry_stalls_no_client() {
 /// stall, an error), one armed twice would reorder or lose bytes (the
 /// load generator checks each byte).
 /// Then the same with the cap lifted, the ring holding every buffer and
-/// receives armed beside a send in flight, as they were before.
+/// echo receives with little room waiting for the send in flight.
 #[test]
 fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
     crate::support::uring::run(Model::Uring, |_| {
@@ -221,7 +221,7 @@ fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
         let all_off = [
             ("READYLOOP_URING_TURN_CAP", "0"),
             ("READYLOOP_URING_FITTED_RING", "0"),
-            ("READYLOOP_URING_DEFER_RECV", "0"),
+            ("READYLOOP_URING_DEFER_RECV", "1"),
         ];
         for env in [&[][..], &all_off[..]] {
             let mut server = uring(env, &["--log-level", "debug"]);

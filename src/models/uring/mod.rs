@@ -115,7 +115,7 @@ pub(crate) fn run(
         to_arm: Vec::new(),
         echo_multishot: switch(ECHO_MULTISHOT),
         poll_first: std::env::var_os(POLL_FIRST).is_some_and(|v| v == "1"),
-        defer_recv: switch(DEFER_RECV),
+        defer_recv: std::env::var_os(DEFER_RECV).is_some_and(|v| v == "1"),
         turn_recv: match switch(TURN_CAP) {
             true => TURN_RECV,
             false => usize::MAX,
@@ -143,8 +143,9 @@ const POLL_FIRST: &str = "READYLOOP_URING_POLL_FIRST";
 /// instead of what the traffic needs, to measure what fitting brings.
 const FITTED: &str = "READYLOOP_URING_FITTED_RING";
 
-/// The switch that turns off (`0`) waiting for a send in flight before
-/// arming an echo receive with little room, to measure what it brings.
+/// The switch that turns on (`1`) waiting for a send in flight before
+/// arming an echo receive with little room: off by default, since it
+/// bought nothing measurable (docs/completion.md).
 const DEFER_RECV: &str = "READYLOOP_URING_DEFER_RECV";
 
 /// The switch that lifts (`0`) the cap on what one turn's re-armed
@@ -187,7 +188,7 @@ struct Loop {
     /// Receives the empty buffer ring ended (`ENOBUFS`, trap C3).
     dry: u64,
     /// An echo receive with little room left waits for the send in
-    /// flight to complete (on unless its switch is `0`).
+    /// flight to complete; on only with its switch.
     defer_recv: bool,
     /// What the receives armed in one turn may bring ([`TURN_RECV`]).
     turn_recv: usize,
