@@ -22,7 +22,7 @@
 //!   give the buffers back, queue sends, re-arm what ended
 //! ```
 //!
-//! The completion traps (C1-C8 in docs/traps.md) are named where handled.
+//! The completion traps (C1-C9 in docs/traps.md) are named where handled.
 
 // Unsafe code: the ring's submissions point at memory the kernel uses
 // later, and the buffer pool is a mapping shared with the kernel.
@@ -256,8 +256,9 @@ impl Method for Loop {
             self.send(key);
         }
         // Receives armed again this turn bring at most TURN_RECV bytes
-        // in all; the rest wait for the next turn, which then does not
-        // block.
+        // in all; the rest wait for the next turn, and trap C9: that
+        // turn's wait must not block, since nothing submitted may ever
+        // complete for them.
         let mut budget = self.turn_recv;
         let mut waiting = std::mem::take(&mut self.to_arm).into_iter();
         for key in waiting.by_ref() {
