@@ -183,21 +183,10 @@ fn a_pool_that_runs_dry_stalls_no_client() {
             let mut env = env.to_vec();
             env.push(("READYLOOP_URING_BUFFERS", "4"));
             let mut server = uring(&env, &["--log-level", "debug"]);
-            let out = Command::new(binary())
-                .args(["load", "--addr", &server.addr.to_string()])
-                .args(["--json", "-q", "--connections", "2000"])
-                .args(["--size", "16384", "--messages", "20000"])
-                .args(["--stall-timeout", "20"])
-                .output()
-                .expect("run readyloop load");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}");
-            let report = LoadReport::parse(&stdout).expect("load report");
-            assert_eq!(report.errors, 0, "{env:?}: {stdout}");
-            assert!(report.messages >= 20_000, "{env:?}: {stdout}");
-            let (code, s) = server.finish();
-            assert_eq!(code, 0, "{env:?}");
-            assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+            let load = ["--connections", "2000", "--size", "16384"];
+            let more = ["--messages", "20000", "--stall-timeout", "20"];
+            let report = load_clean(&mut server, &env, &[&load, &more]);
+            assert!(report.messages >= 20_000, "{env:?}: {report:?}");
             assert!(
                 server.log.iter().any(|l| l.contains("ran dry")),
                 "{env:?}: the pool never ran dry: the test tests nothing"
@@ -225,21 +214,11 @@ fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
         ];
         for env in [&[][..], &all_off[..]] {
             let mut server = uring(env, &["--log-level", "debug"]);
-            let out = Command::new(binary())
-                .args(["load", "--addr", &server.addr.to_string()])
-                .args(["--json", "-q", "--pattern", "stream"])
-                .args(["--connections", "64", "--size", "16384"])
-                .args(["--duration", "3", "--stall-timeout", "2"])
-                .output()
-                .expect("run readyloop load");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}");
-            let report = LoadReport::parse(&stdout).expect("load report");
-            assert_eq!(report.errors, 0, "{env:?}: {stdout}");
-            assert!(report.messages > 0, "{env:?}: {stdout}");
-            let (code, s) = server.finish();
-            assert_eq!(code, 0, "{env:?}");
-            assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+            let load = ["--pattern", "stream", "--connections", "64"];
+            let more = ["--size", "16384", "--duration", "3"];
+            let stall = ["--stall-timeout", "2"];
+            let report = load_clean(&mut server, env, &[&load, &more, &stall]);
+            assert!(report.messages > 0, "{env:?}: {report:?}");
             let capped = server
                 .log
                 .iter()
@@ -252,6 +231,31 @@ fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
             );
         }
     });
+}
+
+/// Runs `readyloop load` with `args` against `server` (started with
+/// `env`), then stops the server: the load must end cleanly (exit 0, no
+/// error, stall or mismatch) and the server close every connection it
+/// accepted. Returns the load's report.
+fn load_clean(
+    server: &mut ServerProcess,
+    env: &[(&str, &str)],
+    args: &[&[&str]],
+) -> LoadReport {
+    let mut cmd = Command::new(binary());
+    cmd.args(["load", "--addr", &server.addr.to_string(), "--json", "-q"]);
+    for a in args {
+        cmd.args(*a);
+    }
+    let out = cmd.output().expect("run readyloop load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{env:?}: {stdout}");
+    let report = LoadReport::parse(&stdout).expect("load report");
+    assert_eq!(report.errors, 0, "{env:?}: {stdout}");
+    let (code, s) = server.finish();
+    assert_eq!(code, 0, "{env:?}");
+    assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+    report
 }
 
 /// `io_uring_setup` on x86_64.

@@ -49,6 +49,9 @@ pub(super) struct Connection {
     /// The last send was short (the socket's send buffer is full): the
     /// next one polls first.
     pub(super) send_full: bool,
+    /// Bytes of the last receive completion (at most 65,535): what the
+    /// next receive is expected to bring, for one turn's cap.
+    pub(super) last_read: u16,
     /// Cancels in flight.
     pub(super) cancels: u8,
     pub(super) out: Option<Box<OutBuf>>,
@@ -69,6 +72,7 @@ impl Connection {
             paused: false,
             socket_empty: false,
             send_full: false,
+            last_read: 0,
             cancels: 0,
             out: None,
         }

@@ -63,7 +63,8 @@ const EVENTS: usize = 64;
 /// Output memory freed since the heap was last trimmed that makes the
 /// next moment with no output held trim it ([`Loop::give_back_memory`]).
 const TRIM_AFTER: usize = 1 << 20;
-/// The most that the receives armed (again) in one turn may bring. The
+/// The most that the receives armed (again) in one turn are expected to
+/// bring ([`Loop::arm_recv`] says what each is expected to bring). The
 /// turn's bytes pass through the buffer pool and the outputs; kept to
 /// a fraction of a core's 2 MiB L2 cache, the kernel and the copies find
 /// them there (a stream at 100 connections read 2.3 MB a turn, every
@@ -255,8 +256,11 @@ impl Method for Loop {
         for key in std::mem::take(&mut self.to_send) {
             self.send(key);
         }
-        // Receives armed again this turn bring at most TURN_RECV bytes
-        // in all; the rest wait for the next turn, and trap C9: that
+        // Receives armed again this turn are expected to bring at most
+        // TURN_RECV bytes in all (each twice what its last read brought:
+        // a stream's 64 KiB, a pingpong's 1 KiB floor, so that re-arming
+        // thousands of small receives after ENOBUFS takes a turn or two);
+        // the rest wait for the next turn, and trap C9: that
         // turn's wait must not block, since nothing submitted may ever
         // complete for them.
         let mut budget = self.turn_recv;

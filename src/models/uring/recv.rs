@@ -21,8 +21,10 @@ use super::ring::{self, Completion, Kind, Op};
 use super::{close::live, trace, Loop};
 
 impl Loop {
-    /// Arms connection `key`'s receive, if it wants one: the most it
-    /// may bring in one turn (0 if none was armed).
+    /// Arms connection `key`'s receive, if it wants one: what it is
+    /// expected to bring in one turn (twice its last read, as a stream's
+    /// receive reads twice before its total ends it; at least 1 KiB, at
+    /// most its room; 0 if none was armed).
     pub(super) fn arm_recv(&mut self, key: usize) -> usize {
         let Some(conn) = self.connections.get_mut(key) else { return 0 };
         let wants = matches!(
@@ -41,7 +43,7 @@ impl Loop {
             true => ring::POLL_FIRST,
             false => 0,
         };
-        let mut most = bufs::MOST_BUF;
+        let mut most = (2 * usize::from(conn.last_read)).max(1024);
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
                 // Echo backpressure: what one arming may receive is at
@@ -63,7 +65,7 @@ impl Loop {
                     return 0;
                 }
                 let len = room.min(self.pool.size()) as u32;
-                most = room;
+                most = most.min(room);
                 if self.echo_multishot {
                     // A multishot receive bounded in total: the kernel
                     // ends it (a completion without F_MORE, trap C8)
@@ -147,6 +149,7 @@ impl Loop {
                 // next receive armed polls first. With it, more waits, and
                 // the next receive reads at once, without a poll.
                 conn.socket_empty = !c.sock_nonempty();
+                conn.last_read = u16::try_from(n).unwrap_or(u16::MAX);
                 // The first receives feed a PROXY header, if one is due.
                 let Some(skip) = self.header(key, bid, n) else { return };
                 if skip < n {
