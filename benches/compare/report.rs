@@ -56,8 +56,8 @@ pub fn syscall_table(strace: &Result<Vec<syscalls::Count>, String>) -> String {
     )
 }
 
-/// The benchmark's binary's size (the `bench` profile: `release` with
-/// `panic = "abort"`), and the RSS at start of every headline
+/// The benchmark's binary's size (the `bench` profile, built with
+/// `release`'s settings), and the RSS at start of every headline
 /// server: the mio and uring models, their peers (tokio current_thread,
 /// monoio) and the two floors.
 pub fn basics(settings: &Settings) -> Vec<String> {
