@@ -80,6 +80,12 @@ pub(super) struct Pool {
     /// Incremental: the ring holds what the traffic needs, not every
     /// buffer ([`Pool::refill`]); cleared by its switch, to measure it.
     fitted: bool,
+    /// Incremental only: the buffer put at each ring slot, and the ring
+    /// position each buffer was last put at. A bundled receive's data
+    /// runs on from a buffer it finished into the next one in the ring
+    /// (trap C10): this says which that is.
+    slots: Vec<u16>,
+    put_at: Vec<u16>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -162,9 +168,14 @@ impl Pool {
         }
         let map = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let (offsets, ready) = match incremental {
-            true => (vec![0; entries], vec![false; entries]),
-            false => (Vec::new(), Vec::new()),
+        let (offsets, ready, slots, put_at) = match incremental {
+            true => (
+                vec![0; entries],
+                vec![false; entries],
+                vec![0; entries],
+                vec![0; entries],
+            ),
+            false => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         };
         // Dropping the pool on an error below unmaps it.
         let mut pool = Pool {
@@ -181,6 +192,8 @@ impl Pool {
             started: 0,
             peak: entries,
             fitted: true,
+            slots,
+            put_at,
         };
         let flags = if incremental { PBUF_RING_INC } else { 0 };
         // SAFETY: the ring entries are the start of a mapping that lives
@@ -232,50 +245,91 @@ impl Pool {
         self.incremental
     }
 
-    /// The `len` bytes a completion put in buffer `bid`: from its start,
-    /// or, incremental, from where the last completion of that buffer
-    /// ended (trap C7).
-    pub(super) fn data(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = usize::from(bid % self.entries);
-        let at = self.offsets.get(bid).map_or(0, |&o| o as usize);
-        let at = at.min(self.size);
-        let len = len.min(self.size - at);
-        // SAFETY: `bid` is within the pool and `at + len` within a
-        // buffer, so the slice lies inside the mapping; the kernel wrote
-        // it before posting the completion and does not touch it again
-        // until the buffer is given back.
-        unsafe {
-            let start = self.buffer(bid).add(at).cast_const();
-            std::slice::from_raw_parts(start, len)
-        }
+    /// The `len` bytes a completion put in buffer `bid`, in order: from
+    /// its start, or, incremental, from where the last completion of
+    /// that buffer ended (trap C7); a bundled receive's data that fills
+    /// the buffer runs on into the next one in the ring (trap C10), so
+    /// it may come in two slices (a read is at most one buffer long).
+    pub(super) fn data(
+        &self,
+        bid: u16,
+        len: usize,
+    ) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut bid = usize::from(bid % self.entries);
+        let mut at = self.offsets.get(bid).map_or(0, |&o| o as usize);
+        let mut left = len;
+        let mut buffers = usize::from(self.entries);
+        std::iter::from_fn(move || {
+            if left == 0 || buffers == 0 {
+                return None;
+            }
+            buffers -= 1;
+            at = at.min(self.size);
+            let n = left.min(self.size - at);
+            // SAFETY: `bid` is within the pool and `at + n` within a
+            // buffer, so the slice lies inside the mapping; the kernel
+            // wrote it before posting the completion and does not touch
+            // it again until the buffer is given back.
+            let slice = unsafe {
+                let start = self.buffer(bid).add(at).cast_const();
+                std::slice::from_raw_parts(start, n)
+            };
+            left -= n;
+            match self.incremental {
+                true => (bid, at) = (self.after(bid), 0),
+                false => left = 0,
+            }
+            Some(slice)
+        })
     }
 
-    /// A completion of `len` bytes in buffer `bid` was read: give the
+    /// The buffer put in the ring right after `bid`.
+    fn after(&self, bid: usize) -> usize {
+        let next = self.put_at[bid].wrapping_add(1) & (self.entries - 1);
+        usize::from(self.slots[usize::from(next)])
+    }
+
+    /// A completion of `len` bytes from buffer `bid` was read: give the
     /// buffer back unless the kernel keeps filling it (`more`, the
     /// completion's `IORING_CQE_F_BUF_MORE`), in which case the next
     /// completion of `bid` starts `len` bytes further on. Trap C7: a
-    /// partially consumed buffer is never given back early. This relies
-    /// on the completions of one buffer arriving in the order the kernel
-    /// consumed it (the suite's interleaved-sizes test checks the bytes).
+    /// partially consumed buffer is never given back early. Trap C10: a
+    /// bundled receive that filled `bid` went on into the next buffer in
+    /// the ring; `bid` is finished (given back), and `more` is about the
+    /// last buffer it reached. This relies on the completions of one
+    /// buffer arriving in the order the kernel consumed it (the suite's
+    /// interleaved-sizes test checks the bytes).
     pub(super) fn done(&mut self, bid: u16, len: usize, more: bool) {
-        let i = usize::from(bid % self.entries);
-        // The kernel has started this buffer: no longer ready.
-        if let Some(ready) = self.ready.get_mut(i) {
-            if std::mem::take(ready) {
-                self.ready_count -= 1;
-                self.started += 1;
+        let mut i = usize::from(bid % self.entries);
+        let mut left = len;
+        for _ in 0..self.entries {
+            // The kernel has started this buffer: no longer ready.
+            if let Some(ready) = self.ready.get_mut(i) {
+                if std::mem::take(ready) {
+                    self.ready_count -= 1;
+                    self.started += 1;
+                }
             }
-        }
-        match self.offsets.get_mut(i) {
-            Some(at) if more => {
-                let next = (*at as usize).saturating_add(len).min(self.size);
-                *at = next as u32;
-            }
-            Some(at) => {
+            let Some(at) = self.offsets.get_mut(i) else {
+                return self.put(i as u16);
+            };
+            let room = self.size - (*at as usize).min(self.size);
+            if left > room {
+                // A bundle filled this buffer and went on.
                 *at = 0;
-                self.give_back(bid);
+                self.give_back(i as u16);
+                left -= room;
+                i = self.after(i);
+                continue;
             }
-            None => self.put(bid),
+            match more {
+                true => *at += left as u32,
+                false => {
+                    *at = 0;
+                    self.give_back(i as u16);
+                }
+            }
+            return;
         }
     }
 
@@ -349,6 +403,10 @@ impl Pool {
         entry.set_addr(addr);
         entry.set_len(self.size as u32);
         entry.set_bid(bid);
+        if let Some(at) = self.put_at.get_mut(usize::from(bid)) {
+            *at = self.tail;
+            self.slots[slot] = bid;
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 

@@ -95,6 +95,7 @@ pub(crate) fn run(
     if !switch(FITTED) {
         pool.unfit();
     }
+    let incremental = pool.incremental();
     log::debug!(
         "io_uring: {} receive buffers of {} bytes, incremental: {}",
         pool.count(),
@@ -116,6 +117,7 @@ pub(crate) fn run(
         freed: 0,
         to_arm: Vec::new(),
         echo_multishot: switch(ECHO_MULTISHOT),
+        bundle: switch(BUNDLE) && incremental,
         poll_first: std::env::var_os(POLL_FIRST).is_some_and(|v| v == "1"),
         defer_recv: std::env::var_os(DEFER_RECV).is_some_and(|v| v == "1"),
         turn_recv: match switch(TURN_CAP) {
@@ -135,6 +137,9 @@ const INC: &str = "READYLOOP_URING_INC";
 const BUFFERS: &str = "READYLOOP_URING_BUFFERS";
 /// The switch that turns echo's bounded multishot receive off (`0`).
 const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
+/// The switch that turns echo's bundled receive off (`0`), to measure
+/// what it brings: reads then take at most half the output's room.
+const BUNDLE: &str = "READYLOOP_URING_BUNDLE";
 
 /// The switch that turns `IORING_RECVSEND_POLL_FIRST` on (`1`): off by
 /// default, since it bought nothing measurable at pingpong and cost
@@ -184,6 +189,9 @@ struct Loop {
     /// Echo arms a multishot receive bounded in total (Linux 6.17);
     /// cleared by the first `EINVAL` of a kernel without it.
     echo_multishot: bool,
+    /// Echo's bounded multishot receive is a bundle (trap C10), with
+    /// incremental buffers only; cleared by the first refusal.
+    bundle: bool,
     /// Receives and sends on a socket known empty (full) poll first
     /// (`IORING_RECVSEND_POLL_FIRST`); on only with its switch.
     poll_first: bool,
@@ -239,7 +247,7 @@ impl Method for Loop {
             match c.op.kind {
                 Kind::Accept => self.on_accept(*c, now),
                 Kind::Control => self.on_control(*c, now),
-                Kind::Recv => self.on_recv(*c),
+                Kind::Recv | Kind::Bundle => self.on_recv(*c),
                 Kind::Send => self.on_send(*c),
                 Kind::Cancel => self.on_cancel(*c),
             }

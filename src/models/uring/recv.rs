@@ -44,6 +44,7 @@ impl Loop {
             false => 0,
         };
         let mut most = (2 * usize::from(conn.last_read)).max(1024);
+        let mut kind = Kind::Recv;
         let recv = match (self.policy.mode, conn.phase) {
             (Mode::Echo, Phase::Open) => {
                 // Echo backpressure: what one arming may receive is at
@@ -66,7 +67,28 @@ impl Loop {
                 }
                 let len = room.min(self.pool.size()) as u32;
                 most = most.min(room);
-                if self.echo_multishot {
+                // A PROXY header still due is read without bundles: its
+                // bytes stay in one buffer.
+                let header = self.policy.headers.as_ref();
+                let bundle =
+                    self.bundle && !header.is_some_and(|h| h.waits(key));
+                if self.echo_multishot && bundle {
+                    // Trap C10: a bundled multishot receive bounded in
+                    // total. A bundle's reads are cut to what is left of
+                    // the total before they are made, so each may take
+                    // the whole room (a stream reads 64 KiB at once, as
+                    // the mio model does) and every byte still fits.
+                    log::trace!(
+                        "{} arm recv: multishot bundle, ended after {room} \
+                         bytes (its output's room)",
+                        conn.peer
+                    );
+                    kind = Kind::Bundle;
+                    let recv = RecvMulti::new(fd, bufs::GROUP).len(len);
+                    let recv =
+                        with_ioprio(recv.build(), ioprio | ring::BUNDLE);
+                    limited(recv, room as u32)
+                } else if self.echo_multishot {
                     // A multishot receive bounded in total: the kernel
                     // ends it (a completion without F_MORE, trap C8)
                     // once `total` bytes came in. It checks the total
@@ -111,7 +133,7 @@ impl Loop {
             }
         };
         conn.recv = true;
-        let op = Op::new(Kind::Recv, key, conn.gen);
+        let op = Op::new(kind, key, conn.gen);
         ring::push(&mut self.ring, recv, op);
         most
     }
@@ -197,6 +219,19 @@ impl Loop {
                         // Data waits in the socket: read it at once.
                         self.connections[key].socket_empty = false;
                     }
+                    // A kernel before 6.10 refuses a bundle (and one
+                    // before 6.17 its limit): nothing was read; echo
+                    // goes on without bundles (and, if that is refused
+                    // too, below, one completion at a time).
+                    Some(libc::EINVAL) if c.op.kind == Kind::Bundle => {
+                        if std::mem::take(&mut self.bundle) {
+                            log::debug!(
+                                "io_uring: no bundled receive with a limit \
+                                 (Linux 6.10 and 6.17): echo reads at most \
+                                 half its room at once"
+                            );
+                        }
+                    }
                     // A kernel before 6.17 refuses a multishot receive's
                     // limit (`optlen`) or per-read length: nothing was
                     // read; echo falls back to one completion at a time.
@@ -235,8 +270,9 @@ impl Loop {
     ) -> Option<usize> {
         let headers = self.policy.headers.as_mut().filter(|h| h.waits(key));
         let Some(headers) = headers else { return Some(0) };
-        let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
-        let got = headers.feed(key, data);
+        // Not bundled while a header is due: its bytes are one slice.
+        let data = bid.and_then(|b| self.pool.data(b, n).next());
+        let got = headers.feed(key, data.unwrap_or_default());
         let conn = &mut self.connections[key];
         match self.policy.header(key, got, &mut conn.peer) {
             Verdict::Waiting => Some(n),
@@ -260,8 +296,15 @@ impl Loop {
         let n = range.end;
         self.policy.traffic.bytes_in += range.len() as u64;
         self.policy.touch(key);
-        let data = bid.map_or(&[][..], |b| self.pool.data(b, n));
-        let data = data.get(range).unwrap_or_default();
+        // The received bytes past `range.start` (a header's), in one
+        // slice or, from a bundle, two (trap C10).
+        let mut skip = range.start;
+        let pieces = bid.into_iter().flat_map(|b| self.pool.data(b, n));
+        let pieces = pieces.filter_map(move |piece| {
+            let cut = skip.min(piece.len());
+            skip -= cut;
+            piece.get(cut..).filter(|rest| !rest.is_empty())
+        });
         let policy = &mut self.policy;
         match (conn.phase, policy.mode) {
             (Phase::Open, Mode::Log) => {
@@ -269,7 +312,9 @@ impl Loop {
                 let log = policy.log.as_mut();
                 if let Some(mut limit) = log.map(|l| l.limit(key, stats)) {
                     let scratch = &mut policy.scratch;
-                    journal::chunk(conn.peer, data, scratch, &mut limit);
+                    for data in pieces {
+                        journal::chunk(conn.peer, data, scratch, &mut limit);
+                    }
                 }
             }
             (Phase::Open, Mode::Echo) => {
@@ -279,7 +324,7 @@ impl Loop {
                 // drained buffer of the cap: a stream reuses its buffers
                 // instead of growing (allocating and zeroing) each time.
                 let out = conn.out.get_or_insert_with(|| {
-                    let large = data.len() > FIRST_OUT;
+                    let large = range.len() > FIRST_OUT;
                     spare.take(large).unwrap_or_default()
                 });
                 // The first output of a turn queues one send; the
@@ -287,7 +332,9 @@ impl Loop {
                 if out.is_quiet() {
                     self.to_send.push(key);
                 }
-                out.push(data);
+                for data in pieces {
+                    out.push(data);
+                }
                 policy.output.held = policy.output.held - before + conn.held();
             }
             // Trap 17: input left at the stop means lingering.

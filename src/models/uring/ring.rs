@@ -17,6 +17,10 @@ const SQ_ENTRIES: u32 = 4096;
 /// socket known to be empty (or full) arms the socket's poll at once
 /// instead of trying the IO first and failing with EAGAIN.
 pub(super) const POLL_FIRST: u16 = 1;
+/// `IORING_RECVSEND_BUNDLE` (Linux 6.10): one receive completion may
+/// fill more than one provided buffer; with a total limit (6.17) the
+/// kernel never reads past what is left of it (trap C10).
+pub(super) const BUNDLE: u16 = 1 << 4;
 
 /// What an operation was, in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +35,9 @@ pub(super) enum Kind {
     Send,
     /// The cancel of every operation of a connection that is closing.
     Cancel,
+    /// A connection's bundled multishot receive (echo; trap C10): a
+    /// refusal of it (`EINVAL`) turns bundles off, not receiving.
+    Bundle,
 }
 
 /// An operation's identity, carried in `user_data`: its kind, the slab
@@ -68,6 +75,7 @@ impl Op {
             2 => Kind::Recv,
             3 => Kind::Send,
             4 => Kind::Cancel,
+            5 => Kind::Bundle,
             _ => return None,
         };
         let gen = (data >> 32) as u32 & GEN_MASK;

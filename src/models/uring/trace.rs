@@ -39,7 +39,8 @@ impl Loop {
         let what = match c.op.kind {
             Kind::Accept => "accept",
             Kind::Control => "control",
-            Kind::Recv => "recv",
+            // The arming's trace line says which receive it was.
+            Kind::Recv | Kind::Bundle => "recv",
             Kind::Send => "send",
             Kind::Cancel => "cancel",
         };
@@ -63,8 +64,8 @@ impl Loop {
             (_, r) if r < 0 => {
                 let _ = write!(line, "-{}", errno_name(-r));
             }
-            (Kind::Recv, 0) => line.push_str("0 (EOF)"),
-            (Kind::Recv | Kind::Send, n) => {
+            (Kind::Recv | Kind::Bundle, 0) => line.push_str("0 (EOF)"),
+            (Kind::Recv | Kind::Bundle | Kind::Send, n) => {
                 let _ = write!(line, "{n} bytes");
             }
             (Kind::Accept, fd) => {
@@ -98,7 +99,9 @@ impl Loop {
                 let _ = write!(line, "; flags: {}", flags.join(" "));
             }
         }
-        if matches!(c.op.kind, Kind::Recv | Kind::Accept) && !c.more() {
+        if matches!(c.op.kind, Kind::Recv | Kind::Bundle | Kind::Accept)
+            && !c.more()
+        {
             line.push_str(" (the operation ended: armed again if wanted)");
         }
         log::trace!("{line}");
