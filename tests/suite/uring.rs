@@ -25,10 +25,11 @@ use crate::support::*;
 const BUFFER: u64 = 64 * 1024;
 
 /// The receive path's configurations: the default (incremental buffers,
-/// echo's bounded multishot receive, where the kernel has them) and each
-/// turned off, as on an older kernel.
-const CONFIGS: [&[(&str, &str)]; 3] = [
+/// echo's bounded multishot receive as a bundle, where the kernel has
+/// them) and each turned off, as on an older kernel.
+const CONFIGS: [&[(&str, &str)]; 4] = [
     &[],
+    &[("READYLOOP_URING_BUNDLE", "0")],
     &[("READYLOOP_URING_INC", "0")],
     &[("READYLOOP_URING_ECHO_MULTISHOT", "0")],
 ];
@@ -201,8 +202,9 @@ fn a_pool_that_runs_dry_stalls_no_client() {
 /// armed would stall its client (two seconds without progress count as a
 /// stall, an error), one armed twice would reorder or lose bytes (the
 /// load generator checks each byte).
-/// Then the same with the cap lifted, the ring holding every buffer and
-/// echo receives with little room waiting for the send in flight.
+/// Then the same with the cap lifted, the ring holding every buffer,
+/// echo receives with little room waiting for the send in flight, and
+/// no bundles.
 #[test]
 fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
     crate::support::uring::run(Model::Uring, |_| {
@@ -211,6 +213,7 @@ fn receives_over_a_turns_cap_wait_one_turn_and_lose_nothing() {
             ("READYLOOP_URING_TURN_CAP", "0"),
             ("READYLOOP_URING_FITTED_RING", "0"),
             ("READYLOOP_URING_DEFER_RECV", "1"),
+            ("READYLOOP_URING_BUNDLE", "0"),
         ];
         for env in [&[][..], &all_off[..]] {
             let mut server = uring(env, &["--log-level", "debug"]);

@@ -495,6 +495,54 @@ mod tests {
         assert_eq!(pool.ready_count, 16);
     }
 
+    /// Trap C10: a bundled receive that fills the rest of one buffer goes
+    /// on into the buffer after it in the ring (as the ring's entries
+    /// say, not as numbered): its data is read from both, in order, the
+    /// first buffer is given back and the next continues where the
+    /// bundle ended.
+    #[test]
+    fn a_bundle_runs_on_into_the_next_buffer_in_the_ring() {
+        let (_ring, mut pool) = pool();
+        // Buffers come back out of number order: the ring's order moves.
+        for _ in 0..3 {
+            use_up(&mut pool, 5);
+            pool.publish();
+        }
+        let size = pool.size;
+        let first = (0..pool.entries)
+            .find(|&b| pool.ready[usize::from(b)])
+            .expect("a buffer in the ring");
+        // What the kernel reads as the entry after `first`.
+        let slot = pool.put_at[usize::from(first)].wrapping_add(1);
+        let slot = usize::from(slot & (pool.entries - 1));
+        // SAFETY: a slot below `entries`, inside the ring's mapping.
+        let entry = unsafe {
+            &*pool.map.as_ptr().cast::<BufRingEntry>().add(slot)
+        };
+        let next = entry.bid();
+        assert_eq!(pool.after(usize::from(first)), usize::from(next));
+        assert_ne!(next, first + 1, "the test wants a shuffled ring");
+        // The kernel filled all but 10 bytes of `first`, then a bundle
+        // of 30 bytes: the last 10 of `first`, the first 20 of `next`.
+        pool.done(first, size - 10, true);
+        // SAFETY: both ranges lie inside their buffers in the mapping.
+        unsafe {
+            let tail = pool.buffer(usize::from(first)).add(size - 10);
+            std::ptr::write_bytes(tail, b'a', 10);
+            std::ptr::write_bytes(pool.buffer(usize::from(next)), b'b', 20);
+        }
+        let pieces: Vec<&[u8]> = pool.data(first, 30).collect();
+        assert_eq!(pieces, [&[b'a'; 10][..], &[b'b'; 20][..]]);
+        pool.done(first, 30, true);
+        assert_eq!(pool.reserve.last(), Some(&first), "first given back");
+        assert_eq!(pool.offsets[usize::from(first)], 0);
+        assert_eq!(pool.offsets[usize::from(next)], 20, "next goes on");
+        // The next completion of `next` starts at byte 20.
+        // SAFETY: inside `next`.
+        unsafe { *pool.buffer(usize::from(next)).add(20) = b'c' };
+        assert_eq!(pool.data(next, 1).next(), Some(&b"c"[..]));
+    }
+
     /// With fitting off, every buffer goes back into the ring.
     #[test]
     fn an_unfitted_ring_holds_every_buffer() {
