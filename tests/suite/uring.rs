@@ -25,11 +25,12 @@ use crate::support::*;
 const BUFFER: u64 = 64 * 1024;
 
 /// The receive path's configurations: the default (incremental buffers,
-/// echo's bounded multishot receive as a bundle, where the kernel has
-/// them) and each turned off, as on an older kernel.
-const CONFIGS: [&[(&str, &str)]; 4] = [
+/// echo's bounded multishot receive as a bundle, sends in place, where
+/// the kernel has them) and each turned off, as on an older kernel.
+const CONFIGS: [&[(&str, &str)]; 5] = [
     &[],
     &[("READYLOOP_URING_BUNDLE", "0")],
+    &[("READYLOOP_URING_IN_PLACE", "0")],
     &[("READYLOOP_URING_INC", "0")],
     &[("READYLOOP_URING_ECHO_MULTISHOT", "0")],
 ];
@@ -169,6 +170,45 @@ fn write_until_still(stream: &mut TcpStream, chunk: &[u8]) -> (Vec<u8>, u64) {
     }
     stream.set_nonblocking(false).expect("blocking");
     (sent, last.unwrap_or(0))
+}
+
+/// Trap C11: echo sends received bytes in place from the receive
+/// buffers, which stay out of the ring until the send is done. Eight
+/// clients that write and never read, through a pool of four buffers
+/// (256 KiB, less than the 512 KiB of output they make the server
+/// hold): a send that waited for them to read would keep every buffer
+/// out of the ring, and a new client would never be read. The send in
+/// place fails at once on a full socket and its bytes are copied, so
+/// the new client echoes, and each writer gets every byte back once it
+/// reads.
+#[test]
+fn clients_that_do_not_read_hold_no_receive_buffer() {
+    crate::support::uring::run(Model::Uring, |_| {
+        let _heavy = heavy();
+        for env in CONFIGS {
+            let mut env = env.to_vec();
+            env.push(("READYLOOP_URING_BUFFERS", "4"));
+            let server = uring(&env, &[]);
+            let chunk = pattern(11, 48 * 1024 + 3);
+            let hogs: Vec<_> = (0..8)
+                .map(|_| {
+                    let mut hog = connect(server.addr);
+                    let (sent, _) = write_until_still(&mut hog, &chunk);
+                    (hog, sent)
+                })
+                .collect();
+            let mut fresh = connect(server.addr);
+            fresh.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            assert_eq!(echo_round(&mut fresh, b"still read"), b"still read");
+            for (mut hog, sent) in hogs {
+                let mut back = vec![0; sent.len()];
+                hog.read_exact(&mut back).expect("read the echo");
+                assert!(back == sent, "{env:?}: echo differs after the stall");
+            }
+            let s = stop(server);
+            assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+        }
+    });
 }
 
 /// 2,000 clients echoing 16 KiB round trips through a pool of four

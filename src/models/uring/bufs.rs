@@ -86,6 +86,11 @@ pub(super) struct Pool {
     /// (trap C10): this says which that is.
     slots: Vec<u16>,
     put_at: Vec<u16>,
+    /// Incremental only: per buffer, the sends in place that still read
+    /// from it (trap C11), and whether the kernel finished it meanwhile
+    /// (it goes back once the last of them is done).
+    pins: Vec<u16>,
+    finished: Vec<bool>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -168,15 +173,18 @@ impl Pool {
         }
         let map = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let (offsets, ready, slots, put_at) = match incremental {
-            true => (
-                vec![0; entries],
-                vec![false; entries],
-                vec![0; entries],
-                vec![0; entries],
-            ),
-            false => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        };
+        // Per buffer state that incremental buffers need.
+        fn per_buffer<T: Clone>(inc: bool, entries: usize, v: T) -> Vec<T> {
+            match inc {
+                true => vec![v; entries],
+                false => Vec::new(),
+            }
+        }
+        let offsets = per_buffer(incremental, entries, 0);
+        let (slots, put_at) = (per_buffer(incremental, entries, 0), per_buffer(incremental, entries, 0));
+        let pins = per_buffer(incremental, entries, 0);
+        let ready = per_buffer(incremental, entries, false);
+        let finished = per_buffer(incremental, entries, false);
         // Dropping the pool on an error below unmaps it.
         let mut pool = Pool {
             map,
@@ -194,6 +202,8 @@ impl Pool {
             fitted: true,
             slots,
             put_at,
+            pins,
+            finished,
         };
         let flags = if incremental { PBUF_RING_INC } else { 0 };
         // SAFETY: the ring entries are the start of a mapping that lives
@@ -255,6 +265,15 @@ impl Pool {
         bid: u16,
         len: usize,
     ) -> impl Iterator<Item = &[u8]> + '_ {
+        self.pieces(bid, len).map(|(_, piece)| piece)
+    }
+
+    /// [`Pool::data`], each slice with the buffer it lies in.
+    pub(super) fn pieces(
+        &self,
+        bid: u16,
+        len: usize,
+    ) -> impl Iterator<Item = (u16, &[u8])> + '_ {
         let mut bid = usize::from(bid % self.entries);
         let mut at = self.offsets.get(bid).map_or(0, |&o| o as usize);
         let mut left = len;
@@ -275,11 +294,12 @@ impl Pool {
                 std::slice::from_raw_parts(start, n)
             };
             left -= n;
+            let this = bid as u16;
             match self.incremental {
                 true => (bid, at) = (self.after(bid), 0),
                 false => left = 0,
             }
-            Some(slice)
+            Some((this, slice))
         })
     }
 
@@ -317,7 +337,7 @@ impl Pool {
             if left > room {
                 // A bundle filled this buffer and went on.
                 *at = 0;
-                self.give_back(i as u16);
+                self.finish(i);
                 left -= room;
                 i = self.after(i);
                 continue;
@@ -326,10 +346,38 @@ impl Pool {
                 true => *at += left as u32,
                 false => {
                     *at = 0;
-                    self.give_back(i as u16);
+                    self.finish(i);
                 }
             }
             return;
+        }
+    }
+
+    /// The kernel is done with buffer `i`: back to the ring, unless a
+    /// send in place still reads from it (trap C11).
+    fn finish(&mut self, i: usize) {
+        match self.pins.get(i) {
+            Some(&pins) if pins > 0 => self.finished[i] = true,
+            _ => self.give_back(i as u16),
+        }
+    }
+
+    /// A send in place will read from buffer `bid`: it stays out of the
+    /// ring until [`Pool::unpin`], whatever the kernel does with it.
+    pub(super) fn pin(&mut self, bid: u16) {
+        if let Some(pins) = self.pins.get_mut(usize::from(bid % self.entries)) {
+            *pins += 1;
+        }
+    }
+
+    /// A send in place no longer reads from buffer `bid`: back to the
+    /// ring if the kernel has finished it and nothing else reads it.
+    pub(super) fn unpin(&mut self, bid: u16) {
+        let i = usize::from(bid % self.entries);
+        let Some(pins) = self.pins.get_mut(i) else { return };
+        *pins = pins.saturating_sub(1);
+        if *pins == 0 && std::mem::take(&mut self.finished[i]) {
+            self.give_back(i as u16);
         }
     }
 
@@ -541,6 +589,36 @@ mod tests {
         // SAFETY: inside `next`.
         unsafe { *pool.buffer(usize::from(next)).add(20) = b'c' };
         assert_eq!(pool.data(next, 1).next(), Some(&b"c"[..]));
+    }
+
+    /// Trap C11: a buffer a send in place reads from stays out of the
+    /// ring after the kernel finished it, until the last send is done.
+    #[test]
+    fn a_pinned_buffer_goes_back_after_its_last_send() {
+        let (_ring, mut pool) = pool();
+        let bid = (0..pool.entries)
+            .find(|&b| pool.ready[usize::from(b)])
+            .expect("a buffer in the ring");
+        pool.pin(bid);
+        pool.pin(bid);
+        pool.done(bid, 100, true);
+        pool.done(bid, pool.size - 100, false); // the kernel is done
+        assert!(!pool.reserve.contains(&bid), "pinned: not given back");
+        pool.unpin(bid);
+        assert!(!pool.reserve.contains(&bid), "one send still reads it");
+        pool.unpin(bid);
+        assert_eq!(pool.reserve.last(), Some(&bid), "back after the last");
+        // Unpinned before the kernel finished it: back when it does.
+        pool.publish();
+        let next = (0..pool.entries)
+            .find(|&b| pool.ready[usize::from(b)] && b != bid)
+            .expect("another buffer in the ring");
+        pool.pin(next);
+        pool.done(next, 10, true);
+        pool.unpin(next);
+        assert!(!pool.reserve.contains(&next), "the kernel still fills it");
+        pool.done(next, pool.size - 10, false);
+        assert_eq!(pool.reserve.last(), Some(&next));
     }
 
     /// With fitting off, every buffer goes back into the ring.

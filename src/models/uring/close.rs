@@ -64,7 +64,13 @@ impl Loop {
             conn.phase == Phase::Closing && !conn.in_flight()
         });
         if done {
-            let conn = self.connections.remove(key);
+            let mut conn = self.connections.remove(key);
+            // Output left unsent: its receive buffers go back.
+            if let Some(out) = conn.out.as_mut() {
+                for lease in out.take_leases() {
+                    self.pool.unpin(lease.bid);
+                }
+            }
             log::trace!(
                 "{} last operation completed: slot {key} freed, socket closed",
                 conn.peer

@@ -99,15 +99,18 @@ impl Connection {
     }
 }
 
-/// Output waiting for the socket: a ring of bytes, `len` of them from
-/// `head`, the first `flight` of which are in a send the kernel holds.
+/// Output waiting for the socket: received bytes sent in place from
+/// the receive buffers they arrived in (`leases`, echo), or a ring of
+/// bytes, `len` of them from `head`; never both at once. The first
+/// `flight` bytes are in a send the kernel holds.
 ///
 /// The kernel reads a send's bytes when it issues it, which may be long
 /// after the submission (a client that does not read). So the bytes of a
 /// send in flight never move: new output wraps around in the ring instead
 /// of compacting it, and growing it (from the first small buffer to
 /// [`OUT_CAP`]) copies into a new ring and keeps the old one (`retired`)
-/// until the send completes.
+/// until the send completes. A leased buffer stays out of the receive
+/// ring until its bytes are sent (trap C11).
 #[derive(Debug, Default)]
 pub(super) struct OutBuf {
     ring: Box<[u8]>,
@@ -115,6 +118,43 @@ pub(super) struct OutBuf {
     len: usize,
     flight: usize,
     retired: Option<Box<[u8]>>,
+    /// Received bytes to send from the pool's buffers, in order.
+    leases: Vec<Lease>,
+    /// Their bytes.
+    leased: usize,
+    /// The send in flight is of leases (a `sendmsg` over `iov`).
+    flight_leased: bool,
+    /// The send of leases in flight: its message and vectors, which the
+    /// kernel reads when it issues it, so they live here, boxed.
+    msg: Option<Box<LeaseMsg>>,
+}
+
+/// A piece of a receive buffer to send in place.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub(super) bid: u16,
+    ptr: *const u8,
+    len: usize,
+}
+
+/// The `sendmsg` of a connection's leases: at most [`LeaseMsg::IOV`]
+/// of them at once.
+#[derive(Debug)]
+pub(super) struct LeaseMsg {
+    msg: libc::msghdr,
+    iov: [libc::iovec; LeaseMsg::IOV],
+}
+
+impl LeaseMsg {
+    const IOV: usize = 8;
+}
+
+/// The next send of an output.
+pub(super) enum Next {
+    /// Bytes of the ring: a pointer and a length.
+    Bytes(*const u8, u32),
+    /// Leases: a `sendmsg` over their pieces of the receive buffers.
+    Leased(*const libc::msghdr),
 }
 
 impl OutBuf {
@@ -122,8 +162,9 @@ impl OutBuf {
     /// by another connection, or `None` if it is neither (it grew past
     /// the cap) or a send still holds its bytes.
     pub(super) fn recycle(mut self: Box<Self>) -> Option<Box<Self>> {
-        let sized = self.ring.len() == FIRST_OUT || self.ring.len() == OUT_CAP;
-        if !sized || self.flight > 0 || self.retired.is_some() {
+        let sized = [0, FIRST_OUT, OUT_CAP].contains(&self.ring.len());
+        let busy = self.flight > 0 || !self.leases.is_empty();
+        if !sized || busy || self.retired.is_some() {
             return None;
         }
         self.head = 0;
@@ -176,36 +217,130 @@ impl OutBuf {
 
     /// Nothing is in flight or waiting.
     pub(super) fn is_quiet(&self) -> bool {
-        self.flight == 0 && self.len == 0
+        self.flight == 0 && self.len == 0 && self.leases.is_empty()
     }
 
     /// Bytes waiting, in flight included.
     pub(super) fn pending(&self) -> usize {
-        self.len
+        self.len + self.leased
     }
 
-    /// The next send, if none is in flight and output waits: a pointer
-    /// and a length that stay valid until [`OutBuf::sent`].
-    pub(super) fn next_send(&mut self) -> Option<(*const u8, u32)> {
-        if self.flight > 0 || self.len == 0 {
+    /// New output may be sent in place: no bytes wait in the ring, so
+    /// leases keep the order.
+    pub(super) fn leasable(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `bytes` of receive buffer `bid` to be sent in place; the
+    /// caller pins the buffer ([`OutBuf::leases_from`]).
+    pub(super) fn lease(&mut self, bid: u16, bytes: &[u8]) {
+        let ptr = bytes.as_ptr();
+        self.leases.push(Lease { bid, ptr, len: bytes.len() });
+        self.leased += bytes.len();
+    }
+
+    /// The leases from the `from`th on.
+    pub(super) fn leases_from(&self, from: usize) -> &[Lease] {
+        self.leases.get(from..).unwrap_or_default()
+    }
+
+    /// How many leases wait.
+    pub(super) fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Every lease, taken (their buffers to unpin): for a connection
+    /// freed with output left.
+    pub(super) fn take_leases(&mut self) -> Vec<Lease> {
+        self.leased = 0;
+        std::mem::take(&mut self.leases)
+    }
+
+    /// The next send, if none is in flight and output waits: valid
+    /// until [`OutBuf::sent`].
+    pub(super) fn next_send(&mut self) -> Option<Next> {
+        if self.flight > 0 {
+            return None;
+        }
+        if !self.leases.is_empty() {
+            let msg = self.msg.get_or_insert_with(|| {
+                // SAFETY: an all-zero msghdr and iovec are valid (null
+                // pointers, zero lengths).
+                Box::new(unsafe { std::mem::zeroed() })
+            });
+            let mut n = 0;
+            for (iov, lease) in msg.iov.iter_mut().zip(&self.leases) {
+                iov.iov_base = lease.ptr.cast_mut().cast();
+                iov.iov_len = lease.len;
+                n += 1;
+            }
+            msg.msg.msg_iov = msg.iov.as_mut_ptr();
+            msg.msg.msg_iovlen = n;
+            self.flight = self.leases[..n].iter().map(|l| l.len).sum();
+            self.flight_leased = true;
+            return Some(Next::Leased(&msg.msg));
+        }
+        if self.len == 0 {
             return None;
         }
         let (a, _) = self.segments();
         let len = u32::try_from(a.len()).unwrap_or(u32::MAX);
         let ptr = a.as_ptr();
         self.flight = len as usize;
-        Some((ptr, len))
+        Some(Next::Bytes(ptr, len))
+    }
+
+    /// The send in flight is of leases.
+    pub(super) fn sending_leases(&self) -> bool {
+        self.flight > 0 && self.flight_leased
     }
 
     /// The send in flight completed with `n` bytes taken; true when
-    /// nothing is left to send.
-    pub(super) fn sent(&mut self, n: usize) -> bool {
-        let n = n.min(self.flight);
+    /// nothing is left to send. Leases fully sent are handed to `unpin`;
+    /// after a short send of leases (a client that reads slowly) the rest
+    /// is copied into the ring and unpinned too, so that a slow client
+    /// holds no receive buffer (trap C11).
+    pub(super) fn sent(&mut self, n: usize, mut unpin: impl FnMut(u16)) -> bool {
+        let flight = std::mem::take(&mut self.flight);
+        let mut n = n.min(flight);
+        if std::mem::take(&mut self.flight_leased) {
+            let short = n < flight;
+            let mut done = 0;
+            for lease in &mut self.leases {
+                let k = n.min(lease.len);
+                n -= k;
+                self.leased -= k;
+                // SAFETY: still within the lease's piece of its buffer.
+                lease.ptr = unsafe { lease.ptr.add(k) };
+                lease.len -= k;
+                if lease.len > 0 {
+                    break;
+                }
+                unpin(lease.bid);
+                done += 1;
+            }
+            self.leases.drain(..done);
+            if short {
+                self.own_leases(&mut unpin);
+            }
+            return self.len == 0 && self.leases.is_empty();
+        }
         self.head = (self.head + n) % self.ring.len().max(1);
         self.len -= n;
-        self.flight = 0;
         self.retired = None;
         self.len == 0
+    }
+
+    /// Copies what the leases hold into the ring, in order, and unpins
+    /// them.
+    fn own_leases(&mut self, unpin: &mut impl FnMut(u16)) {
+        for lease in std::mem::take(&mut self.leases) {
+            // SAFETY: a lease's piece of its buffer, pinned until now.
+            let bytes = unsafe { std::slice::from_raw_parts(lease.ptr, lease.len) };
+            self.push(bytes);
+            unpin(lease.bid);
+        }
+        self.leased = 0;
     }
 
     fn held(&self) -> usize {
@@ -269,17 +404,104 @@ mod tests {
     fn bytes_in_flight_never_move() {
         let mut out = OutBuf::default();
         out.push(b"hello");
-        let (ptr, len) = out.next_send().unwrap();
+        let Some(Next::Bytes(ptr, len)) = out.next_send() else { panic!() };
         assert_eq!(len, 5);
         out.push(&[7; 8 * 1024]); // grows past FIRST_OUT
                                   // SAFETY: the retired buffer still holds the five bytes.
         let flying = unsafe { std::slice::from_raw_parts(ptr, 5) };
         assert_eq!(flying, b"hello");
         assert!(out.next_send().is_none(), "one send at a time");
-        assert!(!out.sent(3));
-        let (_, rest) = out.next_send().unwrap();
+        assert!(!out.sent(3, |_| ()));
+        let Some(Next::Bytes(_, rest)) = out.next_send() else { panic!() };
         assert_eq!(rest as usize, 2 + 8 * 1024);
-        assert!(out.sent(rest as usize));
+        assert!(out.sent(rest as usize, |_| ()));
+    }
+
+    /// The bytes of one send of `out`, and the send itself.
+    fn next_bytes(out: &mut OutBuf) -> Vec<u8> {
+        match out.next_send() {
+            Some(Next::Bytes(ptr, n)) => {
+                // SAFETY: valid until `sent`.
+                unsafe { std::slice::from_raw_parts(ptr, n as usize) }
+                    .to_vec()
+            }
+            Some(Next::Leased(msg)) => {
+                // SAFETY: the message and its vectors live in `out`.
+                let msg = unsafe { &*msg };
+                let iov = unsafe {
+                    std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen)
+                };
+                iov.iter()
+                    .flat_map(|v| {
+                        // SAFETY: each vector is a lease's piece.
+                        unsafe {
+                            std::slice::from_raw_parts(
+                                v.iov_base.cast::<u8>(),
+                                v.iov_len,
+                            )
+                        }
+                    })
+                    .copied()
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Trap C11: leases go out in order in one `sendmsg`; a short send
+    /// copies what is left into the ring, in order, and unpins every
+    /// lease (a slow client keeps no receive buffer); output that
+    /// follows copied bytes is copied too; a full send unpins what it
+    /// sent.
+    #[test]
+    fn leases_go_in_order_and_a_short_send_copies_the_rest() {
+        let a: Vec<u8> = (0..100).collect();
+        let b: Vec<u8> = (100..250).collect();
+        let mut out = OutBuf::default();
+        assert!(out.leasable());
+        out.lease(1, &a);
+        out.lease(2, &b);
+        assert_eq!(out.pending(), 250);
+        assert_eq!(out.held(), std::mem::size_of::<OutBuf>(), "no copy");
+        let mut want = a.clone();
+        want.extend_from_slice(&b);
+        assert_eq!(next_bytes(&mut out), want);
+        assert!(out.next_send().is_none(), "one send at a time");
+        let mut unpinned = Vec::new();
+        // 120 bytes go: lease 1 done, 20 of lease 2; the rest copied.
+        assert!(!out.sent(120, |bid| unpinned.push(bid)));
+        assert_eq!(unpinned, [1, 2]);
+        assert_eq!(out.pending(), 130);
+        assert!(!out.leasable(), "copied bytes wait: no lease after them");
+        assert_eq!(next_bytes(&mut out), &want[120..]);
+        assert!(out.sent(130, |_| panic!("nothing pinned")));
+        // Drained: leases again; a send of all of them unpins them.
+        assert!(out.leasable());
+        out.lease(3, &a);
+        next_bytes(&mut out);
+        let mut unpinned = Vec::new();
+        assert!(out.sent(100, |bid| unpinned.push(bid)));
+        assert_eq!(unpinned, [3]);
+        assert!(out.is_quiet());
+    }
+
+    /// More leases than one `sendmsg` takes: the first go, the rest wait
+    /// for the next send, still in place.
+    #[test]
+    fn leases_past_one_sendmsg_wait_for_the_next() {
+        let piece = [7u8; 10];
+        let mut out = OutBuf::default();
+        for bid in 0..LeaseMsg::IOV as u16 + 2 {
+            out.lease(bid, &piece);
+        }
+        assert_eq!(next_bytes(&mut out).len(), 10 * LeaseMsg::IOV);
+        let mut unpinned = 0;
+        assert!(!out.sent(10 * LeaseMsg::IOV, |_| unpinned += 1));
+        assert_eq!(unpinned, LeaseMsg::IOV);
+        assert!(out.leasable(), "nothing was copied");
+        assert_eq!(next_bytes(&mut out).len(), 20);
+        assert!(out.sent(20, |_| unpinned += 1));
+        assert_eq!(unpinned, LeaseMsg::IOV + 2);
     }
 
     /// Output wraps around the ring: bytes come out in the order they
@@ -289,16 +511,17 @@ mod tests {
         let mut out = OutBuf::default();
         let first: Vec<u8> = (0..FIRST_OUT).map(|i| i as u8).collect();
         out.push(&first[..FIRST_OUT - 10]);
-        let (_, n) = out.next_send().unwrap();
-        out.sent(n as usize - 5); // 5 left, near the end
+        let n = next_bytes(&mut out).len();
+        out.sent(n - 5, |_| ()); // 5 left, near the end
         out.push(&first[..20]); // wraps
         let mut got = Vec::new();
-        while let Some((ptr, n)) = out.next_send() {
-            // SAFETY: valid until `sent`.
-            got.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(ptr, n as usize)
-            });
-            out.sent(n as usize);
+        loop {
+            let bytes = next_bytes(&mut out);
+            if bytes.is_empty() {
+                break;
+            }
+            out.sent(bytes.len(), |_| ());
+            got.extend(bytes);
         }
         let mut want = first[FIRST_OUT - 15..FIRST_OUT - 10].to_vec();
         want.extend_from_slice(&first[..20]);

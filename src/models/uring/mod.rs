@@ -118,12 +118,10 @@ pub(crate) fn run(
         to_arm: Vec::new(),
         echo_multishot: switch(ECHO_MULTISHOT),
         bundle: switch(BUNDLE) && incremental,
+        in_place: switch(IN_PLACE) && incremental,
         poll_first: std::env::var_os(POLL_FIRST).is_some_and(|v| v == "1"),
         defer_recv: std::env::var_os(DEFER_RECV).is_some_and(|v| v == "1"),
-        turn_recv: match switch(TURN_CAP) {
-            true => TURN_RECV,
-            false => usize::MAX,
-        },
+        turn_recv: turn_cap(),
         capped: 0,
         dry: 0,
     })
@@ -140,6 +138,10 @@ const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
 /// The switch that turns echo's bundled receive off (`0`), to measure
 /// what it brings: reads then take at most half the output's room.
 const BUNDLE: &str = "READYLOOP_URING_BUNDLE";
+/// The switch that turns off (`0`) echo's sends in place from the
+/// receive buffers (trap C11): received bytes are then copied into the
+/// connection's output first.
+const IN_PLACE: &str = "READYLOOP_URING_IN_PLACE";
 
 /// The switch that turns `IORING_RECVSEND_POLL_FIRST` on (`1`): off by
 /// default, since it bought nothing measurable at pingpong and cost
@@ -156,8 +158,20 @@ const FITTED: &str = "READYLOOP_URING_FITTED_RING";
 const DEFER_RECV: &str = "READYLOOP_URING_DEFER_RECV";
 
 /// The switch that lifts (`0`) the cap on what one turn's re-armed
-/// receives may bring ([`TURN_RECV`]), to measure what it brings.
+/// receives may bring ([`TURN_RECV`]), or sets it (KiB), to measure
+/// what it brings.
 const TURN_CAP: &str = "READYLOOP_URING_TURN_CAP";
+
+/// What the receives armed in one turn may bring: [`TURN_RECV`], or
+/// as [`TURN_CAP`] says.
+fn turn_cap() -> usize {
+    let set = std::env::var(TURN_CAP).ok();
+    match set.and_then(|v| v.parse::<usize>().ok()) {
+        Some(0) => usize::MAX,
+        Some(kib) => kib.saturating_mul(1024),
+        None => TURN_RECV,
+    }
+}
 
 /// Whether the feature switch `name` is on: anything but `0`, or unset.
 fn switch(name: &str) -> bool {
@@ -192,6 +206,9 @@ struct Loop {
     /// Echo's bounded multishot receive is a bundle (trap C10), with
     /// incremental buffers only; cleared by the first refusal.
     bundle: bool,
+    /// Echo sends received bytes in place from the receive buffers
+    /// (trap C11); incremental buffers only.
+    in_place: bool,
     /// Receives and sends on a socket known empty (full) poll first
     /// (`IORING_RECVSEND_POLL_FIRST`); on only with its switch.
     poll_first: bool,

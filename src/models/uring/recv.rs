@@ -299,11 +299,11 @@ impl Loop {
         // The received bytes past `range.start` (a header's), in one
         // slice or, from a bundle, two (trap C10).
         let mut skip = range.start;
-        let pieces = bid.into_iter().flat_map(|b| self.pool.data(b, n));
-        let pieces = pieces.filter_map(move |piece| {
+        let pieces = bid.into_iter().flat_map(|b| self.pool.pieces(b, n));
+        let pieces = pieces.filter_map(move |(bid, piece)| {
             let cut = skip.min(piece.len());
             skip -= cut;
-            piece.get(cut..).filter(|rest| !rest.is_empty())
+            piece.get(cut..).filter(|rest| !rest.is_empty()).map(|p| (bid, p))
         });
         let policy = &mut self.policy;
         match (conn.phase, policy.mode) {
@@ -312,7 +312,7 @@ impl Loop {
                 let log = policy.log.as_mut();
                 if let Some(mut limit) = log.map(|l| l.limit(key, stats)) {
                     let scratch = &mut policy.scratch;
-                    for data in pieces {
+                    for (_, data) in pieces {
                         journal::chunk(conn.peer, data, scratch, &mut limit);
                     }
                 }
@@ -324,7 +324,7 @@ impl Loop {
                 // drained buffer of the cap: a stream reuses its buffers
                 // instead of growing (allocating and zeroing) each time.
                 let out = conn.out.get_or_insert_with(|| {
-                    let large = range.len() > FIRST_OUT;
+                    let large = range.len() > FIRST_OUT && !self.in_place;
                     spare.take(large).unwrap_or_default()
                 });
                 // The first output of a turn queues one send; the
@@ -332,8 +332,19 @@ impl Loop {
                 if out.is_quiet() {
                     self.to_send.push(key);
                 }
-                for data in pieces {
-                    out.push(data);
+                // Trap C11: sent in place from the receive buffers while
+                // no copied bytes wait before them; the buffers are
+                // pinned (out of the ring) until the send completes.
+                let lease = self.in_place && out.leasable();
+                let from = out.lease_count();
+                for (bid, data) in pieces {
+                    match lease {
+                        true => out.lease(bid, data),
+                        false => out.push(data),
+                    }
+                }
+                for l in out.leases_from(from) {
+                    self.pool.pin(l.bid);
                 }
                 policy.output.held = policy.output.held - before + conn.held();
             }

@@ -5,13 +5,13 @@
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 
-use io_uring::opcode::Send;
+use io_uring::opcode::{Send, SendMsg};
 use io_uring::types::Fd;
 
 use crate::stats::Reason;
 
 use super::close::live;
-use super::connection::Phase;
+use super::connection::{Next, Phase};
 use super::ring::{self, Completion, Kind, Op};
 use super::{trace, Loop};
 
@@ -23,7 +23,7 @@ impl Loop {
             return;
         }
         let Some(out) = &mut conn.out else { return };
-        let Some((ptr, len)) = out.next_send() else { return };
+        let Some(next) = out.next_send() else { return };
         let fd = Fd(conn.stream.as_raw_fd());
         // After a short send the socket's buffer is full: poll first.
         let ioprio = match conn.send_full && self.poll_first {
@@ -31,8 +31,20 @@ impl Loop {
             false => 0,
         };
         // Trap 10: MSG_NOSIGNAL, so a dead peer is an EPIPE here.
-        let send = Send::new(fd, ptr, len).flags(libc::MSG_NOSIGNAL);
-        let send = send.ioprio(ioprio).build();
+        let send = match next {
+            Next::Bytes(ptr, len) => {
+                let send = Send::new(fd, ptr, len).flags(libc::MSG_NOSIGNAL);
+                send.ioprio(ioprio).build()
+            }
+            // Trap C11: sent in place from the receive buffers, and never
+            // left waiting for a client that does not read (it would hold
+            // them out of the ring): MSG_DONTWAIT, a full socket fails
+            // the send at once (EAGAIN) and what is left is copied.
+            Next::Leased(msg) => {
+                let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+                SendMsg::new(fd, msg).flags(flags as u32).build()
+            }
+        };
         let op = Op::new(Kind::Send, key, conn.gen);
         ring::push(&mut self.ring, send, op);
     }
@@ -46,13 +58,22 @@ impl Loop {
         // it: the budget gets that back too, or it would count memory no
         // longer held (the heap trim waits for none held).
         let before = conn.held();
-        let drained = conn.out.as_mut().is_some_and(|out| out.sent(n));
-        self.policy.output.held -= before - conn.held();
+        // A send in place that found the socket full failed at once
+        // (MSG_DONTWAIT): nothing was sent, what it held is copied.
+        let leased = conn.out.as_ref().is_some_and(|out| out.sending_leases());
+        let full = leased && c.result == -libc::EAGAIN;
+        let pool = &mut self.pool;
+        let drained = conn
+            .out
+            .as_mut()
+            .is_some_and(|out| out.sent(n, |bid| pool.unpin(bid)));
+        // (It grows when leases were copied.)
+        self.policy.output.held = self.policy.output.held - before + conn.held();
         conn.send_full = !drained;
         if conn.phase == Phase::Closing {
             return self.free_if_done(key);
         }
-        if let Some(e) = c.error() {
+        if let Some(e) = c.error().filter(|_| !full) {
             return self.close_for(key, Reason::from_io(e));
         }
         if !drained {
