@@ -173,42 +173,104 @@ fn write_until_still(stream: &mut TcpStream, chunk: &[u8]) -> (Vec<u8>, u64) {
 }
 
 /// Trap C11: echo sends received bytes in place from the receive
-/// buffers, which stay out of the ring until the send is done. Eight
-/// clients that write and never read, through a pool of four buffers
-/// (256 KiB, less than the 512 KiB of output they make the server
-/// hold): a send that waited for them to read would keep every buffer
-/// out of the ring, and a new client would never be read. The send in
-/// place fails at once on a full socket and its bytes are copied, so
-/// the new client echoes, and each writer gets every byte back once it
-/// reads.
+/// buffers, which stay out of the ring until the send is done, so such
+/// a send must not wait for a client that does not read: it is sent
+/// with MSG_DONTWAIT and a full socket (EAGAIN) copies its bytes. Through
+/// a pool of four buffers (256 KiB) and small send buffers
+/// (`--send-buffer 4K`), eight clients read slowly for a second, then
+/// stop reading and write until nothing moves. Sends in place meet a
+/// full socket (the server's debug line says so; without MSG_DONTWAIT
+/// none does, and the check fails), and that is no error (treated as
+/// one, the connections close and the clients' writes fail). A new
+/// client still echoes, and each slow client gets every byte back, in
+/// order, once it reads. Then the same without sends in place.
 #[test]
-fn clients_that_do_not_read_hold_no_receive_buffer() {
+fn clients_that_stop_reading_hold_no_receive_buffer() {
     crate::support::uring::run(Model::Uring, |_| {
         let _heavy = heavy();
-        for env in CONFIGS {
+        let without: &[_] = &[("READYLOOP_URING_IN_PLACE", "0")];
+        for env in [&[][..], without] {
             let mut env = env.to_vec();
             env.push(("READYLOOP_URING_BUFFERS", "4"));
-            let server = uring(&env, &[]);
-            let chunk = pattern(11, 48 * 1024 + 3);
-            let hogs: Vec<_> = (0..8)
-                .map(|_| {
-                    let mut hog = connect(server.addr);
-                    let (sent, _) = write_until_still(&mut hog, &chunk);
-                    (hog, sent)
-                })
+            let args = ["--send-buffer", "4K", "--log-level", "debug"];
+            let mut server = uring(&env, &args);
+            let addr = server.addr;
+            let slow: Vec<_> = (0..8u64)
+                .map(|i| thread::spawn(move || slow(addr, i)))
                 .collect();
+            let slow: Vec<_> =
+                slow.into_iter().map(|t| t.join().expect("client")).collect();
             let mut fresh = connect(server.addr);
-            fresh.set_read_timeout(Some(PATIENCE)).expect("timeout");
             assert_eq!(echo_round(&mut fresh, b"still read"), b"still read");
-            for (mut hog, sent) in hogs {
-                let mut back = vec![0; sent.len()];
-                hog.read_exact(&mut back).expect("read the echo");
-                assert!(back == sent, "{env:?}: echo differs after the stall");
+            drop(fresh);
+            for (mut stream, sent, got) in slow {
+                let mut back = got;
+                let mut rest = vec![0; sent.len() - back.len()];
+                stream.read_exact(&mut rest).expect("read the echo");
+                back.extend(rest);
+                assert!(back == sent, "{env:?}: echo differs");
             }
-            let s = stop(server);
+            let (code, s) = server.finish();
+            assert_eq!(code, 0, "{env:?}");
             assert_eq!(s.closed(), s.accepted, "{env:?}: {s}");
+            let copied =
+                server.log.iter().any(|l| l.contains("found the socket full"));
+            let in_place = !env.contains(&("READYLOOP_URING_IN_PLACE", "0"));
+            assert_eq!(
+                copied, in_place,
+                "{env:?}: no send in place met a full socket (or one did \
+                 without sends in place): the test tests nothing"
+            );
         }
     });
+}
+
+/// One slow client: for a second it writes 16 KiB and reads at most
+/// 4 KiB every 2 ms, then stops reading and writes until nothing moves.
+/// Returns its stream, what it sent and what it read.
+fn slow(
+    addr: std::net::SocketAddr,
+    seed: u64,
+) -> (TcpStream, Vec<u8>, Vec<u8>) {
+    let mut stream = connect(addr);
+    stream.set_nonblocking(true).expect("nonblocking");
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let mut round = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        let chunk = pattern(seed * 10_000 + round, 16 * 1024);
+        round += 1;
+        match stream.write(&chunk) {
+            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("write: {e}"),
+        }
+        let mut buf = [0; 4096];
+        match stream.read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    // Not reading any more: write until nothing has moved for 500 ms.
+    let chunk = pattern(seed * 10_000 + round, 48 * 1024 + 3);
+    let mut still = Instant::now();
+    while still.elapsed() < Duration::from_millis(500) {
+        match stream.write(&chunk) {
+            Ok(n) => {
+                sent.extend_from_slice(&chunk[..n]);
+                still = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(start.elapsed() < PATIENCE, "never still");
+    }
+    stream.set_nonblocking(false).expect("blocking");
+    (stream, sent, got)
 }
 
 /// 2,000 clients echoing 16 KiB round trips through a pool of four

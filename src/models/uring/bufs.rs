@@ -181,7 +181,10 @@ impl Pool {
             }
         }
         let offsets = per_buffer(incremental, entries, 0);
-        let (slots, put_at) = (per_buffer(incremental, entries, 0), per_buffer(incremental, entries, 0));
+        let (slots, put_at) = (
+            per_buffer(incremental, entries, 0),
+            per_buffer(incremental, entries, 0),
+        );
         let pins = per_buffer(incremental, entries, 0);
         let ready = per_buffer(incremental, entries, false);
         let finished = per_buffer(incremental, entries, false);
@@ -365,7 +368,8 @@ impl Pool {
     /// A send in place will read from buffer `bid`: it stays out of the
     /// ring until [`Pool::unpin`], whatever the kernel does with it.
     pub(super) fn pin(&mut self, bid: u16) {
-        if let Some(pins) = self.pins.get_mut(usize::from(bid % self.entries)) {
+        if let Some(pins) = self.pins.get_mut(usize::from(bid % self.entries))
+        {
             *pins += 1;
         }
     }
@@ -564,9 +568,8 @@ mod tests {
         let slot = pool.put_at[usize::from(first)].wrapping_add(1);
         let slot = usize::from(slot & (pool.entries - 1));
         // SAFETY: a slot below `entries`, inside the ring's mapping.
-        let entry = unsafe {
-            &*pool.map.as_ptr().cast::<BufRingEntry>().add(slot)
-        };
+        let entry =
+            unsafe { &*pool.map.as_ptr().cast::<BufRingEntry>().add(slot) };
         let next = entry.bid();
         assert_eq!(pool.after(usize::from(first)), usize::from(next));
         assert_ne!(next, first + 1, "the test wants a shuffled ring");

@@ -300,7 +300,11 @@ impl OutBuf {
     /// after a short send of leases (a client that reads slowly) the rest
     /// is copied into the ring and unpinned too, so that a slow client
     /// holds no receive buffer (trap C11).
-    pub(super) fn sent(&mut self, n: usize, mut unpin: impl FnMut(u16)) -> bool {
+    pub(super) fn sent(
+        &mut self,
+        n: usize,
+        mut unpin: impl FnMut(u16),
+    ) -> bool {
         let flight = std::mem::take(&mut self.flight);
         let mut n = n.min(flight);
         if std::mem::take(&mut self.flight_leased) {
@@ -336,7 +340,8 @@ impl OutBuf {
     fn own_leases(&mut self, unpin: &mut impl FnMut(u16)) {
         for lease in std::mem::take(&mut self.leases) {
             // SAFETY: a lease's piece of its buffer, pinned until now.
-            let bytes = unsafe { std::slice::from_raw_parts(lease.ptr, lease.len) };
+            let bytes =
+                unsafe { std::slice::from_raw_parts(lease.ptr, lease.len) };
             self.push(bytes);
             unpin(lease.bid);
         }
@@ -422,8 +427,7 @@ mod tests {
         match out.next_send() {
             Some(Next::Bytes(ptr, n)) => {
                 // SAFETY: valid until `sent`.
-                unsafe { std::slice::from_raw_parts(ptr, n as usize) }
-                    .to_vec()
+                unsafe { std::slice::from_raw_parts(ptr, n as usize) }.to_vec()
             }
             Some(Next::Leased(msg)) => {
                 // SAFETY: the message and its vectors live in `out`.

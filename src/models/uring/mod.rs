@@ -124,6 +124,7 @@ pub(crate) fn run(
         turn_recv: turn_cap(),
         capped: 0,
         dry: 0,
+        full_in_place: 0,
     })
 }
 
@@ -221,6 +222,8 @@ struct Loop {
     turn_recv: usize,
     /// Turns that left receives for the next ([`TURN_RECV`]).
     capped: u64,
+    /// Sends in place that found the socket full (trap C11).
+    full_in_place: u64,
 }
 
 impl Drop for Loop {
@@ -238,6 +241,13 @@ impl Drop for Loop {
                 "io_uring: the receive buffer ring ran dry {} times \
                  (ENOBUFS, trap C3); each receive was armed again",
                 self.dry
+            );
+        }
+        if self.full_in_place > 0 {
+            log::debug!(
+                "io_uring: {} sends in place found the socket full and \
+                 were copied (trap C11)",
+                self.full_in_place
             );
         }
     }

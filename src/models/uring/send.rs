@@ -68,10 +68,21 @@ impl Loop {
             .as_mut()
             .is_some_and(|out| out.sent(n, |bid| pool.unpin(bid)));
         // (It grows when leases were copied.)
-        self.policy.output.held = self.policy.output.held - before + conn.held();
+        self.policy.output.held =
+            self.policy.output.held - before + conn.held();
         conn.send_full = !drained;
         if conn.phase == Phase::Closing {
             return self.free_if_done(key);
+        }
+        if full {
+            if self.full_in_place == 0 {
+                log::debug!(
+                    "io_uring: a send in place found the socket full \
+                     (EAGAIN, trap C11): its bytes were copied, its \
+                     receive buffers given back"
+                );
+            }
+            self.full_in_place += 1;
         }
         if let Some(e) = c.error().filter(|_| !full) {
             return self.close_for(key, Reason::from_io(e));
