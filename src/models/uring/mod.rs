@@ -22,7 +22,7 @@
 //!   give the buffers back, queue sends, re-arm what ended
 //! ```
 //!
-//! The completion traps (C1-C10 in docs/traps.md) are named where handled.
+//! The completion traps (C1-C11 in docs/traps.md) are named where handled.
 
 // Unsafe code: the ring's submissions point at memory the kernel uses
 // later, and the buffer pool is a mapping shared with the kernel.
