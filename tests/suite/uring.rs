@@ -26,10 +26,12 @@ const BUFFER: u64 = 64 * 1024;
 
 /// The receive path's configurations: the default (incremental buffers,
 /// echo's bounded multishot receive as a bundle, sends in place, where
-/// the kernel has them) and each turned off, as on an older kernel.
+/// the kernel has them) and each turned off, as on an older kernel; with
+/// bundles off, reads under 2 KiB are copied and larger ones sent in
+/// place (so both meet in one output).
 const CONFIGS: [&[(&str, &str)]; 5] = [
     &[],
-    &[("READYLOOP_URING_BUNDLE", "0")],
+    &[("READYLOOP_URING_BUNDLE", "0"), ("READYLOOP_URING_IN_PLACE", "2048")],
     &[("READYLOOP_URING_IN_PLACE", "0")],
     &[("READYLOOP_URING_INC", "0")],
     &[("READYLOOP_URING_ECHO_MULTISHOT", "0")],

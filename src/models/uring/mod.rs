@@ -16,7 +16,9 @@
 //!       accept  -> admit or reject the new socket, arm its receive
 //!       control -> the listener layer's epoll is readable: waker,
 //!                  signals, the metrics listener and its scrapes
-//!       recv    -> log / echo (copy to its output) / discard; buffer back
+//!       recv    -> log / discard, or echo: lease its buffers to the
+//!                  output (sent in place, trap C11) or copy them there;
+//!                  a buffer goes back once read through and sent
 //!       send    -> advance its output; drained: resume, close or linger
 //!       cancel  -> one less operation in flight
 //!   give the buffers back, queue sends, re-arm what ended
@@ -118,7 +120,7 @@ pub(crate) fn run(
         to_arm: Vec::new(),
         echo_multishot: switch(ECHO_MULTISHOT),
         bundle: switch(BUNDLE) && incremental,
-        in_place: switch(IN_PLACE) && incremental,
+        in_place: if incremental { in_place_min() } else { usize::MAX },
         poll_first: std::env::var_os(POLL_FIRST).is_some_and(|v| v == "1"),
         defer_recv: std::env::var_os(DEFER_RECV).is_some_and(|v| v == "1"),
         turn_recv: turn_cap(),
@@ -141,8 +143,25 @@ const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
 const BUNDLE: &str = "READYLOOP_URING_BUNDLE";
 /// The switch that turns off (`0`) echo's sends in place from the
 /// receive buffers (trap C11): received bytes are then copied into the
-/// connection's output first.
+/// connection's output first. Any other number sets the smallest read
+/// sent in place ([`IN_PLACE_MIN`]), to measure a threshold.
 const IN_PLACE: &str = "READYLOOP_URING_IN_PLACE";
+/// The smallest read echo sends in place: every read. Copying reads
+/// below 2 KiB instead (`READYLOOP_URING_IN_PLACE=2048`) was measured
+/// and bought nothing at pingpong 64 B (0.97x the CPU per message, in
+/// the noise) while it cost streams at C=100 1.06x (docs/completion.md).
+const IN_PLACE_MIN: usize = 1;
+
+/// The smallest read echo sends in place: [`IN_PLACE_MIN`], or as
+/// [`IN_PLACE`] says (`0`: never).
+fn in_place_min() -> usize {
+    let set = std::env::var(IN_PLACE).ok();
+    match set.and_then(|v| v.parse::<usize>().ok()) {
+        Some(0) => usize::MAX,
+        Some(min) => min,
+        None => IN_PLACE_MIN,
+    }
+}
 
 /// The switch that turns `IORING_RECVSEND_POLL_FIRST` on (`1`): off by
 /// default, since it bought nothing measurable at pingpong and cost
@@ -207,9 +226,10 @@ struct Loop {
     /// Echo's bounded multishot receive is a bundle (trap C10), with
     /// incremental buffers only; cleared by the first refusal.
     bundle: bool,
-    /// Echo sends received bytes in place from the receive buffers
-    /// (trap C11); incremental buffers only.
-    in_place: bool,
+    /// Echo sends a read of at least this many bytes in place from the
+    /// receive buffers (trap C11); `usize::MAX`: never (without
+    /// incremental buffers, or switched off).
+    in_place: usize,
     /// Receives and sends on a socket known empty (full) poll first
     /// (`IORING_RECVSEND_POLL_FIRST`); on only with its switch.
     poll_first: bool,

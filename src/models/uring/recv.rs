@@ -320,11 +320,16 @@ impl Loop {
             (Phase::Open, Mode::Echo) => {
                 let before = conn.held();
                 let spare = &mut self.spare;
+                // Trap C11: a read is sent in place from the receive
+                // buffers while no copied bytes wait before it; the
+                // buffers are pinned (out of the ring) until the send
+                // completes.
+                let in_place = range.len() >= self.in_place;
                 // A first output of more than the small buffer takes a
                 // drained buffer of the cap: a stream reuses its buffers
                 // instead of growing (allocating and zeroing) each time.
                 let out = conn.out.get_or_insert_with(|| {
-                    let large = range.len() > FIRST_OUT && !self.in_place;
+                    let large = range.len() > FIRST_OUT && !in_place;
                     spare.take(large).unwrap_or_default()
                 });
                 // The first output of a turn queues one send; the
@@ -332,10 +337,7 @@ impl Loop {
                 if out.is_quiet() {
                     self.to_send.push(key);
                 }
-                // Trap C11: sent in place from the receive buffers while
-                // no copied bytes wait before them; the buffers are
-                // pinned (out of the ring) until the send completes.
-                let lease = self.in_place && out.leasable();
+                let lease = in_place && out.leasable();
                 let from = out.lease_count();
                 for (bid, data) in pieces {
                     match lease {
