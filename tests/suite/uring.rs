@@ -178,8 +178,9 @@ fn write_until_still(stream: &mut TcpStream, chunk: &[u8]) -> (Vec<u8>, u64) {
 /// buffers, which stay out of the ring until the send is done, so such
 /// a send must not wait for a client that does not read: it is sent
 /// with MSG_DONTWAIT and a full socket (EAGAIN) copies its bytes. Through
-/// a pool of four buffers (256 KiB) and small send buffers
-/// (`--send-buffer 4K`), eight clients read slowly for a second, then
+/// a pool of four buffers (256 KiB) and bounded send buffers
+/// (`--send-buffer 64K`: with 4K the echo read back afterwards crawled,
+/// 5 s of the test's 14), eight clients read slowly for a second, then
 /// stop reading and write until nothing moves. Sends in place meet a
 /// full socket (the server's debug line says so; without MSG_DONTWAIT
 /// none does, and the check fails), and that is no error (treated as
@@ -194,7 +195,7 @@ fn clients_that_stop_reading_hold_no_receive_buffer() {
         for env in [&[][..], without] {
             let mut env = env.to_vec();
             env.push(("READYLOOP_URING_BUFFERS", "4"));
-            let args = ["--send-buffer", "4K", "--log-level", "debug"];
+            let args = ["--send-buffer", "64K", "--log-level", "debug"];
             let mut server = uring(&env, &args);
             let addr = server.addr;
             let slow: Vec<_> = (0..8u64)
