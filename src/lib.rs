@@ -21,7 +21,7 @@
 //! src/workers.rs          --workers N: the mio (or uring) loop once per thread
 //! src/models/
 //!   mio/                  readiness: the loop, one connection, its output, the PROXY header's read
-//!   uring/                completions: the loop, receive, send, close, the ring, the buffer pool, trace
+//!   uring/                completions: the loop, receive, send, close, the ring, the buffer pool, trace, the measurement switches
 //!   iterative.rs, thread.rs, process/   the blocking models, one client per
 //!                         loop, thread or process
 //!   acceptor.rs, blocking/  what the blocking models share: accepting, serving one connection

@@ -36,6 +36,7 @@ mod connection;
 mod recv;
 mod ring;
 mod send;
+mod switches;
 mod trace;
 
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ use crate::stats::{Reason, Summary};
 use bufs::Pool;
 use connection::{Connection, Phase};
 use ring::{Completion, Kind, Op};
+use switches::Switches;
 
 /// Control events taken from the listener layer's poll at once.
 const EVENTS: usize = 64;
@@ -91,10 +93,10 @@ pub(crate) fn run(
     // it ended arrive without F_MORE and are armed again.
     let cq = (4 * capacity).clamp(4096, 1 << 17) as u32;
     let ring = ring::create(cq)?;
-    let buffers = std::env::var(BUFFERS).ok().and_then(|n| n.parse().ok());
-    let mut pool =
-        Pool::new(&ring, capacity, config.mode, switch(INC), buffers)?;
-    if !switch(FITTED) {
+    let switches = Switches::read();
+    let (inc, buffers) = (switches.inc, switches.buffers);
+    let mut pool = Pool::new(&ring, capacity, config.mode, inc, buffers)?;
+    if !switches.fitted {
         pool.unfit();
     }
     let incremental = pool.incremental();
@@ -118,84 +120,16 @@ pub(crate) fn run(
         spare: connection::Spare::default(),
         freed: 0,
         to_arm: Vec::new(),
-        echo_multishot: switch(ECHO_MULTISHOT),
-        bundle: switch(BUNDLE) && incremental,
-        in_place: if incremental { in_place_min() } else { usize::MAX },
-        poll_first: std::env::var_os(POLL_FIRST).is_some_and(|v| v == "1"),
-        defer_recv: std::env::var_os(DEFER_RECV).is_some_and(|v| v == "1"),
-        turn_recv: turn_cap(),
+        echo_multishot: switches.echo_multishot,
+        bundle: switches.bundle && incremental,
+        in_place: if incremental { switches.in_place } else { usize::MAX },
+        poll_first: switches.poll_first,
+        defer_recv: switches.defer_recv,
+        turn_recv: switches.turn_recv,
         capped: 0,
         dry: 0,
         full_in_place: 0,
     })
-}
-
-/// The switch that turns incremental buffer consumption off (`0`), to
-/// measure what it brings; on by default where the kernel has it.
-const INC: &str = "READYLOOP_URING_INC";
-/// The number of receive buffers, instead of the pool's own sizing: a
-/// small pool runs dry (trap C3) in tests.
-const BUFFERS: &str = "READYLOOP_URING_BUFFERS";
-/// The switch that turns echo's bounded multishot receive off (`0`).
-const ECHO_MULTISHOT: &str = "READYLOOP_URING_ECHO_MULTISHOT";
-/// The switch that turns echo's bundled receive off (`0`), to measure
-/// what it brings: reads then take at most half the output's room.
-const BUNDLE: &str = "READYLOOP_URING_BUNDLE";
-/// The switch that turns off (`0`) echo's sends in place from the
-/// receive buffers (trap C11): received bytes are then copied into the
-/// connection's output first. Any other number sets the smallest read
-/// sent in place ([`IN_PLACE_MIN`]), to measure a threshold.
-const IN_PLACE: &str = "READYLOOP_URING_IN_PLACE";
-/// The smallest read echo sends in place: every read. Copying reads
-/// below 2 KiB instead (`READYLOOP_URING_IN_PLACE=2048`) was measured
-/// and bought nothing at pingpong 64 B (0.97x the CPU per message, in
-/// the noise) while it cost streams at C=100 1.06x (docs/completion.md).
-const IN_PLACE_MIN: usize = 1;
-
-/// The smallest read echo sends in place: [`IN_PLACE_MIN`], or as
-/// [`IN_PLACE`] says (`0`: never).
-fn in_place_min() -> usize {
-    let set = std::env::var(IN_PLACE).ok();
-    match set.and_then(|v| v.parse::<usize>().ok()) {
-        Some(0) => usize::MAX,
-        Some(min) => min,
-        None => IN_PLACE_MIN,
-    }
-}
-
-/// The switch that turns `IORING_RECVSEND_POLL_FIRST` on (`1`): off by
-/// default, since it bought nothing measurable at pingpong and cost
-/// about 6% CPU per message on streams (docs/completion.md).
-const POLL_FIRST: &str = "READYLOOP_URING_POLL_FIRST";
-
-/// The switch that keeps every incremental buffer in the ring (`0`)
-/// instead of what the traffic needs, to measure what fitting brings.
-const FITTED: &str = "READYLOOP_URING_FITTED_RING";
-
-/// The switch that turns on (`1`) waiting for a send in flight before
-/// arming an echo receive with little room: off by default, since it
-/// bought nothing measurable (docs/completion.md).
-const DEFER_RECV: &str = "READYLOOP_URING_DEFER_RECV";
-
-/// The switch that lifts (`0`) the cap on what one turn's re-armed
-/// receives may bring ([`TURN_RECV`]), or sets it (KiB), to measure
-/// what it brings.
-const TURN_CAP: &str = "READYLOOP_URING_TURN_CAP";
-
-/// What the receives armed in one turn may bring: [`TURN_RECV`], or
-/// as [`TURN_CAP`] says.
-fn turn_cap() -> usize {
-    let set = std::env::var(TURN_CAP).ok();
-    match set.and_then(|v| v.parse::<usize>().ok()) {
-        Some(0) => usize::MAX,
-        Some(kib) => kib.saturating_mul(1024),
-        None => TURN_RECV,
-    }
-}
-
-/// Whether the feature switch `name` is on: anything but `0`, or unset.
-fn switch(name: &str) -> bool {
-    std::env::var_os(name).map_or(true, |v| v != "0")
 }
 
 /// The loop's state. The ring is dropped first (which ends every
